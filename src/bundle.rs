@@ -1,0 +1,229 @@
+//! The bundle (SPEC §6): a directory holding the change set, the id map and the report, with a
+//! manifest that checksums every file. Written completely or not at all, byte for byte the same
+//! for the same input and options; a bundle whose files disagree with its manifest is refused.
+
+use crate::groups::IdMapLine;
+use crate::input::sha256_file;
+use crate::output::{AtomicDir, LineWriter, Target};
+use crate::report::Report;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The change-set file.
+pub const CHANGES: &str = "changes.ndjson.zst";
+/// The id-map file.
+pub const IDMAP: &str = "idmap.ndjson.zst";
+/// The report file.
+pub const REPORT: &str = "report.json";
+/// The manifest file.
+pub const MANIFEST: &str = "manifest.json";
+
+/// `put` or `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Put,
+    Delete,
+}
+
+/// One changed record (SPEC §6): a put whose prior is null creates it; a delete removes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub op: Op,
+    pub kind: String,
+    pub key: String,
+    pub prior: Option<Value>,
+    pub record: Option<Value>,
+}
+
+impl Change {
+    /// The change that undoes this one (rollback): prior and record swap.
+    pub fn inverse(&self) -> Change {
+        Change {
+            op: if self.prior.is_none() { Op::Delete } else { Op::Put },
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+            prior: self.record.clone(),
+            record: self.prior.clone(),
+        }
+    }
+}
+
+/// One file of a bundle, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub records: u64,
+    pub sha256: String,
+}
+
+/// The bundle's `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u64,
+    pub tool: String,
+    pub input_sha256: String,
+    pub options: Value,
+    pub counts: Value,
+    pub files: Vec<FileEntry>,
+}
+
+/// What a bundle is written from.
+pub struct Contents<'a> {
+    pub changes: &'a [Change],
+    pub idmap: &'a [IdMapLine],
+    pub report: &'a Report,
+    pub input_sha256: String,
+    pub options: Value,
+    pub level: i32,
+}
+
+/// Writes a bundle beside `target` and renames it into place.
+pub fn write(target: &Target, c: &Contents) -> Result<()> {
+    let dir = AtomicDir::create(target)?;
+    let mut files = vec![
+        write_ndjson(&dir.join(CHANGES), CHANGES, c.changes, c.level)?,
+        write_ndjson(&dir.join(IDMAP), IDMAP, c.idmap, c.level)?,
+    ];
+    let report = serde_json::to_vec_pretty(c.report).context("serialising the report")?;
+    std::fs::write(dir.join(REPORT), &report).with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;
+    files.push(FileEntry { name: REPORT.into(), records: 1, sha256: crate::input::sha256_bytes(&report) });
+    let puts = c.changes.iter().filter(|ch| ch.op == Op::Put).count();
+    let manifest = Manifest {
+        format: "lookmig-bundle".into(),
+        version: 1,
+        tool: format!("lookmig {}", env!("CARGO_PKG_VERSION")),
+        input_sha256: c.input_sha256.clone(),
+        options: c.options.clone(),
+        counts: serde_json::json!({
+            "changes": c.changes.len(),
+            "put": puts,
+            "delete": c.changes.len() - puts,
+            "idmap": c.idmap.len(),
+            "conflicts": c.report.conflicts.len(),
+            "unresolved": c.report.unresolved.len(),
+        }),
+        files,
+    };
+    let mut m = serde_json::to_vec_pretty(&manifest).context("serialising the manifest")?;
+    m.push(b'\n');
+    std::fs::write(dir.join(MANIFEST), m).with_context(|| format!("{}: writing {MANIFEST}", target.path.display()))?;
+    dir.commit()
+}
+
+fn write_ndjson<T: Serialize>(path: &Path, name: &str, rows: &[T], level: i32) -> Result<FileEntry> {
+    let file = File::create(path).with_context(|| format!("{}: creating", path.display()))?;
+    let mut w = LineWriter::new(&file, true, level)?;
+    for row in rows {
+        let line = serde_json::to_vec(row).context("serialising a change")?;
+        w.line(&line).with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    }
+    w.finish().with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    drop(file);
+    Ok(FileEntry { name: name.into(), records: rows.len() as u64, sha256: sha256_file(path)? })
+}
+
+/// A bundle on disk whose files were checked against its manifest.
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Opens a bundle and checks it: manifest format and version, every file listed present with
+/// its checksum and record count, no file outside the bundle, none missing, none extra.
+pub fn open(dir: &Path) -> Result<Bundle> {
+    let name = dir.display();
+    if !dir.is_dir() {
+        bail!("{name}: not a bundle directory (make one with `lookmig migrate EXPORT -o {name}`)");
+    }
+    let mpath = dir.join(MANIFEST);
+    let text = std::fs::read(&mpath).with_context(|| format!("{name}: cannot read {MANIFEST}"))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid manifest ({e}); the bundle is damaged, make it again", mpath.display()))?;
+    if manifest.format != "lookmig-bundle" || manifest.version != 1 {
+        bail!(
+            "{}: format {:?} version {} is not a bundle this lookmig reads (lookmig-bundle version 1)",
+            mpath.display(),
+            manifest.format,
+            manifest.version
+        );
+    }
+    let mut expected: Vec<&str> = vec![MANIFEST];
+    for f in &manifest.files {
+        if f.name.is_empty() || f.name.contains(['/', '\\']) || f.name == "." || f.name == ".." || f.name == MANIFEST {
+            bail!("{}: names {:?}, which is not a file inside the bundle; refusing it", mpath.display(), f.name);
+        }
+        expected.push(&f.name);
+    }
+    for required in [CHANGES, IDMAP, REPORT] {
+        if !expected.contains(&required) {
+            bail!("{}: does not list {required}; the bundle is incomplete", mpath.display());
+        }
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("{name}: listing"))? {
+        let entry = entry?;
+        let fname = entry.file_name().to_string_lossy().to_string();
+        if !expected.contains(&fname.as_str()) {
+            bail!("{name}: holds {fname:?}, which the manifest does not list; the bundle was changed");
+        }
+    }
+    for f in &manifest.files {
+        let path = dir.join(&f.name);
+        let sha = sha256_file(&path).with_context(|| format!("{name}: {} is missing or unreadable", f.name))?;
+        if sha != f.sha256 {
+            bail!("{}: checksum differs from the manifest; the bundle was changed or damaged, make it again", path.display());
+        }
+        let records = if f.name.ends_with(".ndjson.zst") { count_lines(&path)? } else { 1 };
+        if records != f.records {
+            bail!("{}: holds {records} records, the manifest says {}", path.display(), f.records);
+        }
+    }
+    Ok(Bundle { dir: dir.to_path_buf(), manifest })
+}
+
+fn count_lines(path: &Path) -> Result<u64> {
+    let mut lines = crate::input::Input::new(&path.to_string_lossy())?.lines()?;
+    let mut n = 0;
+    while lines.next_line()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl Bundle {
+    /// Reads every change, in file order.
+    pub fn changes(&self) -> Result<Vec<Change>> {
+        self.read_ndjson(CHANGES)
+    }
+
+    /// Reads the id map.
+    pub fn idmap(&self) -> Result<Vec<Value>> {
+        self.read_ndjson(IDMAP)
+    }
+
+    /// Reads the report.
+    pub fn report(&self) -> Result<Value> {
+        let path = self.dir.join(REPORT);
+        let text = std::fs::read(&path).with_context(|| format!("{}: reading", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+    }
+
+    fn read_ndjson<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Vec<T>> {
+        let path = self.dir.join(name);
+        let input = crate::input::Input::new(&path.to_string_lossy())?;
+        let mut lines = input.lines()?;
+        let mut out = Vec::new();
+        while let Some(l) = lines.next_line()? {
+            out.push(
+                serde_json::from_slice(&l.bytes)
+                    .with_context(|| format!("{}:{}: not a valid line of {name}", path.display(), l.no))?,
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,187 @@
+//! The command line (SPEC §8): clap types, turned into each command's plain options before any
+//! work starts, and the one place where errors become exit codes.
+
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Migrate the curation of Looker reports in a data catalog across the connector's report-ID
+/// change (connector 1.4.1): plan, migrate to a bundle, inspect, verify, restore and roll back.
+#[derive(Parser, Debug)]
+#[command(name = "lookmig", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Dry run: what a migration of EXPORT would do. Writes nothing.
+    Plan {
+        /// The catalog export (NDJSON, plain or zstd; `-` for stdin).
+        export: String,
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Migrate EXPORT into a bundle (a checksummed change set).
+    Migrate {
+        /// The catalog export (NDJSON, plain or zstd; `-` for stdin).
+        export: String,
+        /// The bundle directory to write (must not exist unless --overwrite).
+        #[arg(short = 'o', long = "output", value_name = "BUNDLE")]
+        output: String,
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Show what a bundle will do.
+    Inspect {
+        /// The bundle directory.
+        bundle: String,
+        /// How many changes to show (0 for all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Check a bundle against its manifest and, with --export, the conservation law.
+    Verify {
+        /// The bundle directory.
+        bundle: String,
+        /// The export the bundle was made from.
+        #[arg(long, value_name = "EXPORT")]
+        export: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Apply a bundle onto a copy of an export, writing a new export.
+    Restore(RestoreArgs),
+    /// Undo a bundle on an export it was restored onto, writing a new export.
+    Rollback(RestoreArgs),
+    /// Write a synthetic catalog export (deterministic per seed).
+    Generate {
+        /// Logical Looker reports (each with 1-4 versions).
+        #[arg(long, default_value_t = 1000)]
+        reports: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Looker servers.
+        #[arg(long, default_value_t = 2)]
+        servers: u32,
+        /// Output file (`.zst` is compressed; `-` for stdout).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: String,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+/// Options of the rules (SPEC §2–§3, §8).
+#[derive(Args, Debug, Clone)]
+pub struct RuleArgs {
+    /// Migrate only this server (repeatable; default: every bi_server of type looker).
+    #[arg(long = "server", value_name = "ID")]
+    pub servers: Vec<i64>,
+    /// Map legacy external_ids to stable ones (CSV with a header, or NDJSON).
+    #[arg(long, value_name = "FILE")]
+    pub id_map: Option<String>,
+    /// Let deleted versions other than the survivor take part in their group.
+    #[arg(long)]
+    pub recover_deleted: bool,
+    /// Fail (exit 1) when any report stays unresolved.
+    #[arg(long)]
+    pub strict: bool,
+    /// Skip up to N malformed lines, listing each in the report, instead of failing.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_errors: u64,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Worker threads (0 = one per core). The output is the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of commands that write a file or bundle.
+#[derive(Args, Debug, Clone)]
+pub struct WriteArgs {
+    /// Replace an existing output.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// zstd compression level of compressed outputs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+}
+
+/// Options of `restore` and `rollback`.
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The bundle directory.
+    pub bundle: String,
+    /// The export to apply it onto (it is not changed).
+    #[arg(long, value_name = "EXPORT")]
+    pub onto: String,
+    /// The new export to write (`.zst` is compressed).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: String,
+    /// Apply the changes even over conflicting records.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// An error that maps to exit 3 (conflicts, a failed verification).
+#[derive(Debug)]
+pub struct Exit3(pub String);
+
+impl std::fmt::Display for Exit3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Exit3 {}
+
+/// Parses the command line, runs the command, prints an error once and returns the exit code
+/// of SPEC §8: 0 done, 1 error, 2 usage, 3 conflicts or failed verification.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match crate::cmd::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("lookmig: {e:#}");
+            let three = e.downcast_ref::<crate::restore::Conflicts>().is_some() || e.downcast_ref::<Exit3>().is_some();
+            ExitCode::from(if three { 3 } else { 1 })
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,47 @@
+//! `lookmig migrate EXPORT -o BUNDLE`: the pipeline, written as a bundle.
+
+use super::{out, out_json};
+use crate::input::Input;
+use crate::output::Target;
+use anyhow::Result;
+
+/// Options of `migrate`.
+pub struct Options {
+    pub export: String,
+    pub output: String,
+    pub migrate: crate::migrate::Options,
+    pub json: bool,
+    pub overwrite: bool,
+    pub level: i32,
+}
+
+/// Runs `migrate`.
+pub fn run(o: &Options) -> Result<()> {
+    let target = Target { path: o.output.clone().into(), overwrite: o.overwrite };
+    target.check()?;
+    let input = Input::new(&o.export)?;
+    let outcome = crate::migrate::run(&input, &o.migrate)?;
+    crate::bundle::write(
+        &target,
+        &crate::bundle::Contents {
+            changes: &outcome.changes,
+            idmap: &outcome.idmap,
+            report: &outcome.report,
+            input_sha256: outcome.input_sha256.clone(),
+            options: outcome.options.clone(),
+            level: o.level,
+        },
+    )?;
+    if o.json {
+        out_json(&serde_json::json!({ "bundle": o.output, "report": outcome.report }))
+    } else {
+        out(&format!(
+            "{}wrote bundle {} ({} changes)\nnext: lookmig verify {} --export {}",
+            outcome.report.summary(),
+            o.output,
+            outcome.changes.len(),
+            o.output,
+            o.export
+        ))
+    }
+}

@@ -1,0 +1,72 @@
+//! One module per command, each the same shape: a plain options struct and `run`.
+
+pub mod generate;
+pub mod inspect;
+pub mod migrate;
+pub mod plan;
+pub mod restore;
+pub mod verify;
+
+use crate::cli::{Command, CommonArgs, RuleArgs};
+use anyhow::Result;
+use std::io::Write;
+
+/// Runs one parsed command.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Plan { export, rules, common } => plan::run(&plan::Options {
+            export,
+            migrate: migrate_options(&rules, &common),
+            json: common.json,
+        }),
+        Command::Migrate { export, output, rules, common, write } => migrate::run(&migrate::Options {
+            export,
+            output,
+            migrate: migrate_options(&rules, &common),
+            json: common.json,
+            overwrite: write.overwrite,
+            level: write.level,
+        }),
+        Command::Inspect { bundle, limit, common } => inspect::run(&inspect::Options { bundle, limit, json: common.json }),
+        Command::Verify { bundle, export, common } => {
+            verify::run(&verify::Options { bundle, export, threads: common.threads, json: common.json })
+        }
+        Command::Restore(a) => restore::run(&restore::Options::from_args(a, crate::restore::Direction::Restore)),
+        Command::Rollback(a) => restore::run(&restore::Options::from_args(a, crate::restore::Direction::Rollback)),
+        Command::Generate { reports, seed, servers, output, common, write } => generate::run(&generate::Options {
+            gen: crate::generate::GenerateOptions { reports, seed, servers },
+            output,
+            json: common.json,
+            overwrite: write.overwrite,
+            level: write.level,
+        }),
+    }
+}
+
+fn migrate_options(r: &RuleArgs, c: &CommonArgs) -> crate::migrate::Options {
+    crate::migrate::Options {
+        servers: r.servers.clone(),
+        id_map: r.id_map.clone(),
+        recover_deleted: r.recover_deleted,
+        strict: r.strict,
+        max_errors: r.max_errors,
+        threads: c.threads,
+        progress: true,
+    }
+}
+
+/// Prints to stdout, turning a closed pipe into an error the binary treats as success.
+pub fn out(text: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        o.write_all(b"\n")?;
+    }
+    o.flush()?;
+    Ok(())
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn out_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    out(&serde_json::to_string_pretty(v)?)
+}

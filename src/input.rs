@@ -1,0 +1,288 @@
+//! One reader for every input: a path or `-` (stdin), plain or zstd (detected by the magic bytes,
+//! never by the file name), read line by line with the line number kept for every error.
+//!
+//! Migration reads its export twice (first the structure, then the records to change), so stdin
+//! is spooled to a temporary file once; everything else is streamed from disk each pass.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// The zstd frame magic number, little-endian on disk.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Default refusal limit for one line (bytes); see [`Input::max_line`].
+pub const DEFAULT_MAX_LINE: usize = 256 << 20;
+
+/// An input file that can be opened as many times as a command needs to read it.
+pub struct Input {
+    /// The name shown in messages: the path as given, or `<stdin>`.
+    pub name: String,
+    path: PathBuf,
+    /// Keeps a spooled copy of stdin alive for as long as the input is used.
+    _spool: Option<tempfile::NamedTempFile>,
+    /// Longest line accepted, in bytes; longer lines are refused rather than buffered.
+    pub max_line: usize,
+}
+
+impl Input {
+    /// Opens `arg` (a path, or `-` for stdin) for reading.
+    pub fn new(arg: &str) -> Result<Input> {
+        if arg == "-" {
+            let mut spool = tempfile::NamedTempFile::new()
+                .context("creating a temporary file to hold standard input")?;
+            io::copy(&mut io::stdin().lock(), spool.as_file_mut())
+                .context("reading standard input")?;
+            let path = spool.path().to_path_buf();
+            return Ok(Input {
+                name: "<stdin>".into(),
+                path,
+                _spool: Some(spool),
+                max_line: DEFAULT_MAX_LINE,
+            });
+        }
+        let path = PathBuf::from(arg);
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("{arg}: cannot open the file; check the path"))?;
+        if meta.is_dir() {
+            anyhow::bail!("{arg}: is a directory, expected an export file");
+        }
+        Ok(Input { name: arg.to_string(), path, _spool: None, max_line: DEFAULT_MAX_LINE })
+    }
+
+    /// The file on disk (the spool for stdin).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A decompressed, buffered reader over the whole input.
+    pub fn open(&self) -> Result<Box<dyn BufRead + Send>> {
+        open_path(&self.path, &self.name)
+    }
+
+    /// A line reader over the decompressed input.
+    pub fn lines(&self) -> Result<Lines> {
+        Ok(Lines { inner: self.open()?, name: self.name.clone(), line_no: 0, max_line: self.max_line })
+    }
+
+    /// SHA-256 of the raw bytes of the file (compressed or not), as lowercase hex.
+    pub fn sha256(&self) -> Result<String> {
+        sha256_file(&self.path).with_context(|| format!("{}: reading to checksum", self.name))
+    }
+}
+
+/// Opens a file and wraps it in a zstd decoder when it starts with the zstd magic.
+pub fn open_path(path: &Path, name: &str) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).with_context(|| format!("{name}: cannot open the file"))?;
+    let mut raw = BufReader::with_capacity(1 << 20, file);
+    let head = raw.fill_buf().with_context(|| format!("{name}: reading"))?;
+    if head.len() >= 4 && head[..4] == ZSTD_MAGIC {
+        let dec = zstd::stream::read::Decoder::with_buffer(raw)
+            .with_context(|| format!("{name}: starting zstd decompression"))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, dec)))
+    } else {
+        Ok(Box::new(raw))
+    }
+}
+
+/// SHA-256 of a file's bytes, as lowercase hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 of bytes, as lowercase hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// One line of an input: its 1-based number and its bytes without the `\n`.
+#[derive(Debug)]
+pub struct Line {
+    /// 1-based line number in the decompressed input.
+    pub no: u64,
+    /// The bytes of the line, without the line end.
+    pub bytes: Vec<u8>,
+}
+
+/// Iterates over the non-blank lines of an input, refusing lines longer than the limit.
+pub struct Lines {
+    inner: Box<dyn BufRead + Send>,
+    name: String,
+    line_no: u64,
+    max_line: usize,
+}
+
+impl Lines {
+    /// The next non-blank line, or None at the end of the input.
+    pub fn next_line(&mut self) -> Result<Option<Line>> {
+        loop {
+            let mut bytes = Vec::new();
+            let n = read_line_limited(&mut self.inner, &mut bytes, self.max_line).with_context(|| {
+                format!("{}:{}: reading (a corrupt or truncated zstd stream?)", self.name, self.line_no + 1)
+            })?;
+            if n == ReadOutcome::Eof {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            if n == ReadOutcome::TooLong {
+                anyhow::bail!(
+                    "{}:{}: line longer than {} bytes; raise the limit with --max-line-bytes if it is genuine",
+                    self.name,
+                    self.line_no,
+                    self.max_line
+                );
+            }
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            return Ok(Some(Line { no: self.line_no, bytes }));
+        }
+    }
+
+    /// Reads up to `max_bytes` worth of lines (at least one) into a batch, for parallel work.
+    pub fn next_batch(&mut self, max_bytes: usize) -> Result<Vec<Line>> {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        while size < max_bytes {
+            match self.next_line()? {
+                Some(l) => {
+                    size += l.bytes.len() + 64;
+                    batch.push(l);
+                }
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The name of the input, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum ReadOutcome {
+    Eof,
+    Line,
+    TooLong,
+}
+
+/// Like `read_until(b'\n')`, but stops buffering past `max` bytes (the rest of the line is skipped).
+fn read_line_limited(r: &mut dyn BufRead, out: &mut Vec<u8>, max: usize) -> io::Result<ReadOutcome> {
+    let mut any = false;
+    let mut too_long = false;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(if !any {
+                ReadOutcome::Eof
+            } else if too_long {
+                ReadOutcome::TooLong
+            } else {
+                ReadOutcome::Line
+            });
+        }
+        any = true;
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if out.len() + take > max + 1 {
+                too_long = true;
+                out.clear();
+            } else {
+                out.extend_from_slice(&buf[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            return Ok(if too_long { ReadOutcome::TooLong } else { ReadOutcome::Line });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_tmp(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn all_lines(input: &Input) -> Vec<(u64, String)> {
+        let mut lines = input.lines().unwrap();
+        let mut out = vec![];
+        while let Some(l) = lines.next_line().unwrap() {
+            out.push((l.no, String::from_utf8(l.bytes).unwrap()));
+        }
+        out
+    }
+
+    #[test]
+    fn plain_and_zstd_read_the_same_lines_with_numbers() {
+        let text = b"{\"a\":1}\n\n  \n{\"b\":2}";
+        let plain = write_tmp(text);
+        let zst = write_tmp(&zstd::encode_all(&text[..], 3).unwrap());
+        for f in [&plain, &zst] {
+            let input = Input::new(f.path().to_str().unwrap()).unwrap();
+            assert_eq!(all_lines(&input), vec![(1, "{\"a\":1}".into()), (4, "{\"b\":2}".into())]);
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_with_its_number() {
+        let f = write_tmp(b"{}\n0123456789012345\n{}\n");
+        let mut input = Input::new(f.path().to_str().unwrap()).unwrap();
+        input.max_line = 8;
+        let mut lines = input.lines().unwrap();
+        assert!(lines.next_line().unwrap().is_some());
+        let err = format!("{:#}", lines.next_line().unwrap_err());
+        assert!(err.contains(":2: line longer than 8 bytes"), "{err}");
+    }
+
+    #[test]
+    fn truncated_zstd_is_an_error_not_a_short_read() {
+        let text: Vec<u8> = (0..2000).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+        let z = zstd::encode_all(&text[..], 3).unwrap();
+        let f = write_tmp(&z[..z.len() / 2]);
+        let input = Input::new(f.path().to_str().unwrap()).unwrap();
+        let mut lines = input.lines().unwrap();
+        let err = loop {
+            match lines.next_line() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("truncated stream read to the end without error"),
+                Err(e) => break format!("{e:#}"),
+            }
+        };
+        assert!(err.contains("zstd"), "{err}");
+    }
+}

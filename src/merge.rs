@@ -1,0 +1,307 @@
+//! Curation follows, and merges (SPEC §4): for one group, the curation records of the survivor
+//! and of the retired versions become the survivor's, one rule per kind.
+//!
+//! The input is every curation record whose subject is a participant of the group, already
+//! repaired (§5) so that values differing only in a repaired oid compare equal. The output is
+//! the group's curation as it must be afterwards; the caller turns the difference into changes.
+
+use crate::record::{canonical_json, earliest_first, instant, latest_first, Kind, Record, Subject};
+use crate::refs::Fields;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+/// A curation record of a group member, before and after reference repair.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Rank of its subject in version order (0 = the survivor).
+    pub rank: usize,
+    /// Line number in the export, to order records of the same rank.
+    pub line: u64,
+    /// The record as the export has it.
+    pub before: Record,
+    /// The record with its references repaired.
+    pub after: Record,
+}
+
+/// Two non-empty values of one merge key that differ: the winner is kept, the loser reported.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Conflict {
+    pub survivor: Subject,
+    pub kind: String,
+    /// What the two records compete for, e.g. `field 4` or `ENDORSEMENT by user 7`.
+    pub merge_key: String,
+    pub winner: Value,
+    pub loser: Value,
+}
+
+/// What merging a group produced.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// The group's curation afterwards.
+    pub records: Vec<Record>,
+    pub conflicts: Vec<Conflict>,
+    /// Curation records of retired versions carried onto the survivor, by kind.
+    pub carried: BTreeMap<String, u64>,
+}
+
+/// Empty (SPEC §4): null, a string blank once HTML tags are removed and `&nbsp;` is a space, an
+/// empty list.
+pub fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => {
+            let mut text = String::with_capacity(s.len());
+            let mut in_tag = false;
+            for c in s.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' if in_tag => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text.replace("&nbsp;", " ").trim().is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// The merge key of a curation record within its group, or None when it never merges.
+fn merge_key(r: &Record) -> Option<String> {
+    match r.kind {
+        Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
+        Kind::TrustFlag => Some(format!("{} by user {}", r.str("flag_type")?, r.int("user_id")?)),
+        Kind::Tag => Some(format!("tag {}", r.str("name")?)),
+        Kind::Star => Some(format!("star by user {}", r.int("user_id")?)),
+        _ => None,
+    }
+}
+
+/// Merges the curation of one group onto `survivor`.
+pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) -> Merged {
+    items.sort_by_key(|i| (i.rank, i.line));
+    let mut out = Merged::default();
+    // Buckets keep first-seen order so the output is deterministic.
+    let mut buckets: Vec<(String, &'static str, Vec<Item>)> = Vec::new();
+    let mut loose: Vec<Item> = Vec::new();
+    for it in items {
+        let kind: &'static str = match it.before.kind {
+            Kind::FieldValue => "field_value",
+            Kind::TrustFlag => "trust_flag",
+            Kind::Tag => "tag",
+            Kind::Star => "star",
+            _ => {
+                loose.push(it);
+                continue;
+            }
+        };
+        let key = merge_key(&it.after).expect("validated records have their merge key fields");
+        match buckets.iter_mut().find(|(k, kk, _)| *k == key && *kk == kind) {
+            Some(b) => b.2.push(it),
+            None => buckets.push((key, kind, vec![it])),
+        }
+    }
+    for (key, kind, bucket) in buckets {
+        let retired = bucket.iter().filter(|i| i.rank > 0).count() as u64;
+        if retired == 0 {
+            // Curation found only on the survivor stays exactly as it is (but repaired).
+            out.records.extend(bucket.into_iter().map(|i| i.after));
+            continue;
+        }
+        *out.carried.entry(kind.to_string()).or_default() += retired;
+        let mut winner = match kind {
+            "field_value" => merge_field(survivor, &key, bucket, fields, &mut out.conflicts),
+            "trust_flag" => merge_flags(survivor, &key, bucket, &mut out.conflicts),
+            "tag" => bucket.into_iter().next().expect("bucket is never empty").after,
+            _ => {
+                let mut b = bucket;
+                b.sort_by(|x, y| {
+                    earliest_first(instant(x.after.obj.get("ts_created")), instant(y.after.obj.get("ts_created")))
+                        .then((x.rank, x.line).cmp(&(y.rank, y.line)))
+                });
+                b.swap_remove(0).after
+            }
+        };
+        winner.set_subject(survivor);
+        out.records.push(winner);
+    }
+    // Conversations and other kinds: the subject moves; exact duplicates then collapse.
+    let mut seen = HashSet::new();
+    for it in loose {
+        let mut r = it.after;
+        if it.rank > 0 {
+            r.set_subject(survivor);
+            *out.carried.entry(r.kind_name().to_string()).or_default() += 1;
+        }
+        if r.kind == Kind::Conversation || seen.insert(canonical_json(&Value::Object(r.obj.clone()))) {
+            out.records.push(r);
+        }
+    }
+    out
+}
+
+fn merge_field(survivor: &Subject, key: &str, bucket: Vec<Item>, fields: &Fields, conflicts: &mut Vec<Conflict>) -> Record {
+    let values: Vec<&Value> = bucket.iter().map(|i| &i.after.obj["value"]).collect();
+    let multi = match bucket[0].after.int("field_id").and_then(|id| fields.get(id)) {
+        Some(def) => def.multi(),
+        // An undefined field is judged by its value: an array is multi-valued.
+        None => values.iter().find(|v| !v.is_null()).is_some_and(|v| v.is_array()),
+    };
+    if multi {
+        let mut union: Vec<Value> = Vec::new();
+        for v in &values {
+            for item in v.as_array().into_iter().flatten() {
+                if !union.contains(item) {
+                    union.push(item.clone());
+                }
+            }
+        }
+        let latest = bucket
+            .iter()
+            .filter_map(|i| i.after.obj.get("ts_updated").filter(|t| !t.is_null()))
+            .min_by(|a, b| latest_first(instant(Some(a)), instant(Some(b))))
+            .cloned();
+        let mut merged = bucket.into_iter().next().expect("bucket is never empty").after;
+        merged.obj.insert("value".into(), Value::Array(union));
+        if let Some(ts) = latest {
+            merged.obj.insert("ts_updated".into(), ts);
+        }
+        return merged;
+    }
+    let win = values.iter().position(|v| !is_empty(v)).unwrap_or(0);
+    for (i, it) in bucket.iter().enumerate() {
+        if i != win && !is_empty(values[i]) && values[i] != values[win] {
+            conflicts.push(Conflict {
+                survivor: survivor.clone(),
+                kind: "field_value".into(),
+                merge_key: key.to_string(),
+                winner: Value::Object(bucket[win].before.obj.clone()),
+                loser: Value::Object(it.before.obj.clone()),
+            });
+        }
+    }
+    bucket.into_iter().nth(win).expect("winner index is in range").after
+}
+
+fn merge_flags(survivor: &Subject, key: &str, mut bucket: Vec<Item>, conflicts: &mut Vec<Conflict>) -> Record {
+    bucket.sort_by(|x, y| {
+        latest_first(instant(x.after.obj.get("ts_created")), instant(y.after.obj.get("ts_created")))
+            .then(y.after.int("id").cmp(&x.after.int("id")))
+    });
+    let reason = |r: &Record| r.obj.get("reason").cloned().unwrap_or(Value::Null);
+    let win_reason = reason(&bucket[0].after);
+    for it in &bucket[1..] {
+        let r = reason(&it.after);
+        if !is_empty(&r) && r != win_reason {
+            conflicts.push(Conflict {
+                survivor: survivor.clone(),
+                kind: "trust_flag".into(),
+                merge_key: key.to_string(),
+                winner: Value::Object(bucket[0].before.obj.clone()),
+                loser: Value::Object(it.before.obj.clone()),
+            });
+        }
+    }
+    bucket.swap_remove(0).after
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::parse_line;
+    use serde_json::json;
+
+    fn item(rank: usize, line: u64, v: Value) -> Item {
+        let r = parse_line(v.to_string().as_bytes()).unwrap();
+        Item { rank, line, before: r.clone(), after: r }
+    }
+
+    fn subj(oid: i64) -> Value {
+        json!({"otype":"bi_report","oid":oid})
+    }
+
+    fn surv() -> Subject {
+        Subject { otype: "bi_report".into(), oid: 1 }
+    }
+
+    #[test]
+    fn emptiness() {
+        assert!(is_empty(&json!(null)));
+        assert!(is_empty(&json!("<p>&nbsp; </p>")));
+        assert!(is_empty(&json!([])));
+        assert!(!is_empty(&json!("<p>x</p>")));
+        assert!(!is_empty(&json!({})));
+    }
+
+    #[test]
+    fn single_valued_first_non_empty_wins_and_others_conflict() {
+        let items = vec![
+            item(0, 1, json!({"kind":"field_value","field_id":4,"subject":subj(1),"value":"<p></p>"})),
+            item(1, 2, json!({"kind":"field_value","field_id":4,"subject":subj(2),"value":"old","ts_updated":"2020-01-01T00:00:00Z"})),
+            item(2, 3, json!({"kind":"field_value","field_id":4,"subject":subj(3),"value":"older"})),
+            item(2, 4, json!({"kind":"field_value","field_id":3,"subject":subj(3),"value":""})),
+        ];
+        let m = merge_group(&surv(), items, &Fields::default());
+        assert_eq!(m.records.len(), 2);
+        assert_eq!(m.records[0].obj["value"], json!("old"));
+        assert_eq!(m.records[0].obj["subject"], subj(1));
+        assert_eq!(m.records[0].obj["ts_updated"], json!("2020-01-01T00:00:00Z"));
+        assert_eq!(m.records[1].obj["value"], json!(""), "all empty: the first record in version order");
+        assert_eq!(m.conflicts.len(), 1);
+        assert_eq!(m.conflicts[0].loser["value"], json!("older"));
+        assert_eq!(m.carried["field_value"], 3);
+    }
+
+    #[test]
+    fn multi_valued_union_survivor_first_with_latest_ts() {
+        let u = |o: i64| json!({"otype":"user","oid":o});
+        let items = vec![
+            item(1, 2, json!({"kind":"field_value","field_id":8,"subject":subj(2),"value":[u(3),u(1)],"ts_updated":"2024-05-01T00:00:00Z"})),
+            item(0, 1, json!({"kind":"field_value","field_id":8,"subject":subj(1),"value":[u(1),u(2)],"ts_updated":"2023-01-01T00:00:00Z"})),
+        ];
+        let m = merge_group(&surv(), items, &Fields::default());
+        assert_eq!(m.records[0].obj["value"], json!([u(1), u(2), u(3)]));
+        assert_eq!(m.records[0].obj["ts_updated"], json!("2024-05-01T00:00:00Z"));
+        assert!(m.conflicts.is_empty());
+    }
+
+    #[test]
+    fn flags_latest_wins_then_highest_id_and_reasons_conflict() {
+        let f = |id: i64, oid: i64, ts: &str, reason: &str| {
+            json!({"kind":"trust_flag","id":id,"flag_type":"WARNING","subject":subj(oid),"user_id":7,"reason":reason,"ts_created":ts})
+        };
+        let items = vec![
+            item(0, 1, f(10, 1, "2024-01-01T00:00:00Z", "")),
+            item(1, 2, f(11, 2, "2024-02-01T00:00:00Z", "stale")),
+            item(2, 3, f(12, 3, "2024-02-01T00:00:00Z", "broken")),
+        ];
+        let m = merge_group(&surv(), items, &Fields::default());
+        assert_eq!(m.records.len(), 1);
+        assert_eq!(m.records[0].int("id"), Some(12));
+        assert_eq!(m.records[0].obj["subject"], subj(1));
+        assert_eq!(m.conflicts.len(), 1, "the survivor's empty reason is no conflict");
+        assert_eq!(m.conflicts[0].loser["id"], json!(11));
+    }
+
+    #[test]
+    fn tags_first_stars_earliest_conversations_move_duplicates_collapse() {
+        let items = vec![
+            item(1, 5, json!({"kind":"tag","name":"t","subject":subj(2),"n":2})),
+            item(0, 1, json!({"kind":"tag","name":"t","subject":subj(1),"n":1})),
+            item(0, 2, json!({"kind":"star","user_id":3,"subject":subj(1),"ts_created":"2024-01-01T00:00:00Z"})),
+            item(1, 6, json!({"kind":"star","user_id":3,"subject":subj(2),"ts_created":"2023-01-01T00:00:00Z"})),
+            item(1, 7, json!({"kind":"conversation","id":4,"subject":subj(2),"posts":[]})),
+            item(0, 3, json!({"kind":"view","subject":subj(1),"user_id":1})),
+            item(1, 8, json!({"kind":"view","subject":subj(2),"user_id":1})),
+        ];
+        let m = merge_group(&surv(), items, &Fields::default());
+        let by_kind = |k: &str| m.records.iter().filter(|r| r.kind_name() == k).collect::<Vec<_>>();
+        assert_eq!(by_kind("tag")[0].obj["n"], json!(1));
+        assert_eq!(by_kind("star")[0].obj["ts_created"], json!("2023-01-01T00:00:00Z"));
+        assert_eq!(by_kind("star")[0].obj["subject"], subj(1));
+        assert_eq!(by_kind("conversation")[0].obj["subject"], subj(1));
+        assert_eq!(by_kind("view").len(), 1);
+    }
+}

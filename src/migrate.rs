@@ -1,0 +1,439 @@
+//! The migration pipeline: export in, change set out. It reads the export twice.
+//!
+//! 1. **Scan** (§1): parse and validate every line, refuse duplicate keys, and keep only what the
+//!    rules need — servers, field definitions, and the few fields of each report and column.
+//! 2. **Decide** (§2, §3): stable keys, groups, survivors and the reference map ([`crate::groups`]).
+//! 3. **Change** (§4, §5): re-read; re-key and retire versions, repair references everywhere,
+//!    and hold the curation of multi-version groups to merge it ([`crate::merge`]).
+//!
+//! Lines are parsed in parallel batches (rayon) and folded in file order, so the result is the
+//! same whatever the thread count.
+
+use crate::bundle::{Change, Op};
+use crate::groups::{self, ColumnInfo, Groups, IdMapLine, ReportInfo, COLUMN, REPORT};
+use crate::input::{Input, Line};
+use crate::keys::IdMap;
+use crate::merge::{self, Item};
+use crate::record::{instant, parse_line, FieldDef, Kind, Record, SeenKeys};
+use crate::refs::{self, Fields};
+use crate::report::{Report, Skipped};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The options of `plan` and `migrate` (SPEC §8).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Options {
+    /// Servers to migrate; empty means every `bi_server` of type `looker`.
+    pub servers: Vec<i64>,
+    /// The `--id-map` file.
+    #[serde(skip)]
+    pub id_map: Option<String>,
+    pub recover_deleted: bool,
+    pub strict: bool,
+    /// Bad lines that may be skipped (each listed in the report) before the run fails.
+    pub max_errors: u64,
+    /// Worker threads; 0 = one per core. Not part of the result.
+    #[serde(skip)]
+    pub threads: usize,
+    /// Show a progress bar on a terminal.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+/// The result of a migration, ready to be written as a bundle.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Sorted by (kind, key).
+    pub changes: Vec<Change>,
+    pub idmap: Vec<IdMapLine>,
+    pub report: Report,
+    pub input_sha256: String,
+    /// The options as recorded in the manifest.
+    pub options: Value,
+}
+
+/// Bytes of lines parsed per parallel batch.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Runs the pipeline on `input`.
+pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting {} worker threads: {e}", opts.threads))?;
+    pool.install(|| run_in_pool(input, opts))
+}
+
+fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
+    let id_map = match &opts.id_map {
+        Some(p) => IdMap::load(p)?,
+        None => IdMap::default(),
+    };
+    let progress = Progress::new(opts.progress, "scanning");
+    let scan = scan(input, opts, &progress)?;
+    progress.finish();
+
+    let migrated = choose_servers(&scan, opts, input)?;
+    let reports: Vec<ReportInfo> = scan.reports.into_iter().filter(|r| migrated.contains(&r.server_id)).collect();
+    let columns: Vec<ColumnInfo> = scan.columns.into_iter().filter(|c| migrated.contains(&c.server_id)).collect();
+    let groups = groups::build(reports, columns, &migrated, &id_map, opts.recover_deleted)?;
+    if opts.strict && !groups.unresolved.is_empty() {
+        let list: Vec<String> = groups
+            .unresolved
+            .iter()
+            .take(20)
+            .map(|u| format!("  server {} oid {} external_id {:?}", u.server_id, u.oid, u.external_id))
+            .collect();
+        bail!(
+            "{}: {} unresolved report(s) and --strict is set; map them with --id-map or drop --strict:\n{}",
+            input.name,
+            groups.unresolved.len(),
+            list.join("\n")
+        );
+    }
+
+    let mut report = Report { skipped_lines: scan.skipped, ..Report::default() };
+    let progress = Progress::new(opts.progress, "changing");
+    let mut changes = change(input, opts, &scan.fields, &groups, &scan.bad_lines, &mut report, &progress)?;
+    progress.finish();
+    changes.sort_by(|a, b| (a.kind.as_str(), a.key.as_str()).cmp(&(b.kind.as_str(), b.key.as_str())));
+    debug_assert!(changes.windows(2).all(|w| (&w[0].kind, &w[0].key) != (&w[1].kind, &w[1].key)));
+
+    let c = &mut report.counts;
+    c.lines = scan.lines;
+    c.records_by_kind = scan.by_kind;
+    c.migrated_servers = migrated.clone();
+    c.changes_put = changes.iter().filter(|ch| ch.op == Op::Put).count() as u64;
+    c.changes_delete = changes.len() as u64 - c.changes_put;
+    c.conflicts = report.conflicts.len() as u64;
+    c.unresolved = groups.unresolved.len() as u64;
+    c.skipped_lines = report.skipped_lines.len() as u64;
+    report.servers = groups.servers.clone();
+    report.groups = groups.groups.clone();
+    report.unresolved = groups.unresolved.clone();
+    report.warnings = groups.warnings.clone();
+    report.counts.warnings = report.warnings.len() as u64;
+
+    let mut options = serde_json::to_value(opts)?;
+    options["servers"] = serde_json::to_value(&migrated)?;
+    options["id_map_sha256"] = opts.id_map.as_ref().map(|_| Value::from(id_map.sha256.clone())).unwrap_or(Value::Null);
+    let mut idmap = groups.idmap;
+    idmap.sort_by(|a, b| (a.server_id, a.otype, &a.stable_external_id).cmp(&(b.server_id, b.otype, &b.stable_external_id)));
+    Ok(Outcome { changes, idmap, report, input_sha256: input.sha256()?, options })
+}
+
+/// What the first pass keeps.
+#[derive(Default)]
+struct Scan {
+    /// Server id → type.
+    servers: BTreeMap<i64, String>,
+    fields: Fields,
+    reports: Vec<ReportInfo>,
+    columns: Vec<ColumnInfo>,
+    bad_lines: BTreeSet<u64>,
+    skipped: Vec<Skipped>,
+    lines: u64,
+    by_kind: BTreeMap<String, u64>,
+}
+
+/// A malformed line: fail, or skip it and list it when `--max-errors` allows.
+fn bad_line(
+    input: &Input,
+    opts: &Options,
+    skipped: &mut Vec<Skipped>,
+    bad: &mut BTreeSet<u64>,
+    line: &Line,
+    error: String,
+) -> Result<()> {
+    if skipped.len() as u64 >= opts.max_errors {
+        bail!(
+            "{}:{}: {error}; fix or remove the line, or pass --max-errors N to skip bad lines (each is listed in the report)",
+            input.name,
+            line.no
+        );
+    }
+    bad.insert(line.no);
+    skipped.push(Skipped { line: line.no, error, text: String::from_utf8_lossy(&line.bytes).into_owned() });
+    Ok(())
+}
+
+fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
+    let mut s = Scan::default();
+    let mut seen = SeenKeys::default();
+    let mut first_seen_kind = false;
+    let mut lines = input.lines()?;
+    loop {
+        let batch = lines.next_batch(BATCH_BYTES)?;
+        if batch.is_empty() {
+            break;
+        }
+        let parsed: Vec<Result<(Record, u128), String>> = batch
+            .par_iter()
+            .map(|l| {
+                let rec = parse_line(&l.bytes)?;
+                let h = SeenKeys::hash(rec.kind_name(), &rec.key());
+                Ok((rec, h))
+            })
+            .collect();
+        for (line, p) in batch.iter().zip(parsed) {
+            s.lines = line.no;
+            let first = !first_seen_kind;
+            first_seen_kind = true;
+            let (rec, h) = match p {
+                Ok(ok) => ok,
+                Err(e) => {
+                    bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
+                    continue;
+                }
+            };
+            if rec.kind == Kind::Header && !first {
+                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, "a header must be the first line".into())?;
+                continue;
+            }
+            if !seen.insert(h) {
+                let msg = format!("duplicate record key: {} {:?} occurs on an earlier line", rec.kind_name(), rec.key());
+                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, msg)?;
+                continue;
+            }
+            *s.by_kind.entry(rec.kind_name().to_string()).or_default() += 1;
+            keep(&mut s, rec);
+        }
+        progress.add(batch.len() as u64);
+    }
+    Ok(s)
+}
+
+/// Keeps what §2–§3 need of one record.
+fn keep(s: &mut Scan, rec: Record) {
+    match rec.kind {
+        Kind::BiServer => {
+            s.servers.insert(rec.int("id").unwrap_or_default(), rec.str("type").unwrap_or("").to_string());
+        }
+        Kind::CustomField => s.fields.insert(
+            rec.int("id").unwrap_or_default(),
+            FieldDef { field_type: rec.str("field_type").unwrap_or("").into(), allow_multiple: rec.flag("allow_multiple") },
+        ),
+        Kind::BiReport => s.reports.push(ReportInfo {
+            oid: rec.int("oid").unwrap_or_default(),
+            server_id: rec.int("server_id").unwrap_or_default(),
+            external_id: rec.str("external_id").unwrap_or("").into(),
+            deleted: rec.flag("deleted"),
+            last_updated: instant(rec.obj.get("last_updated")),
+            source_url: rec.str("source_url").map(str::to_string),
+        }),
+        Kind::BiReportColumn => s.columns.push(ColumnInfo {
+            oid: rec.int("oid").unwrap_or_default(),
+            server_id: rec.int("server_id").unwrap_or_default(),
+            external_id: rec.str("external_id").unwrap_or("").into(),
+            report: rec.str("report").unwrap_or("").into(),
+            deleted: rec.flag("deleted"),
+            last_updated: instant(rec.obj.get("last_updated")),
+        }),
+        _ => {}
+    }
+}
+
+fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>> {
+    if opts.servers.is_empty() {
+        let looker: Vec<i64> = scan.servers.iter().filter(|(_, t)| *t == "looker").map(|(id, _)| *id).collect();
+        if looker.is_empty() {
+            bail!("{}: no bi_server of type \"looker\"; name the servers to migrate with --server ID", input.name);
+        }
+        return Ok(looker);
+    }
+    let mut out = opts.servers.clone();
+    out.sort_unstable();
+    out.dedup();
+    for id in &out {
+        if !scan.servers.contains_key(id) {
+            bail!("--server {id}: {} has no bi_server with id {id}", input.name);
+        }
+    }
+    Ok(out)
+}
+
+/// What the second pass decides for one line.
+enum Decision {
+    Same,
+    Changes(Vec<Change>, u64),
+    Member(usize, Item, u64),
+    Bad(String),
+}
+
+fn change(
+    input: &Input,
+    opts: &Options,
+    fields: &Fields,
+    groups: &Groups,
+    bad: &BTreeSet<u64>,
+    report: &mut Report,
+    progress: &Progress,
+) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    let mut held: Vec<Vec<Item>> = vec![Vec::new(); groups.groups.len()];
+    let mut more_bad = BTreeSet::new();
+    let mut lines = input.lines()?;
+    loop {
+        let batch = lines.next_batch(BATCH_BYTES)?;
+        if batch.is_empty() {
+            break;
+        }
+        let decisions: Vec<Decision> = batch
+            .par_iter()
+            .map(|l| if bad.contains(&l.no) { Decision::Same } else { decide(l, fields, groups) })
+            .collect();
+        for (line, d) in batch.iter().zip(decisions) {
+            match d {
+                Decision::Same => {}
+                Decision::Changes(c, n) => {
+                    changes.extend(c);
+                    report.counts.references_repaired += n;
+                }
+                Decision::Member(g, item, n) => {
+                    held[g].push(item);
+                    report.counts.references_repaired += n;
+                }
+                Decision::Bad(e) => bad_line(input, opts, &mut report.skipped_lines, &mut more_bad, line, e)?,
+            }
+        }
+        progress.add(batch.len() as u64);
+    }
+    for (g, items) in held.into_iter().enumerate() {
+        if items.is_empty() {
+            continue;
+        }
+        let before: Vec<(String, Record)> = items.iter().map(|i| (i.before.key(), i.before.clone())).collect();
+        let merged = merge::merge_group(&groups.survivor(g), items, fields);
+        for (k, n) in merged.carried {
+            *report.counts.curation_carried.entry(k).or_default() += n;
+        }
+        report.conflicts.extend(merged.conflicts);
+        changes.extend(diff(before, merged.records));
+    }
+    Ok(changes)
+}
+
+/// The changes that turn the `before` records into the `after` records, matched by key.
+fn diff(before: Vec<(String, Record)>, after: Vec<Record>) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut before: HashMap<(String, String), Record> =
+        before.into_iter().map(|(k, r)| ((r.kind_name().to_string(), k), r)).collect();
+    let mut after_keys = Vec::new();
+    for a in after {
+        let key = (a.kind_name().to_string(), a.key());
+        let prior = before.remove(&key);
+        if prior.as_ref() != Some(&a) {
+            out.push(put(prior.as_ref(), &a));
+        }
+        after_keys.push(key);
+    }
+    let mut gone: Vec<((String, String), Record)> = before.into_iter().collect();
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, r) in gone {
+        out.push(delete(&r));
+    }
+    out
+}
+
+fn put(prior: Option<&Record>, record: &Record) -> Change {
+    Change {
+        op: Op::Put,
+        kind: record.kind_name().to_string(),
+        key: record.key(),
+        prior: prior.map(|p| Value::Object(p.obj.clone())),
+        record: Some(Value::Object(record.obj.clone())),
+    }
+}
+
+fn delete(prior: &Record) -> Change {
+    Change {
+        op: Op::Delete,
+        kind: prior.kind_name().to_string(),
+        key: prior.key(),
+        prior: Some(Value::Object(prior.obj.clone())),
+        record: None,
+    }
+}
+
+/// Decides what happens to one line in the second pass.
+fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+    let rec = match parse_line(&line.bytes) {
+        Ok(r) => r,
+        Err(e) => return Decision::Bad(e),
+    };
+    if rec.kind == Kind::FieldValue {
+        if let Some(def) = rec.int("field_id").and_then(|id| fields.get(id)) {
+            if let Err(e) = def.check_value(&rec.obj["value"]) {
+                return Decision::Bad(e);
+            }
+        }
+    }
+    match rec.kind {
+        Kind::BiReport | Kind::BiReportColumn => {
+            let (otype, is_col) = if rec.kind == Kind::BiReport { (REPORT, false) } else { (COLUMN, true) };
+            let oid = rec.int("oid").unwrap_or_default();
+            if groups.refs.get(otype, oid).is_some() {
+                return Decision::Changes(vec![delete(&rec)], 0);
+            }
+            match groups.rekey.get(&(is_col, oid)) {
+                Some(k) => {
+                    let mut after = rec.clone();
+                    after.obj.insert("external_id".into(), Value::String(k.external_id.clone()));
+                    if let Some(r) = &k.report {
+                        after.obj.insert("report".into(), Value::String(r.clone()));
+                    }
+                    Decision::Changes(vec![put(Some(&rec), &after)], 0)
+                }
+                None => Decision::Same,
+            }
+        }
+        _ => {
+            let member = rec.subject().and_then(|s| groups.member(&s));
+            let mut after = rec.clone();
+            let n = refs::repair(&mut after, fields, &groups.refs);
+            match member {
+                Some((g, rank)) => Decision::Member(g, Item { rank, line: line.no, before: rec, after }, n),
+                None if n > 0 => Decision::Changes(vec![put(Some(&rec), &after)], n),
+                None => Decision::Same,
+            }
+        }
+    }
+}
+
+/// A progress bar on stderr while a terminal watches; nothing otherwise.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// A spinner counting lines, shown only when `show` and stderr is a terminal.
+    pub fn new(show: bool, what: &'static str) -> Progress {
+        use std::io::IsTerminal;
+        if !show || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}: {human_pos} lines ({per_sec}, {elapsed})")
+                .expect("a valid template"),
+        );
+        bar.set_message(what);
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress(Some(bar))
+    }
+
+    /// Counts lines done.
+    pub fn add(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! One writer for every output: built beside the target and renamed into place last, so a
+//! reader never sees half a file or half a bundle; an existing target is refused unless the
+//! user asked to overwrite it.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Where a new output goes, and whether an existing one may be replaced.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub path: PathBuf,
+    pub overwrite: bool,
+}
+
+impl Target {
+    /// Refuses an existing target unless overwriting; call before any work starts.
+    pub fn check(&self) -> Result<()> {
+        if self.path.exists() && !self.overwrite {
+            bail!("{}: already exists; choose another path or pass --overwrite to replace it", self.path.display());
+        }
+        Ok(())
+    }
+
+    fn parent(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// A file being written beside its target; [`AtomicFile::commit`] renames it into place.
+pub struct AtomicFile {
+    target: Target,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl AtomicFile {
+    /// Starts a new file beside `target`.
+    pub fn create(target: &Target) -> Result<AtomicFile> {
+        target.check()?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".lookmig-")
+            .suffix(".tmp")
+            .tempfile_in(target.parent())
+            .with_context(|| format!("{}: cannot create a file beside it", target.path.display()))?;
+        Ok(AtomicFile { target: target.clone(), tmp })
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    /// Flushes to disk and renames into place.
+    pub fn commit(self) -> Result<()> {
+        let name = self.target.path.display().to_string();
+        self.tmp.as_file().sync_all().with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
+        if self.target.overwrite {
+            self.tmp.persist(&self.target.path).map_err(|e| e.error)
+        } else {
+            self.tmp.persist_noclobber(&self.target.path).map_err(|e| e.error)
+        }
+        .with_context(|| format!("{name}: moving the finished file into place"))?;
+        Ok(())
+    }
+}
+
+/// A writer for NDJSON lines, zstd-compressed when `compress` is set.
+pub enum LineWriter<'a> {
+    Plain(BufWriter<&'a File>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<&'a File>>),
+}
+
+impl<'a> LineWriter<'a> {
+    /// A writer over `file`.
+    pub fn new(file: &'a File, compress: bool, level: i32) -> Result<LineWriter<'a>> {
+        let buf = BufWriter::with_capacity(1 << 20, file);
+        Ok(if compress {
+            LineWriter::Zstd(zstd::stream::write::Encoder::new(buf, level).context("starting zstd compression")?)
+        } else {
+            LineWriter::Plain(buf)
+        })
+    }
+
+    /// Writes one line and its `\n`.
+    pub fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let w: &mut dyn Write = match self {
+            LineWriter::Plain(w) => w,
+            LineWriter::Zstd(w) => w,
+        };
+        w.write_all(bytes)?;
+        w.write_all(b"\n")
+    }
+
+    /// Ends the stream (the zstd frame) and flushes.
+    pub fn finish(self) -> std::io::Result<()> {
+        match self {
+            LineWriter::Plain(mut w) => w.flush(),
+            LineWriter::Zstd(w) => w.finish()?.flush(),
+        }
+    }
+}
+
+/// A directory being built beside its target; [`AtomicDir::commit`] renames it into place.
+pub struct AtomicDir {
+    target: Target,
+    tmp: tempfile::TempDir,
+}
+
+impl AtomicDir {
+    /// Starts a new directory beside `target`.
+    pub fn create(target: &Target) -> Result<AtomicDir> {
+        target.check()?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".lookmig-")
+            .suffix(".tmp")
+            .tempdir_in(target.parent())
+            .with_context(|| format!("{}: cannot create a directory beside it", target.path.display()))?;
+        Ok(AtomicDir { target: target.clone(), tmp })
+    }
+
+    /// The path of a file inside the directory being built.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Renames the finished directory into place (replacing an old one when overwriting).
+    pub fn commit(self) -> Result<()> {
+        let name = self.target.path.display().to_string();
+        for entry in std::fs::read_dir(self.tmp.path()).with_context(|| format!("{name}: listing"))? {
+            let f = File::open(entry?.path())?;
+            f.sync_all().with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
+        }
+        let tmp = self.tmp.keep();
+        let old = if self.target.path.exists() {
+            if !self.target.overwrite {
+                let _ = std::fs::remove_dir_all(&tmp);
+                bail!("{name}: appeared while the bundle was being written; nothing was replaced");
+            }
+            let old = tmp.with_extension("old");
+            std::fs::rename(&self.target.path, &old).with_context(|| format!("{name}: moving the old one aside"))?;
+            Some(old)
+        } else {
+            None
+        };
+        std::fs::rename(&tmp, &self.target.path).with_context(|| format!("{name}: moving the finished bundle into place"))?;
+        if let Some(old) = old {
+            let p = Path::new(&old);
+            if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            }
+            .with_context(|| format!("{}: removing the replaced bundle", p.display()))?;
+        }
+        Ok(())
+    }
+}

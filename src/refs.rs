@@ -1,0 +1,173 @@
+//! References are repaired everywhere (SPEC §5): the reference map from retired versions to
+//! their survivors, applied to object-set members and to mentions in every rich-text place.
+//!
+//! Subjects are not repaired here: a record whose subject is a retired version takes part in
+//! the merge of its group (see [`crate::merge`]), which moves it.
+
+use crate::groups::{COLUMN, REPORT};
+use crate::mentions;
+use crate::record::{FieldDef, Kind, Record, Subject};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// Retired oid → survivor oid, for reports and for report columns.
+#[derive(Debug, Default, Clone)]
+pub struct RefMap {
+    reports: HashMap<i64, i64>,
+    columns: HashMap<i64, i64>,
+}
+
+impl RefMap {
+    /// Records that `oid` of `otype` retires into `survivor`.
+    pub fn insert(&mut self, otype: &str, oid: i64, survivor: i64) {
+        match otype {
+            REPORT => self.reports.insert(oid, survivor),
+            COLUMN => self.columns.insert(oid, survivor),
+            _ => unreachable!("only reports and columns retire"),
+        };
+    }
+
+    /// Where a reference to (otype, oid) points after the migration, if it moves.
+    pub fn get(&self, otype: &str, oid: i64) -> Option<i64> {
+        match otype {
+            REPORT => self.reports.get(&oid).copied(),
+            COLUMN => self.columns.get(&oid).copied(),
+            _ => None,
+        }
+    }
+
+    /// True when nothing retires, so nothing needs repair.
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty() && self.columns.is_empty()
+    }
+
+    /// How many retired versions the map holds.
+    pub fn len(&self) -> usize {
+        self.reports.len() + self.columns.len()
+    }
+}
+
+/// The field definitions of the export (custom_field lines over the built-ins).
+#[derive(Debug, Default, Clone)]
+pub struct Fields {
+    defs: HashMap<i64, FieldDef>,
+}
+
+impl Fields {
+    /// Adds a `custom_field` definition.
+    pub fn insert(&mut self, id: i64, def: FieldDef) {
+        self.defs.insert(id, def);
+    }
+
+    /// The definition of a field, the built-in one when no line defines it.
+    pub fn get(&self, id: i64) -> Option<FieldDef> {
+        self.defs.get(&id).cloned().or_else(|| crate::record::builtin_field(id))
+    }
+}
+
+/// Applies the reference map to one record in place; returns how many references it changed.
+pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
+    if map.is_empty() {
+        return 0;
+    }
+    let lookup = |otype: &str, oid: i64| map.get(otype, oid);
+    let rich = |v: &mut Value| -> u64 {
+        let Value::String(s) = v else { return 0 };
+        match mentions::rewrite(s, lookup) {
+            Some(new) => {
+                let n = mentions::find(s).iter().filter(|m| map.get(&m.otype, m.oid).is_some()).count();
+                *s = new;
+                n as u64
+            }
+            None => 0,
+        }
+    };
+    match rec.kind {
+        Kind::FieldValue => {
+            let Some(def) = rec.int("field_id").and_then(|id| fields.get(id)) else {
+                return 0; // an undefined field's type is unknown: not repaired (SPEC §5)
+            };
+            let Some(value) = rec.obj.get_mut("value") else { return 0 };
+            match def.field_type.as_str() {
+                "RICH_TEXT" => rich(value),
+                "OBJECT_SET" => repair_object_set(value, map),
+                _ => 0,
+            }
+        }
+        Kind::Article => rec.obj.get_mut("body").map_or(0, rich),
+        Kind::TrustFlag => rec.obj.get_mut("reason").map_or(0, rich),
+        Kind::Conversation => match rec.obj.get_mut("posts") {
+            Some(Value::Array(posts)) => {
+                posts.iter_mut().filter_map(|p| p.get_mut("text")).map(rich).sum()
+            }
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Maps object-set members; duplicates the mapping creates collapse, the first kept.
+fn repair_object_set(value: &mut Value, map: &RefMap) -> u64 {
+    let Value::Array(members) = value else { return 0 };
+    let mut changed = 0;
+    for m in members.iter_mut() {
+        if let Some(s) = Subject::from_value(m) {
+            if let Some(new) = map.get(&s.otype, s.oid) {
+                m["oid"] = Value::from(new);
+                changed += 1;
+            }
+        }
+    }
+    if changed > 0 {
+        let mut seen = HashSet::new();
+        members.retain(|m| match Subject::from_value(m) {
+            Some(s) => seen.insert(s),
+            None => true,
+        });
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::parse_line;
+
+    fn map() -> RefMap {
+        let mut m = RefMap::default();
+        m.insert(REPORT, 1, 9);
+        m.insert(COLUMN, 11, 19);
+        m
+    }
+
+    #[test]
+    fn object_sets_map_and_collapse_keeping_the_first() {
+        let mut r = parse_line(br#"{"kind":"field_value","field_id":8,"subject":{"otype":"table","oid":5},"value":[{"otype":"user","oid":1},{"otype":"bi_report","oid":9},{"otype":"bi_report","oid":1},{"otype":"bi_report_column","oid":11}]}"#).unwrap();
+        assert_eq!(repair(&mut r, &Fields::default(), &map()), 2);
+        assert_eq!(
+            r.obj["value"],
+            serde_json::json!([{"otype":"user","oid":1},{"otype":"bi_report","oid":9},{"otype":"bi_report_column","oid":19}])
+        );
+    }
+
+    #[test]
+    fn only_rich_text_places_are_rewritten() {
+        let html = r#"<a data-oid="1" data-otype="bi_report" href="/r/1">x</a>"#;
+        let line = |kind: &str, field: i64| {
+            format!(r#"{{"kind":"{kind}","field_id":{field},"subject":{{"otype":"table","oid":5}},"value":{}}}"#, serde_json::to_string(html).unwrap())
+        };
+        let mut desc = parse_line(line("field_value", 4).as_bytes()).unwrap();
+        assert_eq!(repair(&mut desc, &Fields::default(), &map()), 1);
+        assert!(desc.obj["value"].as_str().unwrap().contains(r#"data-oid="9""#));
+        let mut title = parse_line(line("field_value", 3).as_bytes()).unwrap();
+        assert_eq!(repair(&mut title, &Fields::default(), &map()), 0, "TEXT is not rich text");
+        let mut undefined = parse_line(line("field_value", 777).as_bytes()).unwrap();
+        assert_eq!(repair(&mut undefined, &Fields::default(), &map()), 0, "undefined field: type unknown");
+        let mut fields = Fields::default();
+        fields.insert(777, FieldDef { field_type: "RICH_TEXT".into(), allow_multiple: false });
+        assert_eq!(repair(&mut undefined, &fields, &map()), 1);
+        let conv = format!(r#"{{"kind":"conversation","id":1,"posts":[{{"id":1,"user_id":1,"text":{0}}},{{"id":2,"user_id":1,"text":{0}}}]}}"#, serde_json::to_string(html).unwrap());
+        let mut conv = parse_line(conv.as_bytes()).unwrap();
+        assert_eq!(repair(&mut conv, &Fields::default(), &map()), 2);
+    }
+}
