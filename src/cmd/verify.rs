@@ -24,7 +24,7 @@ pub fn run(o: &Options) -> Result<()> {
         if let Some(e) = &o.export {
             s += &format!(
                 "\nconservation law holds against {e}: {} curation items on their survivors or reported as conflicts, \
-                 {} records unchanged outside the change set, restore then rollback gives the export back",
+                 {} records checked: none outside the change set differs, restore then rollback gives the export back",
                 v.curation_items, v.records
             );
         }
