@@ -43,7 +43,11 @@ impl Change {
     /// The change that undoes this one (rollback): prior and record swap.
     pub fn inverse(&self) -> Change {
         Change {
-            op: if self.prior.is_none() { Op::Delete } else { Op::Put },
+            op: if self.prior.is_none() {
+                Op::Delete
+            } else {
+                Op::Put
+            },
             kind: self.kind.clone(),
             key: self.key.clone(),
             prior: self.record.clone(),
@@ -74,7 +78,8 @@ pub struct Manifest {
 
 /// What a bundle is written from.
 pub struct Contents<'a> {
-    pub changes: &'a [Change],
+    /// The change lines in (kind, key) order.
+    pub changes: crate::sort::Sorter,
     pub idmap: &'a [IdMapLine],
     pub report: &'a Report,
     pub input_sha256: String,
@@ -83,16 +88,36 @@ pub struct Contents<'a> {
 }
 
 /// Writes a bundle beside `target` and renames it into place.
-pub fn write(target: &Target, c: &Contents) -> Result<()> {
+pub fn write(target: &Target, c: Contents) -> Result<()> {
     let dir = AtomicDir::create(target)?;
+    let changes = dir.join(CHANGES);
+    let n = c.changes.len();
     let mut files = vec![
-        write_ndjson(&dir.join(CHANGES), CHANGES, c.changes, c.level)?,
-        write_ndjson(&dir.join(IDMAP), IDMAP, c.idmap, c.level)?,
+        write_lines(&changes, CHANGES, n, c.level, |w| {
+            c.changes.finish(|_, line| Ok(w.line(line)?))
+        })?,
+        write_lines(
+            &dir.join(IDMAP),
+            IDMAP,
+            c.idmap.len() as u64,
+            c.level,
+            |w| {
+                for row in c.idmap {
+                    w.line(&serde_json::to_vec(row)?)?;
+                }
+                Ok(())
+            },
+        )?,
     ];
     let report = serde_json::to_vec_pretty(c.report).context("serialising the report")?;
-    std::fs::write(dir.join(REPORT), &report).with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;
-    files.push(FileEntry { name: REPORT.into(), records: 1, sha256: crate::input::sha256_bytes(&report) });
-    let puts = c.changes.iter().filter(|ch| ch.op == Op::Put).count();
+    std::fs::write(dir.join(REPORT), &report)
+        .with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;
+    files.push(FileEntry {
+        name: REPORT.into(),
+        records: 1,
+        sha256: crate::input::sha256_bytes(&report),
+    });
+    let (puts, deletes) = (c.report.counts.changes_put, c.report.counts.changes_delete);
     let manifest = Manifest {
         format: "lookmig-bundle".into(),
         version: 1,
@@ -100,9 +125,9 @@ pub fn write(target: &Target, c: &Contents) -> Result<()> {
         input_sha256: c.input_sha256.clone(),
         options: c.options.clone(),
         counts: serde_json::json!({
-            "changes": c.changes.len(),
+            "changes": puts + deletes,
             "put": puts,
-            "delete": c.changes.len() - puts,
+            "delete": deletes,
             "idmap": c.idmap.len(),
             "conflicts": c.report.conflicts.len(),
             "unresolved": c.report.unresolved.len(),
@@ -111,20 +136,46 @@ pub fn write(target: &Target, c: &Contents) -> Result<()> {
     };
     let mut m = serde_json::to_vec_pretty(&manifest).context("serialising the manifest")?;
     m.push(b'\n');
-    std::fs::write(dir.join(MANIFEST), m).with_context(|| format!("{}: writing {MANIFEST}", target.path.display()))?;
+    std::fs::write(dir.join(MANIFEST), m)
+        .with_context(|| format!("{}: writing {MANIFEST}", target.path.display()))?;
     dir.commit()
 }
 
-fn write_ndjson<T: Serialize>(path: &Path, name: &str, rows: &[T], level: i32) -> Result<FileEntry> {
+fn write_lines(
+    path: &Path,
+    name: &str,
+    records: u64,
+    level: i32,
+    body: impl FnOnce(&mut LineWriter) -> Result<()>,
+) -> Result<FileEntry> {
     let file = File::create(path).with_context(|| format!("{}: creating", path.display()))?;
     let mut w = LineWriter::new(&file, true, level)?;
-    for row in rows {
-        let line = serde_json::to_vec(row).context("serialising a change")?;
-        w.line(&line).with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
-    }
-    w.finish().with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    body(&mut w).with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    w.finish()
+        .with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
     drop(file);
-    Ok(FileEntry { name: name.into(), records: rows.len() as u64, sha256: sha256_file(path)? })
+    Ok(FileEntry {
+        name: name.into(),
+        records,
+        sha256: sha256_file(path)?,
+    })
+}
+
+/// A bundle whose files disagree with its manifest: refused everywhere, and a failed
+/// verification (exit 3) for `verify`.
+#[derive(Debug)]
+pub struct Damaged(pub String);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+macro_rules! damaged {
+    ($($t:tt)*) => { return Err(Damaged(format!($($t)*)).into()) };
 }
 
 /// A bundle on disk whose files were checked against its manifest.
@@ -142,11 +193,17 @@ pub fn open(dir: &Path) -> Result<Bundle> {
         bail!("{name}: not a bundle directory (make one with `lookmig migrate EXPORT -o {name}`)");
     }
     let mpath = dir.join(MANIFEST);
-    let text = std::fs::read(&mpath).with_context(|| format!("{name}: cannot read {MANIFEST}"))?;
-    let manifest: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid manifest ({e}); the bundle is damaged, make it again", mpath.display()))?;
+    let Ok(text) = std::fs::read(&mpath) else {
+        damaged!("{name}: cannot read {MANIFEST}; the bundle is incomplete");
+    };
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
+        Damaged(format!(
+            "{}: not a valid manifest ({e}); the bundle is damaged, make it again",
+            mpath.display()
+        ))
+    })?;
     if manifest.format != "lookmig-bundle" || manifest.version != 1 {
-        bail!(
+        damaged!(
             "{}: format {:?} version {} is not a bundle this lookmig reads (lookmig-bundle version 1)",
             mpath.display(),
             manifest.format,
@@ -155,35 +212,65 @@ pub fn open(dir: &Path) -> Result<Bundle> {
     }
     let mut expected: Vec<&str> = vec![MANIFEST];
     for f in &manifest.files {
-        if f.name.is_empty() || f.name.contains(['/', '\\']) || f.name == "." || f.name == ".." || f.name == MANIFEST {
-            bail!("{}: names {:?}, which is not a file inside the bundle; refusing it", mpath.display(), f.name);
+        if f.name.is_empty()
+            || f.name.contains(['/', '\\'])
+            || f.name == "."
+            || f.name == ".."
+            || f.name == MANIFEST
+        {
+            damaged!(
+                "{}: names {:?}, which is not a file inside the bundle; refusing it",
+                mpath.display(),
+                f.name
+            );
         }
         expected.push(&f.name);
     }
     for required in [CHANGES, IDMAP, REPORT] {
         if !expected.contains(&required) {
-            bail!("{}: does not list {required}; the bundle is incomplete", mpath.display());
+            damaged!(
+                "{}: does not list {required}; the bundle is incomplete",
+                mpath.display()
+            );
         }
     }
     for entry in std::fs::read_dir(dir).with_context(|| format!("{name}: listing"))? {
         let entry = entry?;
         let fname = entry.file_name().to_string_lossy().to_string();
         if !expected.contains(&fname.as_str()) {
-            bail!("{name}: holds {fname:?}, which the manifest does not list; the bundle was changed");
+            damaged!(
+                "{name}: holds {fname:?}, which the manifest does not list; the bundle was changed"
+            );
         }
     }
     for f in &manifest.files {
         let path = dir.join(&f.name);
-        let sha = sha256_file(&path).with_context(|| format!("{name}: {} is missing or unreadable", f.name))?;
+        let Ok(sha) = sha256_file(&path) else {
+            damaged!(
+                "{name}: {} is missing or unreadable; the bundle is incomplete",
+                f.name
+            );
+        };
         if sha != f.sha256 {
-            bail!("{}: checksum differs from the manifest; the bundle was changed or damaged, make it again", path.display());
+            damaged!("{}: checksum differs from the manifest; the bundle was changed or damaged, make it again", path.display());
         }
-        let records = if f.name.ends_with(".ndjson.zst") { count_lines(&path)? } else { 1 };
+        let records = if f.name.ends_with(".ndjson.zst") {
+            count_lines(&path)?
+        } else {
+            1
+        };
         if records != f.records {
-            bail!("{}: holds {records} records, the manifest says {}", path.display(), f.records);
+            damaged!(
+                "{}: holds {records} records, the manifest says {}",
+                path.display(),
+                f.records
+            );
         }
     }
-    Ok(Bundle { dir: dir.to_path_buf(), manifest })
+    Ok(Bundle {
+        dir: dir.to_path_buf(),
+        manifest,
+    })
 }
 
 fn count_lines(path: &Path) -> Result<u64> {
@@ -219,10 +306,9 @@ impl Bundle {
         let mut lines = input.lines()?;
         let mut out = Vec::new();
         while let Some(l) = lines.next_line()? {
-            out.push(
-                serde_json::from_slice(&l.bytes)
-                    .with_context(|| format!("{}:{}: not a valid line of {name}", path.display(), l.no))?,
-            );
+            out.push(serde_json::from_slice(&l.bytes).with_context(|| {
+                format!("{}:{}: not a valid line of {name}", path.display(), l.no)
+            })?);
         }
         Ok(out)
     }

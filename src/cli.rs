@@ -140,6 +140,9 @@ pub struct RestoreArgs {
     /// Apply the changes even over conflicting records.
     #[arg(long)]
     pub force: bool,
+    /// Copy up to N malformed target lines through unchanged (each listed) instead of failing.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_errors: u64,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
@@ -175,13 +178,16 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("lookmig: {e:#}");
-            let three = e.downcast_ref::<crate::restore::Conflicts>().is_some() || e.downcast_ref::<Exit3>().is_some();
+            let three = e.downcast_ref::<crate::restore::Conflicts>().is_some()
+                || e.downcast_ref::<Exit3>().is_some();
             ExitCode::from(if three { 3 } else { 1 })
         }
     }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -131,7 +131,10 @@ impl Groups {
     /// The survivor subject of the group a member belongs to.
     pub fn survivor(&self, group: usize) -> Subject {
         let g = &self.groups[group];
-        Subject { otype: g.otype.to_string(), oid: g.survivor_oid }
+        Subject {
+            otype: g.otype.to_string(),
+            oid: g.survivor_oid,
+        }
     }
 
     /// Group index and rank of a participating subject of a multi-version group.
@@ -147,8 +150,13 @@ impl Groups {
 
 /// Version order (SPEC §3): not deleted first, then `last_updated` latest first (missing last),
 /// then `oid` highest first.
-fn version_order(a: (bool, Option<(i64, u32)>, i64), b: (bool, Option<(i64, u32)>, i64)) -> std::cmp::Ordering {
-    a.0.cmp(&b.0).then(latest_first(a.1, b.1)).then(b.2.cmp(&a.2))
+fn version_order(
+    a: (bool, Option<(i64, u32)>, i64),
+    b: (bool, Option<(i64, u32)>, i64),
+) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then(latest_first(a.1, b.1))
+        .then(b.2.cmp(&a.2))
 }
 
 /// Builds the groups from the reports and columns of the migrated servers.
@@ -187,12 +195,19 @@ pub fn build(
         match keys::resolve(id_map, r.server_id, &r.external_id, r.source_url.as_deref()) {
             Some((stable, rule)) => {
                 *counts.by_rule.entry(rule_name(rule).into()).or_default() += 1;
-                report_groups.entry((r.server_id, stable.clone())).or_default().push(i);
+                report_groups
+                    .entry((r.server_id, stable.clone()))
+                    .or_default()
+                    .push(i);
                 stable_of[i] = Some(stable);
             }
             None => {
                 counts.unresolved += 1;
-                g.unresolved.push(Unresolved { server_id: r.server_id, oid: r.oid, external_id: r.external_id.clone() });
+                g.unresolved.push(Unresolved {
+                    server_id: r.server_id,
+                    oid: r.oid,
+                    external_id: r.external_id.clone(),
+                });
             }
         }
     }
@@ -203,11 +218,15 @@ pub fn build(
     for ((server, stable), mut idx) in report_groups {
         idx.sort_by(|&a, &b| {
             let (ra, rb) = (&reports[a], &reports[b]);
-            version_order((ra.deleted, ra.last_updated, ra.oid), (rb.deleted, rb.last_updated, rb.oid))
+            version_order(
+                (ra.deleted, ra.last_updated, ra.oid),
+                (rb.deleted, rb.last_updated, rb.oid),
+            )
         });
         let survivor = idx[0];
-        let (part, left): (Vec<usize>, Vec<usize>) =
-            idx.iter().partition(|&&i| i == survivor || recover_deleted || !reports[i].deleted);
+        let (part, left): (Vec<usize>, Vec<usize>) = idx
+            .iter()
+            .partition(|&&i| i == survivor || recover_deleted || !reports[i].deleted);
         let counts = g.servers.entry(server).or_default();
         counts.deleted_versions_left += left.len() as u64;
         let s = &reports[survivor];
@@ -232,7 +251,13 @@ pub fn build(
                 Action::Retire
             } else if r.external_id != stable {
                 counts.reports_rekeyed += 1;
-                g.rekey.insert((false, r.oid), Rekey { external_id: stable.clone(), report: None });
+                g.rekey.insert(
+                    (false, r.oid),
+                    Rekey {
+                        external_id: stable.clone(),
+                        report: None,
+                    },
+                );
                 Action::Rekey
             } else {
                 Action::Keep
@@ -280,7 +305,11 @@ pub fn build(
             continue; // unresolved, or a deleted version left as it is: its columns stay too
         };
         let r = &reports[ri];
-        let (suffix, new_id) = match c.external_id.strip_prefix(r.external_id.as_str()).and_then(|s| s.strip_prefix('.')) {
+        let (suffix, new_id) = match c
+            .external_id
+            .strip_prefix(r.external_id.as_str())
+            .and_then(|s| s.strip_prefix('.'))
+        {
             Some(suffix) => (suffix.to_string(), format!("{stable}.{suffix}")),
             None => (c.external_id.clone(), c.external_id.clone()),
         };
@@ -292,8 +321,10 @@ pub fn build(
     for ((server, stable_report, _suffix), mut members) in column_groups {
         members.sort_by(|a, b| {
             let (ca, cb) = (&columns[a.0], &columns[b.0]);
-            b.1.cmp(&a.1)
-                .then(version_order((ca.deleted, ca.last_updated, ca.oid), (cb.deleted, cb.last_updated, cb.oid)))
+            b.1.cmp(&a.1).then(version_order(
+                (ca.deleted, ca.last_updated, ca.oid),
+                (cb.deleted, cb.last_updated, cb.oid),
+            ))
         });
         let s = &columns[members[0].0];
         let new_id = members[0].2.clone();
@@ -317,7 +348,13 @@ pub fn build(
                 Action::Retire
             } else if c.external_id != new_id || c.report != stable_report {
                 counts.columns_rekeyed += 1;
-                g.rekey.insert((true, c.oid), Rekey { external_id: new_id.clone(), report: Some(stable_report.clone()) });
+                g.rekey.insert(
+                    (true, c.oid),
+                    Rekey {
+                        external_id: new_id.clone(),
+                        report: Some(stable_report.clone()),
+                    },
+                );
                 Action::Rekey
             } else {
                 Action::Keep

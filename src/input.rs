@@ -49,7 +49,12 @@ impl Input {
         if meta.is_dir() {
             anyhow::bail!("{arg}: is a directory, expected an export file");
         }
-        Ok(Input { name: arg.to_string(), path, _spool: None, max_line: DEFAULT_MAX_LINE })
+        Ok(Input {
+            name: arg.to_string(),
+            path,
+            _spool: None,
+            max_line: DEFAULT_MAX_LINE,
+        })
     }
 
     /// The file on disk (the spool for stdin).
@@ -64,7 +69,12 @@ impl Input {
 
     /// A line reader over the decompressed input.
     pub fn lines(&self) -> Result<Lines> {
-        Ok(Lines { inner: self.open()?, name: self.name.clone(), line_no: 0, max_line: self.max_line })
+        Ok(Lines {
+            inner: self.open()?,
+            name: self.name.clone(),
+            line_no: 0,
+            max_line: self.max_line,
+        })
     }
 
     /// SHA-256 of the raw bytes of the file (compressed or not), as lowercase hex.
@@ -138,9 +148,15 @@ impl Lines {
     pub fn next_line(&mut self) -> Result<Option<Line>> {
         loop {
             let mut bytes = Vec::new();
-            let n = read_line_limited(&mut self.inner, &mut bytes, self.max_line).with_context(|| {
-                format!("{}:{}: reading (a corrupt or truncated zstd stream?)", self.name, self.line_no + 1)
-            })?;
+            let n = read_line_limited(&mut self.inner, &mut bytes, self.max_line).with_context(
+                || {
+                    format!(
+                        "{}:{}: reading (a corrupt or truncated zstd stream?)",
+                        self.name,
+                        self.line_no + 1
+                    )
+                },
+            )?;
             if n == ReadOutcome::Eof {
                 return Ok(None);
             }
@@ -159,7 +175,10 @@ impl Lines {
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            return Ok(Some(Line { no: self.line_no, bytes }));
+            return Ok(Some(Line {
+                no: self.line_no,
+                bytes,
+            }));
         }
     }
 
@@ -193,7 +212,11 @@ enum ReadOutcome {
 }
 
 /// Like `read_until(b'\n')`, but stops buffering past `max` bytes (the rest of the line is skipped).
-fn read_line_limited(r: &mut dyn BufRead, out: &mut Vec<u8>, max: usize) -> io::Result<ReadOutcome> {
+fn read_line_limited(
+    r: &mut dyn BufRead,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<ReadOutcome> {
     let mut any = false;
     let mut too_long = false;
     loop {
@@ -222,7 +245,11 @@ fn read_line_limited(r: &mut dyn BufRead, out: &mut Vec<u8>, max: usize) -> io::
         }
         r.consume(take);
         if done {
-            return Ok(if too_long { ReadOutcome::TooLong } else { ReadOutcome::Line });
+            return Ok(if too_long {
+                ReadOutcome::TooLong
+            } else {
+                ReadOutcome::Line
+            });
         }
     }
 }
@@ -254,7 +281,10 @@ mod tests {
         let zst = write_tmp(&zstd::encode_all(&text[..], 3).unwrap());
         for f in [&plain, &zst] {
             let input = Input::new(f.path().to_str().unwrap()).unwrap();
-            assert_eq!(all_lines(&input), vec![(1, "{\"a\":1}".into()), (4, "{\"b\":2}".into())]);
+            assert_eq!(
+                all_lines(&input),
+                vec![(1, "{\"a\":1}".into()), (4, "{\"b\":2}".into())]
+            );
         }
     }
 
@@ -271,7 +301,9 @@ mod tests {
 
     #[test]
     fn truncated_zstd_is_an_error_not_a_short_read() {
-        let text: Vec<u8> = (0..2000).flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes()).collect();
+        let text: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("{{\"n\":{i}}}\n").into_bytes())
+            .collect();
         let z = zstd::encode_all(&text[..], 3).unwrap();
         let f = write_tmp(&z[..z.len() / 2]);
         let input = Input::new(f.path().to_str().unwrap()).unwrap();

@@ -63,7 +63,9 @@ pub fn from_source_url(url: &str) -> Option<String> {
     }
     let kind = rest.rsplit('/').next()?;
     match kind {
-        "dashboards" | "dashboards-next" if id.contains("::") => Some(format!("lookml_dashboard/{id}")),
+        "dashboards" | "dashboards-next" if id.contains("::") => {
+            Some(format!("lookml_dashboard/{id}"))
+        }
         "dashboards" | "dashboards-next" => Some(format!("dashboard/{id}")),
         "looks" => Some(format!("look/{id}")),
         _ => None,
@@ -87,17 +89,23 @@ impl IdMap {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut input.open()?, &mut text)
             .with_context(|| format!("{path}: reading the id-map (it must be UTF-8 text)"))?;
-        let mut map = IdMap { sha256: input.sha256()?, ..IdMap::default() };
+        let mut map = IdMap {
+            sha256: input.sha256()?,
+            ..IdMap::default()
+        };
         if text.trim_start().starts_with('{') {
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
                 let no = i as u64 + 1;
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| anyhow::anyhow!("{path}:{no}: malformed JSON in the id-map ({e})"))?;
+                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{path}:{no}: malformed JSON in the id-map ({e})")
+                })?;
                 let field = |f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_string);
-                let (Some(legacy), Some(stable)) = (field("legacy_external_id"), field("stable_external_id")) else {
+                let (Some(legacy), Some(stable)) =
+                    (field("legacy_external_id"), field("stable_external_id"))
+                else {
                     bail!("{path}:{no}: an id-map line needs string fields legacy_external_id and stable_external_id");
                 };
                 let server = match v.get("server_id") {
@@ -109,10 +117,16 @@ impl IdMap {
                 map.insert(path, no, server, legacy, stable)?;
             }
         } else {
-            let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-            let headers = rdr.headers().with_context(|| format!("{path}:1: reading the CSV header"))?.clone();
+            let mut rdr = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_reader(text.as_bytes());
+            let headers = rdr
+                .headers()
+                .with_context(|| format!("{path}:1: reading the CSV header"))?
+                .clone();
             let col = |name: &str| headers.iter().position(|h| h == name);
-            let (Some(lc), Some(sc)) = (col("legacy_external_id"), col("stable_external_id")) else {
+            let (Some(lc), Some(sc)) = (col("legacy_external_id"), col("stable_external_id"))
+            else {
                 bail!("{path}:1: the id-map header must name legacy_external_id and stable_external_id (and optionally server_id)");
             };
             let server_col = col("server_id");
@@ -125,7 +139,9 @@ impl IdMap {
                 let get = |c: usize| row.get(c).unwrap_or("").to_string();
                 let (legacy, stable) = (get(lc), get(sc));
                 if legacy.is_empty() || stable.is_empty() {
-                    bail!("{path}:{no}: legacy_external_id and stable_external_id must not be empty");
+                    bail!(
+                        "{path}:{no}: legacy_external_id and stable_external_id must not be empty"
+                    );
                 }
                 let server = match server_col.map(get).filter(|s| !s.is_empty()) {
                     None => None,
@@ -139,7 +155,14 @@ impl IdMap {
         Ok(map)
     }
 
-    fn insert(&mut self, path: &str, no: u64, server: Option<i64>, legacy: String, stable: String) -> Result<()> {
+    fn insert(
+        &mut self,
+        path: &str,
+        no: u64,
+        server: Option<i64>,
+        legacy: String,
+        stable: String,
+    ) -> Result<()> {
         let slot = match server {
             Some(s) => self.per_server.entry((s, legacy.clone())),
             None => {
@@ -200,7 +223,9 @@ pub fn resolve(
     if let Some(s) = from_legacy(external_id) {
         return Some((s, Rule::Legacy));
     }
-    source_url.and_then(from_source_url).map(|s| (s, Rule::SourceUrl))
+    source_url
+        .and_then(from_source_url)
+        .map(|s| (s, Rule::SourceUrl))
 }
 
 #[cfg(test)]
@@ -209,12 +234,25 @@ mod tests {
 
     #[test]
     fn legacy_forms() {
-        assert_eq!(from_legacy("dashboard_123_1690000000").as_deref(), Some("dashboard/123"));
+        assert_eq!(
+            from_legacy("dashboard_123_1690000000").as_deref(),
+            Some("dashboard/123")
+        );
         assert_eq!(from_legacy("look_7_2").as_deref(), Some("look/7"));
-        assert_eq!(from_legacy("lookml_dashboard_sales::overview_99").as_deref(), Some("lookml_dashboard/sales::overview"));
-        assert_eq!(from_legacy("lookml_dashboard_sales_2::q_1_99").as_deref(), Some("lookml_dashboard/sales_2::q_1"));
+        assert_eq!(
+            from_legacy("lookml_dashboard_sales::overview_99").as_deref(),
+            Some("lookml_dashboard/sales::overview")
+        );
+        assert_eq!(
+            from_legacy("lookml_dashboard_sales_2::q_1_99").as_deref(),
+            Some("lookml_dashboard/sales_2::q_1")
+        );
         assert_eq!(from_legacy("dashboard_12a_3"), None);
-        assert_eq!(from_legacy("dashboard_1_2_3"), None, "middle must be all digits");
+        assert_eq!(
+            from_legacy("dashboard_1_2_3"),
+            None,
+            "middle must be all digits"
+        );
         assert_eq!(from_legacy("dashboard_123"), None, "no stamp");
         assert_eq!(from_legacy("lookml_dashboard_sales_99"), None, "no ::");
         assert_eq!(from_legacy("dashboard/123"), None);
@@ -232,9 +270,18 @@ mod tests {
     fn source_urls() {
         let cases = [
             ("https://l.example.com/dashboards/42", Some("dashboard/42")),
-            ("https://l.example.com/dashboards-next/42/?a=1#x", Some("dashboard/42")),
-            ("https://l.example.com/dashboards/sales::overview", Some("lookml_dashboard/sales::overview")),
-            ("https://l.example.com/looks/9#frag/looks/10", Some("look/9")),
+            (
+                "https://l.example.com/dashboards-next/42/?a=1#x",
+                Some("dashboard/42"),
+            ),
+            (
+                "https://l.example.com/dashboards/sales::overview",
+                Some("lookml_dashboard/sales::overview"),
+            ),
+            (
+                "https://l.example.com/looks/9#frag/looks/10",
+                Some("look/9"),
+            ),
             ("/looks/9//", None),
             ("https://l.example.com/explore/9", None),
             ("https://l.example.com/dashboards/", None),
@@ -248,9 +295,18 @@ mod tests {
     #[test]
     fn resolve_takes_the_first_rule_that_applies() {
         let m = IdMap::default();
-        assert_eq!(resolve(&m, 1, "dashboard/5", None), Some(("dashboard/5".into(), Rule::Stable)));
-        assert_eq!(resolve(&m, 1, "dashboard_5_9", Some("/looks/3")), Some(("dashboard/5".into(), Rule::Legacy)));
-        assert_eq!(resolve(&m, 1, "weird", Some("/looks/3")), Some(("look/3".into(), Rule::SourceUrl)));
+        assert_eq!(
+            resolve(&m, 1, "dashboard/5", None),
+            Some(("dashboard/5".into(), Rule::Stable))
+        );
+        assert_eq!(
+            resolve(&m, 1, "dashboard_5_9", Some("/looks/3")),
+            Some(("dashboard/5".into(), Rule::Legacy))
+        );
+        assert_eq!(
+            resolve(&m, 1, "weird", Some("/looks/3")),
+            Some(("look/3".into(), Rule::SourceUrl))
+        );
         assert_eq!(resolve(&m, 1, "weird", None), None);
     }
 
@@ -273,15 +329,37 @@ mod tests {
 
     #[test]
     fn id_map_errors_name_the_line() {
-        let e = load("legacy_external_id,stable_external_id\na,look/1\na,look/2\n", ".csv").unwrap_err();
-        assert!(format!("{e:#}").contains(":3: \"a\" is mapped to \"look/2\" here and to \"look/1\" on line 2"), "{e:#}");
+        let e = load(
+            "legacy_external_id,stable_external_id\na,look/1\na,look/2\n",
+            ".csv",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .contains(":3: \"a\" is mapped to \"look/2\" here and to \"look/1\" on line 2"),
+            "{e:#}"
+        );
         let e = load("{\"legacy_external_id\":\"a\"}\n", ".ndjson").unwrap_err();
-        assert!(format!("{e:#}").contains(":1: an id-map line needs"), "{e:#}");
-        let e = load("{\"legacy_external_id\":\"a\",\"stable_external_id\":\"b\"}\nnot json\n", ".ndjson").unwrap_err();
+        assert!(
+            format!("{e:#}").contains(":1: an id-map line needs"),
+            "{e:#}"
+        );
+        let e = load(
+            "{\"legacy_external_id\":\"a\",\"stable_external_id\":\"b\"}\nnot json\n",
+            ".ndjson",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains(":2: malformed JSON"), "{e:#}");
         let e = load("old,new\na,b\n", ".csv").unwrap_err();
         assert!(format!("{e:#}").contains("header must name"), "{e:#}");
-        let e = load("legacy_external_id,stable_external_id,server_id\na,b,x\n", ".csv").unwrap_err();
-        assert!(format!("{e:#}").contains(":2: server_id must be an integer"), "{e:#}");
+        let e = load(
+            "legacy_external_id,stable_external_id,server_id\na,b,x\n",
+            ".csv",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains(":2: server_id must be an integer"),
+            "{e:#}"
+        );
     }
 }

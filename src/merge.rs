@@ -72,7 +72,11 @@ pub fn is_empty(v: &Value) -> bool {
 fn merge_key(r: &Record) -> Option<String> {
     match r.kind {
         Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
-        Kind::TrustFlag => Some(format!("{} by user {}", r.str("flag_type")?, r.int("user_id")?)),
+        Kind::TrustFlag => Some(format!(
+            "{} by user {}",
+            r.str("flag_type")?,
+            r.int("user_id")?
+        )),
         Kind::Tag => Some(format!("tag {}", r.str("name")?)),
         Kind::Star => Some(format!("star by user {}", r.int("user_id")?)),
         _ => None,
@@ -98,7 +102,10 @@ pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) ->
             }
         };
         let key = merge_key(&it.after).expect("validated records have their merge key fields");
-        match buckets.iter_mut().find(|(k, kk, _)| *k == key && *kk == kind) {
+        match buckets
+            .iter_mut()
+            .find(|(k, kk, _)| *k == key && *kk == kind)
+        {
             Some(b) => b.2.push(it),
             None => buckets.push((key, kind, vec![it])),
         }
@@ -114,12 +121,21 @@ pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) ->
         let mut winner = match kind {
             "field_value" => merge_field(survivor, &key, bucket, fields, &mut out.conflicts),
             "trust_flag" => merge_flags(survivor, &key, bucket, &mut out.conflicts),
-            "tag" => bucket.into_iter().next().expect("bucket is never empty").after,
+            "tag" => {
+                bucket
+                    .into_iter()
+                    .next()
+                    .expect("bucket is never empty")
+                    .after
+            }
             _ => {
                 let mut b = bucket;
                 b.sort_by(|x, y| {
-                    earliest_first(instant(x.after.obj.get("ts_created")), instant(y.after.obj.get("ts_created")))
-                        .then((x.rank, x.line).cmp(&(y.rank, y.line)))
+                    earliest_first(
+                        instant(x.after.obj.get("ts_created")),
+                        instant(y.after.obj.get("ts_created")),
+                    )
+                    .then((x.rank, x.line).cmp(&(y.rank, y.line)))
                 });
                 b.swap_remove(0).after
             }
@@ -135,27 +151,57 @@ pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) ->
             r.set_subject(survivor);
             *out.carried.entry(r.kind_name().to_string()).or_default() += 1;
         }
-        if r.kind == Kind::Conversation || seen.insert(canonical_json(&Value::Object(r.obj.clone()))) {
+        if r.kind == Kind::Conversation
+            || seen.insert(canonical_json(&Value::Object(r.obj.clone())))
+        {
             out.records.push(r);
         }
     }
     out
 }
 
-fn merge_field(survivor: &Subject, key: &str, bucket: Vec<Item>, fields: &Fields, conflicts: &mut Vec<Conflict>) -> Record {
+fn merge_field(
+    survivor: &Subject,
+    key: &str,
+    bucket: Vec<Item>,
+    fields: &Fields,
+    conflicts: &mut Vec<Conflict>,
+) -> Record {
     let values: Vec<&Value> = bucket.iter().map(|i| &i.after.obj["value"]).collect();
-    let multi = match bucket[0].after.int("field_id").and_then(|id| fields.get(id)) {
+    let multi = match bucket[0]
+        .after
+        .int("field_id")
+        .and_then(|id| fields.get(id))
+    {
         Some(def) => def.multi(),
         // An undefined field is judged by its value: an array is multi-valued.
-        None => values.iter().find(|v| !v.is_null()).is_some_and(|v| v.is_array()),
+        None => values
+            .iter()
+            .find(|v| !v.is_null())
+            .is_some_and(|v| v.is_array()),
     };
     if multi {
         let mut union: Vec<Value> = Vec::new();
-        for v in &values {
-            for item in v.as_array().into_iter().flatten() {
-                if !union.contains(item) {
-                    union.push(item.clone());
+        let first_array = values.iter().position(|v| v.is_array()).unwrap_or(0);
+        for (i, v) in values.iter().enumerate() {
+            match v {
+                Value::Array(items) => {
+                    for item in items {
+                        if !union.contains(item) {
+                            union.push(item.clone());
+                        }
+                    }
                 }
+                // Only an undefined field can mix shapes: a lone value cannot join the union,
+                // so it is reported rather than dropped.
+                v if !is_empty(v) => conflicts.push(Conflict {
+                    survivor: survivor.clone(),
+                    kind: "field_value".into(),
+                    merge_key: key.to_string(),
+                    winner: Value::Object(bucket[first_array].before.obj.clone()),
+                    loser: Value::Object(bucket[i].before.obj.clone()),
+                }),
+                _ => {}
             }
         }
         let latest = bucket
@@ -163,7 +209,11 @@ fn merge_field(survivor: &Subject, key: &str, bucket: Vec<Item>, fields: &Fields
             .filter_map(|i| i.after.obj.get("ts_updated").filter(|t| !t.is_null()))
             .min_by(|a, b| latest_first(instant(Some(a)), instant(Some(b))))
             .cloned();
-        let mut merged = bucket.into_iter().next().expect("bucket is never empty").after;
+        let mut merged = bucket
+            .into_iter()
+            .next()
+            .expect("bucket is never empty")
+            .after;
         merged.obj.insert("value".into(), Value::Array(union));
         if let Some(ts) = latest {
             merged.obj.insert("ts_updated".into(), ts);
@@ -182,13 +232,25 @@ fn merge_field(survivor: &Subject, key: &str, bucket: Vec<Item>, fields: &Fields
             });
         }
     }
-    bucket.into_iter().nth(win).expect("winner index is in range").after
+    bucket
+        .into_iter()
+        .nth(win)
+        .expect("winner index is in range")
+        .after
 }
 
-fn merge_flags(survivor: &Subject, key: &str, mut bucket: Vec<Item>, conflicts: &mut Vec<Conflict>) -> Record {
+fn merge_flags(
+    survivor: &Subject,
+    key: &str,
+    mut bucket: Vec<Item>,
+    conflicts: &mut Vec<Conflict>,
+) -> Record {
     bucket.sort_by(|x, y| {
-        latest_first(instant(x.after.obj.get("ts_created")), instant(y.after.obj.get("ts_created")))
-            .then(y.after.int("id").cmp(&x.after.int("id")))
+        latest_first(
+            instant(x.after.obj.get("ts_created")),
+            instant(y.after.obj.get("ts_created")),
+        )
+        .then(y.after.int("id").cmp(&x.after.int("id")))
     });
     let reason = |r: &Record| r.obj.get("reason").cloned().unwrap_or(Value::Null);
     let win_reason = reason(&bucket[0].after);
@@ -215,7 +277,12 @@ mod tests {
 
     fn item(rank: usize, line: u64, v: Value) -> Item {
         let r = parse_line(v.to_string().as_bytes()).unwrap();
-        Item { rank, line, before: r.clone(), after: r }
+        Item {
+            rank,
+            line,
+            before: r.clone(),
+            after: r,
+        }
     }
 
     fn subj(oid: i64) -> Value {
@@ -223,7 +290,10 @@ mod tests {
     }
 
     fn surv() -> Subject {
-        Subject { otype: "bi_report".into(), oid: 1 }
+        Subject {
+            otype: "bi_report".into(),
+            oid: 1,
+        }
     }
 
     #[test]
@@ -238,17 +308,40 @@ mod tests {
     #[test]
     fn single_valued_first_non_empty_wins_and_others_conflict() {
         let items = vec![
-            item(0, 1, json!({"kind":"field_value","field_id":4,"subject":subj(1),"value":"<p></p>"})),
-            item(1, 2, json!({"kind":"field_value","field_id":4,"subject":subj(2),"value":"old","ts_updated":"2020-01-01T00:00:00Z"})),
-            item(2, 3, json!({"kind":"field_value","field_id":4,"subject":subj(3),"value":"older"})),
-            item(2, 4, json!({"kind":"field_value","field_id":3,"subject":subj(3),"value":""})),
+            item(
+                0,
+                1,
+                json!({"kind":"field_value","field_id":4,"subject":subj(1),"value":"<p></p>"}),
+            ),
+            item(
+                1,
+                2,
+                json!({"kind":"field_value","field_id":4,"subject":subj(2),"value":"old","ts_updated":"2020-01-01T00:00:00Z"}),
+            ),
+            item(
+                2,
+                3,
+                json!({"kind":"field_value","field_id":4,"subject":subj(3),"value":"older"}),
+            ),
+            item(
+                2,
+                4,
+                json!({"kind":"field_value","field_id":3,"subject":subj(3),"value":""}),
+            ),
         ];
         let m = merge_group(&surv(), items, &Fields::default());
         assert_eq!(m.records.len(), 2);
         assert_eq!(m.records[0].obj["value"], json!("old"));
         assert_eq!(m.records[0].obj["subject"], subj(1));
-        assert_eq!(m.records[0].obj["ts_updated"], json!("2020-01-01T00:00:00Z"));
-        assert_eq!(m.records[1].obj["value"], json!(""), "all empty: the first record in version order");
+        assert_eq!(
+            m.records[0].obj["ts_updated"],
+            json!("2020-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            m.records[1].obj["value"],
+            json!(""),
+            "all empty: the first record in version order"
+        );
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].loser["value"], json!("older"));
         assert_eq!(m.carried["field_value"], 3);
@@ -258,20 +351,54 @@ mod tests {
     fn multi_valued_union_survivor_first_with_latest_ts() {
         let u = |o: i64| json!({"otype":"user","oid":o});
         let items = vec![
-            item(1, 2, json!({"kind":"field_value","field_id":8,"subject":subj(2),"value":[u(3),u(1)],"ts_updated":"2024-05-01T00:00:00Z"})),
-            item(0, 1, json!({"kind":"field_value","field_id":8,"subject":subj(1),"value":[u(1),u(2)],"ts_updated":"2023-01-01T00:00:00Z"})),
+            item(
+                1,
+                2,
+                json!({"kind":"field_value","field_id":8,"subject":subj(2),"value":[u(3),u(1)],"ts_updated":"2024-05-01T00:00:00Z"}),
+            ),
+            item(
+                0,
+                1,
+                json!({"kind":"field_value","field_id":8,"subject":subj(1),"value":[u(1),u(2)],"ts_updated":"2023-01-01T00:00:00Z"}),
+            ),
         ];
         let m = merge_group(&surv(), items, &Fields::default());
         assert_eq!(m.records[0].obj["value"], json!([u(1), u(2), u(3)]));
-        assert_eq!(m.records[0].obj["ts_updated"], json!("2024-05-01T00:00:00Z"));
+        assert_eq!(
+            m.records[0].obj["ts_updated"],
+            json!("2024-05-01T00:00:00Z")
+        );
         assert!(m.conflicts.is_empty());
     }
 
     #[test]
+    fn an_undefined_field_with_mixed_shapes_reports_the_odd_value() {
+        let items = vec![
+            item(
+                0,
+                1,
+                json!({"kind":"field_value","field_id":77,"subject":subj(1),"value":["a"]}),
+            ),
+            item(
+                1,
+                2,
+                json!({"kind":"field_value","field_id":77,"subject":subj(2),"value":"lone"}),
+            ),
+            item(
+                2,
+                3,
+                json!({"kind":"field_value","field_id":77,"subject":subj(3),"value":["b","a"]}),
+            ),
+        ];
+        let m = merge_group(&surv(), items, &Fields::default());
+        assert_eq!(m.records[0].obj["value"], json!(["a", "b"]));
+        assert_eq!(m.conflicts.len(), 1);
+        assert_eq!(m.conflicts[0].loser["value"], json!("lone"));
+    }
+
+    #[test]
     fn flags_latest_wins_then_highest_id_and_reasons_conflict() {
-        let f = |id: i64, oid: i64, ts: &str, reason: &str| {
-            json!({"kind":"trust_flag","id":id,"flag_type":"WARNING","subject":subj(oid),"user_id":7,"reason":reason,"ts_created":ts})
-        };
+        let f = |id: i64, oid: i64, ts: &str, reason: &str| json!({"kind":"trust_flag","id":id,"flag_type":"WARNING","subject":subj(oid),"user_id":7,"reason":reason,"ts_created":ts});
         let items = vec![
             item(0, 1, f(10, 1, "2024-01-01T00:00:00Z", "")),
             item(1, 2, f(11, 2, "2024-02-01T00:00:00Z", "stale")),
@@ -281,25 +408,57 @@ mod tests {
         assert_eq!(m.records.len(), 1);
         assert_eq!(m.records[0].int("id"), Some(12));
         assert_eq!(m.records[0].obj["subject"], subj(1));
-        assert_eq!(m.conflicts.len(), 1, "the survivor's empty reason is no conflict");
+        assert_eq!(
+            m.conflicts.len(),
+            1,
+            "the survivor's empty reason is no conflict"
+        );
         assert_eq!(m.conflicts[0].loser["id"], json!(11));
     }
 
     #[test]
     fn tags_first_stars_earliest_conversations_move_duplicates_collapse() {
         let items = vec![
-            item(1, 5, json!({"kind":"tag","name":"t","subject":subj(2),"n":2})),
-            item(0, 1, json!({"kind":"tag","name":"t","subject":subj(1),"n":1})),
-            item(0, 2, json!({"kind":"star","user_id":3,"subject":subj(1),"ts_created":"2024-01-01T00:00:00Z"})),
-            item(1, 6, json!({"kind":"star","user_id":3,"subject":subj(2),"ts_created":"2023-01-01T00:00:00Z"})),
-            item(1, 7, json!({"kind":"conversation","id":4,"subject":subj(2),"posts":[]})),
+            item(
+                1,
+                5,
+                json!({"kind":"tag","name":"t","subject":subj(2),"n":2}),
+            ),
+            item(
+                0,
+                1,
+                json!({"kind":"tag","name":"t","subject":subj(1),"n":1}),
+            ),
+            item(
+                0,
+                2,
+                json!({"kind":"star","user_id":3,"subject":subj(1),"ts_created":"2024-01-01T00:00:00Z"}),
+            ),
+            item(
+                1,
+                6,
+                json!({"kind":"star","user_id":3,"subject":subj(2),"ts_created":"2023-01-01T00:00:00Z"}),
+            ),
+            item(
+                1,
+                7,
+                json!({"kind":"conversation","id":4,"subject":subj(2),"posts":[]}),
+            ),
             item(0, 3, json!({"kind":"view","subject":subj(1),"user_id":1})),
             item(1, 8, json!({"kind":"view","subject":subj(2),"user_id":1})),
         ];
         let m = merge_group(&surv(), items, &Fields::default());
-        let by_kind = |k: &str| m.records.iter().filter(|r| r.kind_name() == k).collect::<Vec<_>>();
+        let by_kind = |k: &str| {
+            m.records
+                .iter()
+                .filter(|r| r.kind_name() == k)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(by_kind("tag")[0].obj["n"], json!(1));
-        assert_eq!(by_kind("star")[0].obj["ts_created"], json!("2023-01-01T00:00:00Z"));
+        assert_eq!(
+            by_kind("star")[0].obj["ts_created"],
+            json!("2023-01-01T00:00:00Z")
+        );
         assert_eq!(by_kind("star")[0].obj["subject"], subj(1));
         assert_eq!(by_kind("conversation")[0].obj["subject"], subj(1));
         assert_eq!(by_kind("view").len(), 1);

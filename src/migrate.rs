@@ -17,6 +17,7 @@ use crate::merge::{self, Item};
 use crate::record::{instant, parse_line, FieldDef, Kind, Record, SeenKeys};
 use crate::refs::{self, Fields};
 use crate::report::{Report, Skipped};
+use crate::sort::Sorter;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -44,10 +45,9 @@ pub struct Options {
 }
 
 /// The result of a migration, ready to be written as a bundle.
-#[derive(Debug)]
 pub struct Outcome {
-    /// Sorted by (kind, key).
-    pub changes: Vec<Change>,
+    /// The change lines, keyed by (kind, key); written in that order.
+    pub changes: Sorter,
     pub idmap: Vec<IdMapLine>,
     pub report: Report,
     pub input_sha256: String,
@@ -77,15 +77,28 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     progress.finish();
 
     let migrated = choose_servers(&scan, opts, input)?;
-    let reports: Vec<ReportInfo> = scan.reports.into_iter().filter(|r| migrated.contains(&r.server_id)).collect();
-    let columns: Vec<ColumnInfo> = scan.columns.into_iter().filter(|c| migrated.contains(&c.server_id)).collect();
+    let reports: Vec<ReportInfo> = scan
+        .reports
+        .into_iter()
+        .filter(|r| migrated.contains(&r.server_id))
+        .collect();
+    let columns: Vec<ColumnInfo> = scan
+        .columns
+        .into_iter()
+        .filter(|c| migrated.contains(&c.server_id))
+        .collect();
     let groups = groups::build(reports, columns, &migrated, &id_map, opts.recover_deleted)?;
     if opts.strict && !groups.unresolved.is_empty() {
         let list: Vec<String> = groups
             .unresolved
             .iter()
             .take(20)
-            .map(|u| format!("  server {} oid {} external_id {:?}", u.server_id, u.oid, u.external_id))
+            .map(|u| {
+                format!(
+                    "  server {} oid {} external_id {:?}",
+                    u.server_id, u.oid, u.external_id
+                )
+            })
             .collect();
         bail!(
             "{}: {} unresolved report(s) and --strict is set; map them with --id-map or drop --strict:\n{}",
@@ -95,19 +108,26 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         );
     }
 
-    let mut report = Report { skipped_lines: scan.skipped, ..Report::default() };
+    let mut report = Report {
+        skipped_lines: scan.skipped,
+        ..Report::default()
+    };
     let progress = Progress::new(opts.progress, "changing");
-    let mut changes = change(input, opts, &scan.fields, &groups, &scan.bad_lines, &mut report, &progress)?;
+    let changes = change(
+        input,
+        opts,
+        &scan.fields,
+        &groups,
+        &scan.bad_lines,
+        &mut report,
+        &progress,
+    )?;
     progress.finish();
-    changes.sort_by(|a, b| (a.kind.as_str(), a.key.as_str()).cmp(&(b.kind.as_str(), b.key.as_str())));
-    debug_assert!(changes.windows(2).all(|w| (&w[0].kind, &w[0].key) != (&w[1].kind, &w[1].key)));
 
     let c = &mut report.counts;
     c.lines = scan.lines;
     c.records_by_kind = scan.by_kind;
     c.migrated_servers = migrated.clone();
-    c.changes_put = changes.iter().filter(|ch| ch.op == Op::Put).count() as u64;
-    c.changes_delete = changes.len() as u64 - c.changes_put;
     c.conflicts = report.conflicts.len() as u64;
     c.unresolved = groups.unresolved.len() as u64;
     c.skipped_lines = report.skipped_lines.len() as u64;
@@ -119,10 +139,26 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
 
     let mut options = serde_json::to_value(opts)?;
     options["servers"] = serde_json::to_value(&migrated)?;
-    options["id_map_sha256"] = opts.id_map.as_ref().map(|_| Value::from(id_map.sha256.clone())).unwrap_or(Value::Null);
+    options["id_map_sha256"] = opts
+        .id_map
+        .as_ref()
+        .map(|_| Value::from(id_map.sha256.clone()))
+        .unwrap_or(Value::Null);
     let mut idmap = groups.idmap;
-    idmap.sort_by(|a, b| (a.server_id, a.otype, &a.stable_external_id).cmp(&(b.server_id, b.otype, &b.stable_external_id)));
-    Ok(Outcome { changes, idmap, report, input_sha256: input.sha256()?, options })
+    idmap.sort_by(|a, b| {
+        (a.server_id, a.otype, &a.stable_external_id).cmp(&(
+            b.server_id,
+            b.otype,
+            &b.stable_external_id,
+        ))
+    });
+    Ok(Outcome {
+        changes,
+        idmap,
+        report,
+        input_sha256: input.sha256()?,
+        options,
+    })
 }
 
 /// What the first pass keeps.
@@ -156,7 +192,11 @@ fn bad_line(
         );
     }
     bad.insert(line.no);
-    skipped.push(Skipped { line: line.no, error, text: String::from_utf8_lossy(&line.bytes).into_owned() });
+    skipped.push(Skipped {
+        line: line.no,
+        error,
+        text: String::from_utf8_lossy(&line.bytes).into_owned(),
+    });
     Ok(())
 }
 
@@ -190,11 +230,22 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
                 }
             };
             if rec.kind == Kind::Header && !first {
-                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, "a header must be the first line".into())?;
+                bad_line(
+                    input,
+                    opts,
+                    &mut s.skipped,
+                    &mut s.bad_lines,
+                    line,
+                    "a header must be the first line".into(),
+                )?;
                 continue;
             }
             if !seen.insert(h) {
-                let msg = format!("duplicate record key: {} {:?} occurs on an earlier line", rec.kind_name(), rec.key());
+                let msg = format!(
+                    "duplicate record key: {} {:?} occurs on an earlier line",
+                    rec.kind_name(),
+                    rec.key()
+                );
                 bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, msg)?;
                 continue;
             }
@@ -210,11 +261,17 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
 fn keep(s: &mut Scan, rec: Record) {
     match rec.kind {
         Kind::BiServer => {
-            s.servers.insert(rec.int("id").unwrap_or_default(), rec.str("type").unwrap_or("").to_string());
+            s.servers.insert(
+                rec.int("id").unwrap_or_default(),
+                rec.str("type").unwrap_or("").to_string(),
+            );
         }
         Kind::CustomField => s.fields.insert(
             rec.int("id").unwrap_or_default(),
-            FieldDef { field_type: rec.str("field_type").unwrap_or("").into(), allow_multiple: rec.flag("allow_multiple") },
+            FieldDef {
+                field_type: rec.str("field_type").unwrap_or("").into(),
+                allow_multiple: rec.flag("allow_multiple"),
+            },
         ),
         Kind::BiReport => s.reports.push(ReportInfo {
             oid: rec.int("oid").unwrap_or_default(),
@@ -238,9 +295,17 @@ fn keep(s: &mut Scan, rec: Record) {
 
 fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>> {
     if opts.servers.is_empty() {
-        let looker: Vec<i64> = scan.servers.iter().filter(|(_, t)| *t == "looker").map(|(id, _)| *id).collect();
+        let looker: Vec<i64> = scan
+            .servers
+            .iter()
+            .filter(|(_, t)| *t == "looker")
+            .map(|(id, _)| *id)
+            .collect();
         if looker.is_empty() {
-            bail!("{}: no bi_server of type \"looker\"; name the servers to migrate with --server ID", input.name);
+            bail!(
+                "{}: no bi_server of type \"looker\"; name the servers to migrate with --server ID",
+                input.name
+            );
         }
         return Ok(looker);
     }
@@ -249,7 +314,10 @@ fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>
     out.dedup();
     for id in &out {
         if !scan.servers.contains_key(id) {
-            bail!("--server {id}: {} has no bi_server with id {id}", input.name);
+            bail!(
+                "--server {id}: {} has no bi_server with id {id}",
+                input.name
+            );
         }
     }
     Ok(out)
@@ -259,7 +327,7 @@ fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>
 enum Decision {
     Same,
     Changes(Vec<Change>, u64),
-    Member(usize, Item, u64),
+    Member(usize, usize),
     Bad(String),
 }
 
@@ -271,9 +339,10 @@ fn change(
     bad: &BTreeSet<u64>,
     report: &mut Report,
     progress: &Progress,
-) -> Result<Vec<Change>> {
-    let mut changes = Vec::new();
-    let mut held: Vec<Vec<Item>> = vec![Vec::new(); groups.groups.len()];
+) -> Result<Sorter> {
+    let mut changes = Sorter::new(SORT_BYTES);
+    // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
+    let mut held = Sorter::new(SORT_BYTES);
     let mut more_bad = BTreeSet::new();
     let mut lines = input.lines()?;
     loop {
@@ -283,44 +352,155 @@ fn change(
         }
         let decisions: Vec<Decision> = batch
             .par_iter()
-            .map(|l| if bad.contains(&l.no) { Decision::Same } else { decide(l, fields, groups) })
+            .map(|l| {
+                if bad.contains(&l.no) {
+                    Decision::Same
+                } else {
+                    decide(l, fields, groups)
+                }
+            })
             .collect();
         for (line, d) in batch.iter().zip(decisions) {
             match d {
                 Decision::Same => {}
                 Decision::Changes(c, n) => {
-                    changes.extend(c);
+                    push_changes(&mut changes, &c, &mut report.counts)?;
                     report.counts.references_repaired += n;
                 }
-                Decision::Member(g, item, n) => {
-                    held[g].push(item);
-                    report.counts.references_repaired += n;
+                Decision::Member(g, rank) => {
+                    let mut key = Vec::with_capacity(16);
+                    key.extend_from_slice(&(g as u32).to_be_bytes());
+                    key.extend_from_slice(&(rank as u32).to_be_bytes());
+                    key.extend_from_slice(&line.no.to_be_bytes());
+                    held.push(&key, &line.bytes)?;
                 }
-                Decision::Bad(e) => bad_line(input, opts, &mut report.skipped_lines, &mut more_bad, line, e)?,
+                Decision::Bad(e) => bad_line(
+                    input,
+                    opts,
+                    &mut report.skipped_lines,
+                    &mut more_bad,
+                    line,
+                    e,
+                )?,
             }
         }
         progress.add(batch.len() as u64);
     }
-    for (g, items) in held.into_iter().enumerate() {
-        if items.is_empty() {
-            continue;
+    // Merge group by group, a batch of groups at a time in parallel.
+    let mut batch: Vec<HeldGroup> = Vec::new();
+    let mut batch_bytes = 0;
+    let flush =
+        |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
+            let merged: Vec<GroupResult> = batch
+                .par_iter()
+                .map(|(g, items)| merge_one(*g, items, fields, groups))
+                .collect();
+            for m in merged {
+                for (k, n) in m.carried {
+                    *report.counts.curation_carried.entry(k).or_default() += n;
+                }
+                report.counts.references_repaired += m.repaired;
+                report.conflicts.extend(m.conflicts);
+                push_changes(changes, &m.changes, &mut report.counts)?;
+            }
+            batch.clear();
+            Ok(())
+        };
+    held.finish(|key, line| {
+        let g = u32::from_be_bytes(key[..4].try_into().expect("group")) as usize;
+        let rank = u32::from_be_bytes(key[4..8].try_into().expect("rank")) as usize;
+        let no = u64::from_be_bytes(key[8..16].try_into().expect("line"));
+        match batch.last_mut() {
+            Some((last, items)) if *last == g => items.push((rank, no, line.to_vec())),
+            _ => {
+                if batch_bytes > BATCH_BYTES {
+                    flush(&mut batch, &mut changes, report)?;
+                    batch_bytes = 0;
+                }
+                batch.push((g, vec![(rank, no, line.to_vec())]));
+            }
         }
-        let before: Vec<(String, Record)> = items.iter().map(|i| (i.before.key(), i.before.clone())).collect();
-        let merged = merge::merge_group(&groups.survivor(g), items, fields);
-        for (k, n) in merged.carried {
-            *report.counts.curation_carried.entry(k).or_default() += n;
-        }
-        report.conflicts.extend(merged.conflicts);
-        changes.extend(diff(before, merged.records));
-    }
+        batch_bytes += line.len();
+        Ok(())
+    })?;
+    flush(&mut batch, &mut changes, report)?;
     Ok(changes)
+}
+
+/// One group's held curation: its index and (rank, line number, line) per record.
+type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
+
+/// Bytes of pairs a sorter holds in memory before it spills a run to disk.
+const SORT_BYTES: usize = 32 << 20;
+
+fn push_changes(
+    sorter: &mut Sorter,
+    changes: &[Change],
+    counts: &mut crate::report::Counts,
+) -> Result<()> {
+    for c in changes {
+        let mut key = Vec::with_capacity(c.kind.len() + 1 + c.key.len());
+        key.extend_from_slice(c.kind.as_bytes());
+        key.push(0);
+        key.extend_from_slice(c.key.as_bytes());
+        sorter.push(&key, &serde_json::to_vec(c)?)?;
+        match c.op {
+            Op::Put => counts.changes_put += 1,
+            Op::Delete => counts.changes_delete += 1,
+        }
+    }
+    Ok(())
+}
+
+/// What merging one group gave.
+struct GroupResult {
+    changes: Vec<Change>,
+    conflicts: Vec<crate::merge::Conflict>,
+    carried: BTreeMap<String, u64>,
+    repaired: u64,
+}
+
+fn merge_one(
+    g: usize,
+    raw: &[(usize, u64, Vec<u8>)],
+    fields: &Fields,
+    groups: &Groups,
+) -> GroupResult {
+    let mut repaired = 0;
+    let items: Vec<Item> = raw
+        .iter()
+        .map(|(rank, line, bytes)| {
+            let before = parse_line(bytes).expect("held lines were parsed once already");
+            let mut after = before.clone();
+            repaired += refs::repair(&mut after, fields, &groups.refs);
+            Item {
+                rank: *rank,
+                line: *line,
+                before,
+                after,
+            }
+        })
+        .collect();
+    let before: Vec<(String, Record)> = items
+        .iter()
+        .map(|i| (i.before.key(), i.before.clone()))
+        .collect();
+    let merged = merge::merge_group(&groups.survivor(g), items, fields);
+    GroupResult {
+        changes: diff(before, merged.records),
+        conflicts: merged.conflicts,
+        carried: merged.carried,
+        repaired,
+    }
 }
 
 /// The changes that turn the `before` records into the `after` records, matched by key.
 fn diff(before: Vec<(String, Record)>, after: Vec<Record>) -> Vec<Change> {
     let mut out = Vec::new();
-    let mut before: HashMap<(String, String), Record> =
-        before.into_iter().map(|(k, r)| ((r.kind_name().to_string(), k), r)).collect();
+    let mut before: HashMap<(String, String), Record> = before
+        .into_iter()
+        .map(|(k, r)| ((r.kind_name().to_string(), k), r))
+        .collect();
     let mut after_keys = Vec::new();
     for a in after {
         let key = (a.kind_name().to_string(), a.key());
@@ -373,7 +553,11 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
     }
     match rec.kind {
         Kind::BiReport | Kind::BiReportColumn => {
-            let (otype, is_col) = if rec.kind == Kind::BiReport { (REPORT, false) } else { (COLUMN, true) };
+            let (otype, is_col) = if rec.kind == Kind::BiReport {
+                (REPORT, false)
+            } else {
+                (COLUMN, true)
+            };
             let oid = rec.int("oid").unwrap_or_default();
             if groups.refs.get(otype, oid).is_some() {
                 return Decision::Changes(vec![delete(&rec)], 0);
@@ -381,7 +565,9 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
             match groups.rekey.get(&(is_col, oid)) {
                 Some(k) => {
                     let mut after = rec.clone();
-                    after.obj.insert("external_id".into(), Value::String(k.external_id.clone()));
+                    after
+                        .obj
+                        .insert("external_id".into(), Value::String(k.external_id.clone()));
                     if let Some(r) = &k.report {
                         after.obj.insert("report".into(), Value::String(r.clone()));
                     }
@@ -391,13 +577,13 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
             }
         }
         _ => {
-            let member = rec.subject().and_then(|s| groups.member(&s));
+            if let Some((g, rank)) = rec.subject().and_then(|s| groups.member(&s)) {
+                return Decision::Member(g, rank);
+            }
             let mut after = rec.clone();
-            let n = refs::repair(&mut after, fields, &groups.refs);
-            match member {
-                Some((g, rank)) => Decision::Member(g, Item { rank, line: line.no, before: rec, after }, n),
-                None if n > 0 => Decision::Changes(vec![put(Some(&rec), &after)], n),
-                None => Decision::Same,
+            match refs::repair(&mut after, fields, &groups.refs) {
+                0 => Decision::Same,
+                n => Decision::Changes(vec![put(Some(&rec), &after)], n),
             }
         }
     }
@@ -415,8 +601,10 @@ impl Progress {
         }
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}: {human_pos} lines ({per_sec}, {elapsed})")
-                .expect("a valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {human_pos} lines ({per_sec}, {elapsed})",
+            )
+            .expect("a valid template"),
         );
         bar.set_message(what);
         bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -18,7 +18,10 @@ impl Target {
     /// Refuses an existing target unless overwriting; call before any work starts.
     pub fn check(&self) -> Result<()> {
         if self.path.exists() && !self.overwrite {
-            bail!("{}: already exists; choose another path or pass --overwrite to replace it", self.path.display());
+            bail!(
+                "{}: already exists; choose another path or pass --overwrite to replace it",
+                self.path.display()
+            );
         }
         Ok(())
     }
@@ -45,8 +48,13 @@ impl AtomicFile {
             .prefix(".lookmig-")
             .suffix(".tmp")
             .tempfile_in(target.parent())
-            .with_context(|| format!("{}: cannot create a file beside it", target.path.display()))?;
-        Ok(AtomicFile { target: target.clone(), tmp })
+            .with_context(|| {
+                format!("{}: cannot create a file beside it", target.path.display())
+            })?;
+        Ok(AtomicFile {
+            target: target.clone(),
+            tmp,
+        })
     }
 
     /// The open temporary file.
@@ -57,11 +65,16 @@ impl AtomicFile {
     /// Flushes to disk and renames into place.
     pub fn commit(self) -> Result<()> {
         let name = self.target.path.display().to_string();
-        self.tmp.as_file().sync_all().with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
+        self.tmp
+            .as_file()
+            .sync_all()
+            .with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
         if self.target.overwrite {
             self.tmp.persist(&self.target.path).map_err(|e| e.error)
         } else {
-            self.tmp.persist_noclobber(&self.target.path).map_err(|e| e.error)
+            self.tmp
+                .persist_noclobber(&self.target.path)
+                .map_err(|e| e.error)
         }
         .with_context(|| format!("{name}: moving the finished file into place"))?;
         Ok(())
@@ -79,7 +92,10 @@ impl<'a> LineWriter<'a> {
     pub fn new(file: &'a File, compress: bool, level: i32) -> Result<LineWriter<'a>> {
         let buf = BufWriter::with_capacity(1 << 20, file);
         Ok(if compress {
-            LineWriter::Zstd(zstd::stream::write::Encoder::new(buf, level).context("starting zstd compression")?)
+            LineWriter::Zstd(
+                zstd::stream::write::Encoder::new(buf, level)
+                    .context("starting zstd compression")?,
+            )
         } else {
             LineWriter::Plain(buf)
         })
@@ -118,8 +134,16 @@ impl AtomicDir {
             .prefix(".lookmig-")
             .suffix(".tmp")
             .tempdir_in(target.parent())
-            .with_context(|| format!("{}: cannot create a directory beside it", target.path.display()))?;
-        Ok(AtomicDir { target: target.clone(), tmp })
+            .with_context(|| {
+                format!(
+                    "{}: cannot create a directory beside it",
+                    target.path.display()
+                )
+            })?;
+        Ok(AtomicDir {
+            target: target.clone(),
+            tmp,
+        })
     }
 
     /// The path of a file inside the directory being built.
@@ -130,9 +154,12 @@ impl AtomicDir {
     /// Renames the finished directory into place (replacing an old one when overwriting).
     pub fn commit(self) -> Result<()> {
         let name = self.target.path.display().to_string();
-        for entry in std::fs::read_dir(self.tmp.path()).with_context(|| format!("{name}: listing"))? {
+        for entry in
+            std::fs::read_dir(self.tmp.path()).with_context(|| format!("{name}: listing"))?
+        {
             let f = File::open(entry?.path())?;
-            f.sync_all().with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
+            f.sync_all()
+                .with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
         }
         let tmp = self.tmp.keep();
         let old = if self.target.path.exists() {
@@ -141,12 +168,14 @@ impl AtomicDir {
                 bail!("{name}: appeared while the bundle was being written; nothing was replaced");
             }
             let old = tmp.with_extension("old");
-            std::fs::rename(&self.target.path, &old).with_context(|| format!("{name}: moving the old one aside"))?;
+            std::fs::rename(&self.target.path, &old)
+                .with_context(|| format!("{name}: moving the old one aside"))?;
             Some(old)
         } else {
             None
         };
-        std::fs::rename(&tmp, &self.target.path).with_context(|| format!("{name}: moving the finished bundle into place"))?;
+        std::fs::rename(&tmp, &self.target.path)
+            .with_context(|| format!("{name}: moving the finished bundle into place"))?;
         if let Some(old) = old {
             let p = Path::new(&old);
             if p.is_dir() {

@@ -59,7 +59,10 @@ impl Subject {
     /// Reads a subject object; None when `v` is not one.
     pub fn from_value(v: &Value) -> Option<Subject> {
         let o = v.as_object()?;
-        Some(Subject { otype: o.get("otype")?.as_str()?.to_string(), oid: o.get("oid")?.as_i64()? })
+        Some(Subject {
+            otype: o.get("otype")?.as_str()?.to_string(),
+            oid: o.get("oid")?.as_i64()?,
+        })
     }
 
     /// The subject as a JSON object, in the SPEC's field order.
@@ -98,15 +101,21 @@ impl Record {
 
     /// A boolean field, false when absent or null.
     pub fn flag(&self, field: &str) -> bool {
-        self.obj.get(field).and_then(Value::as_bool).unwrap_or(false)
+        self.obj
+            .get(field)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// The top-level subject, for the kinds that may have one.
     pub fn subject(&self) -> Option<Subject> {
         match self.kind {
-            Kind::FieldValue | Kind::TrustFlag | Kind::Tag | Kind::Star | Kind::Conversation | Kind::Other => {
-                self.obj.get("subject").and_then(Subject::from_value)
-            }
+            Kind::FieldValue
+            | Kind::TrustFlag
+            | Kind::Tag
+            | Kind::Star
+            | Kind::Conversation
+            | Kind::Other => self.obj.get("subject").and_then(Subject::from_value),
             _ => None,
         }
     }
@@ -123,15 +132,18 @@ impl Record {
 
     /// The record key of SPEC §1, as the string written in bundles.
     pub fn key(&self) -> String {
-        let subject_key = |tail: String| match self.obj.get("subject").and_then(Subject::from_value) {
+        let subject_key = |tail: String| match self.obj.get("subject").and_then(Subject::from_value)
+        {
             Some(s) => format!("{}:{}:{}", s.otype, s.oid, tail),
             None => tail,
         };
         match self.kind {
             Kind::Header => "header".into(),
-            Kind::BiServer | Kind::CustomField | Kind::TrustFlag | Kind::Article | Kind::Conversation => {
-                int_text(self.obj.get("id"))
-            }
+            Kind::BiServer
+            | Kind::CustomField
+            | Kind::TrustFlag
+            | Kind::Article
+            | Kind::Conversation => int_text(self.obj.get("id")),
             Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => int_text(self.obj.get("oid")),
             Kind::FieldValue => subject_key(int_text(self.obj.get("field_id"))),
             Kind::Tag => subject_key(self.str("name").unwrap_or("").to_string()),
@@ -139,7 +151,9 @@ impl Record {
             Kind::Other => match self.obj.get("id") {
                 Some(Value::String(s)) => s.clone(),
                 Some(v @ Value::Number(_)) => v.to_string(),
-                _ => crate::input::sha256_bytes(canonical_json(&Value::Object(self.obj.clone())).as_bytes()),
+                _ => crate::input::sha256_bytes(
+                    canonical_json(&Value::Object(self.obj.clone())).as_bytes(),
+                ),
             },
         }
     }
@@ -219,7 +233,11 @@ enum Ty {
 fn check(rec: &Record, field: &str, ty: Ty, required: bool) -> Result<(), String> {
     let v = match rec.obj.get(field) {
         None => {
-            return if required { Err(format!("missing required field `{field}`")) } else { Ok(()) };
+            return if required {
+                Err(format!("missing required field `{field}`"))
+            } else {
+                Ok(())
+            };
         }
         Some(Value::Null) if !required => return Ok(()),
         Some(v) => v,
@@ -241,7 +259,10 @@ fn check(rec: &Record, field: &str, ty: Ty, required: bool) -> Result<(), String
             Ty::Subject => "a subject {\"otype\": string, \"oid\": integer}",
             Ty::Array => "a list",
         };
-        Err(format!("field `{field}` must be {want}, found {}", short(v)))
+        Err(format!(
+            "field `{field}` must be {want}, found {}",
+            short(v)
+        ))
     }
 }
 
@@ -264,16 +285,28 @@ fn one_of(rec: &Record, field: &str, allowed: &[&str]) -> Result<(), String> {
     if allowed.contains(&v) {
         Ok(())
     } else {
-        Err(format!("field `{field}` must be one of {}, found {}", allowed.join(", "), short(&rec.obj[field])))
+        Err(format!(
+            "field `{field}` must be one of {}, found {}",
+            allowed.join(", "),
+            short(&rec.obj[field])
+        ))
     }
 }
 
 /// Custom field types of SPEC §1.
-pub const FIELD_TYPES: [&str; 6] = ["TEXT", "RICH_TEXT", "PICKER", "MULTI_PICKER", "DATE", "OBJECT_SET"];
+pub const FIELD_TYPES: [&str; 6] = [
+    "TEXT",
+    "RICH_TEXT",
+    "PICKER",
+    "MULTI_PICKER",
+    "DATE",
+    "OBJECT_SET",
+];
 
 fn validate(rec: &Record) -> Result<(), String> {
     use Ty::*;
-    let timestamps = |rec: &Record, fields: &[&str]| fields.iter().try_for_each(|f| check(rec, f, Str, false));
+    let timestamps =
+        |rec: &Record, fields: &[&str]| fields.iter().try_for_each(|f| check(rec, f, Str, false));
     match rec.kind {
         Kind::Header => {
             if rec.str("format") != Some("catalog-export") {
@@ -354,11 +387,19 @@ fn validate(rec: &Record) -> Result<(), String> {
             check(rec, "id", Int, true)?;
             check(rec, "subject", Subject, false)?;
             check(rec, "posts", Array, true)?;
-            for (i, post) in rec.obj["posts"].as_array().into_iter().flatten().enumerate() {
+            for (i, post) in rec.obj["posts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let Value::Object(p) = post else {
                     return Err(format!("posts[{i}] is not an object"));
                 };
-                let post = Record { kind: Kind::Other, obj: p.clone() };
+                let post = Record {
+                    kind: Kind::Other,
+                    obj: p.clone(),
+                };
                 check(&post, "id", Int, true).map_err(|e| format!("posts[{i}]: {e}"))?;
                 check(&post, "user_id", Int, true).map_err(|e| format!("posts[{i}]: {e}"))?;
                 check(&post, "text", Str, true).map_err(|e| format!("posts[{i}]: {e}"))?;
@@ -368,7 +409,12 @@ fn validate(rec: &Record) -> Result<(), String> {
         Kind::Other => match rec.obj.get("id") {
             None | Some(Value::String(_)) => {}
             Some(v) if v.is_i64() || v.is_u64() => {}
-            Some(v) => return Err(format!("field `id` must be an integer or a string, found {}", short(v))),
+            Some(v) => {
+                return Err(format!(
+                    "field `id` must be an integer or a string, found {}",
+                    short(v)
+                ))
+            }
         },
     }
     Ok(())
@@ -386,7 +432,8 @@ pub struct FieldDef {
 impl FieldDef {
     /// Multi-valued: MULTI_PICKER, or OBJECT_SET with allow_multiple (SPEC §1).
     pub fn multi(&self) -> bool {
-        self.field_type == "MULTI_PICKER" || (self.field_type == "OBJECT_SET" && self.allow_multiple)
+        self.field_type == "MULTI_PICKER"
+            || (self.field_type == "OBJECT_SET" && self.allow_multiple)
     }
 
     /// Checks a field_value's value against this field's type; null is always allowed.
@@ -406,7 +453,11 @@ impl FieldDef {
                 "OBJECT_SET" => "a list of {\"otype\", \"oid\"} objects",
                 _ => "a string",
             };
-            Err(format!("`value` of a {} field must be {want}, found {}", self.field_type, short(v)))
+            Err(format!(
+                "`value` of a {} field must be {want}, found {}",
+                self.field_type,
+                short(v)
+            ))
         }
     }
 }
@@ -419,7 +470,10 @@ pub fn builtin_field(id: i64) -> Option<FieldDef> {
         8 => ("OBJECT_SET", true),
         _ => return None,
     };
-    Some(FieldDef { field_type: t.into(), allow_multiple: m })
+    Some(FieldDef {
+        field_type: t.into(),
+        allow_multiple: m,
+    })
 }
 
 #[cfg(test)]
@@ -432,13 +486,22 @@ mod tests {
 
     #[test]
     fn keys_follow_the_spec() {
-        assert_eq!(rec(r#"{"kind":"bi_server","id":7,"type":"looker"}"#).key(), "7");
-        assert_eq!(rec(r#"{"kind":"bi_report","oid":12,"server_id":1,"external_id":"x"}"#).key(), "12");
+        assert_eq!(
+            rec(r#"{"kind":"bi_server","id":7,"type":"looker"}"#).key(),
+            "7"
+        );
+        assert_eq!(
+            rec(r#"{"kind":"bi_report","oid":12,"server_id":1,"external_id":"x"}"#).key(),
+            "12"
+        );
         let fv = r#"{"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":12},"value":"x"}"#;
         assert_eq!(rec(fv).key(), "bi_report:12:4");
         let tag = r#"{"kind":"tag","name":"Finance","subject":{"oid":12,"otype":"bi_report"}}"#;
         assert_eq!(rec(tag).key(), "bi_report:12:Finance");
-        assert_eq!(rec(r#"{"kind":"star","user_id":5,"subject":{"otype":"table","oid":1}}"#).key(), "table:1:5");
+        assert_eq!(
+            rec(r#"{"kind":"star","user_id":5,"subject":{"otype":"table","oid":1}}"#).key(),
+            "table:1:5"
+        );
         assert_eq!(rec(r#"{"kind":"thing","id":"abc"}"#).key(), "abc");
         assert_eq!(rec(r#"{"kind":"thing","id":9}"#).key(), "9");
     }
@@ -448,34 +511,70 @@ mod tests {
         let a = rec(r#"{"kind":"view","b":[1,{"y":2,"x":1}],"a":"é"}"#);
         let b = rec(r#"{"a":"é", "kind":"view","b":[1,{"x":1,"y":2}]}"#);
         assert_eq!(a.key(), b.key());
-        assert_eq!(canonical_json(&Value::Object(a.obj.clone())), r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#);
-        assert_eq!(a.key(), crate::input::sha256_bytes(r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#.as_bytes()));
+        assert_eq!(
+            canonical_json(&Value::Object(a.obj.clone())),
+            r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#
+        );
+        assert_eq!(
+            a.key(),
+            crate::input::sha256_bytes(
+                r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#.as_bytes()
+            )
+        );
     }
 
     #[test]
     fn wrong_types_and_missing_fields_are_malformed() {
         for (line, want) in [
-            (r#"{"kind":"bi_report","oid":"12","server_id":1,"external_id":"x"}"#, "`oid` must be an integer"),
-            (r#"{"kind":"bi_report","server_id":1,"external_id":"x"}"#, "missing required field `oid`"),
-            (r#"{"kind":"tag","name":"x","subject":{"otype":"t"}}"#, "`subject` must be"),
-            (r#"{"kind":"trust_flag","id":1,"flag_type":"LIKE","subject":{"otype":"t","oid":1},"user_id":1}"#, "one of"),
-            (r#"{"kind":"header","format":"catalog-export","version":2}"#, "version 2 is not supported"),
+            (
+                r#"{"kind":"bi_report","oid":"12","server_id":1,"external_id":"x"}"#,
+                "`oid` must be an integer",
+            ),
+            (
+                r#"{"kind":"bi_report","server_id":1,"external_id":"x"}"#,
+                "missing required field `oid`",
+            ),
+            (
+                r#"{"kind":"tag","name":"x","subject":{"otype":"t"}}"#,
+                "`subject` must be",
+            ),
+            (
+                r#"{"kind":"trust_flag","id":1,"flag_type":"LIKE","subject":{"otype":"t","oid":1},"user_id":1}"#,
+                "one of",
+            ),
+            (
+                r#"{"kind":"header","format":"catalog-export","version":2}"#,
+                "version 2 is not supported",
+            ),
             (r#"[1]"#, "not a JSON object"),
             (r#"{"kind":"x""#, "malformed JSON"),
-            (r#"{"kind":"conversation","id":1,"posts":[{"id":1,"user_id":1}]}"#, "posts[0]: missing required field `text`"),
+            (
+                r#"{"kind":"conversation","id":1,"posts":[{"id":1,"user_id":1}]}"#,
+                "posts[0]: missing required field `text`",
+            ),
         ] {
             let err = parse_line(line.as_bytes()).unwrap_err();
             assert!(err.contains(want), "{line}: {err}");
         }
-        assert!(parse_line(b"{\"kind\":\"x\",\"s\":\"\xff\"}").unwrap_err().contains("UTF-8"));
+        assert!(parse_line(b"{\"kind\":\"x\",\"s\":\"\xff\"}")
+            .unwrap_err()
+            .contains("UTF-8"));
     }
 
     #[test]
     fn field_values_are_checked_against_their_type() {
-        let os = FieldDef { field_type: "OBJECT_SET".into(), allow_multiple: true };
-        assert!(os.check_value(&serde_json::json!([{"otype":"user","oid":1}])).is_ok());
+        let os = FieldDef {
+            field_type: "OBJECT_SET".into(),
+            allow_multiple: true,
+        };
+        assert!(os
+            .check_value(&serde_json::json!([{"otype":"user","oid":1}]))
+            .is_ok());
         assert!(os.check_value(&serde_json::json!(["a"])).is_err());
-        assert!(builtin_field(4).unwrap().check_value(&serde_json::json!(["a"])).is_err());
+        assert!(builtin_field(4)
+            .unwrap()
+            .check_value(&serde_json::json!(["a"]))
+            .is_err());
         assert!(builtin_field(8).unwrap().multi());
         assert!(!builtin_field(3).unwrap().multi());
     }

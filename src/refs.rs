@@ -61,7 +61,10 @@ impl Fields {
 
     /// The definition of a field, the built-in one when no line defines it.
     pub fn get(&self, id: i64) -> Option<FieldDef> {
-        self.defs.get(&id).cloned().or_else(|| crate::record::builtin_field(id))
+        self.defs
+            .get(&id)
+            .cloned()
+            .or_else(|| crate::record::builtin_field(id))
     }
 }
 
@@ -75,7 +78,10 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
         let Value::String(s) = v else { return 0 };
         match mentions::rewrite(s, lookup) {
             Some(new) => {
-                let n = mentions::find(s).iter().filter(|m| map.get(&m.otype, m.oid).is_some()).count();
+                let n = mentions::find(s)
+                    .iter()
+                    .filter(|m| map.get(&m.otype, m.oid).is_some())
+                    .count();
                 *s = new;
                 n as u64
             }
@@ -87,7 +93,9 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
             let Some(def) = rec.int("field_id").and_then(|id| fields.get(id)) else {
                 return 0; // an undefined field's type is unknown: not repaired (SPEC §5)
             };
-            let Some(value) = rec.obj.get_mut("value") else { return 0 };
+            let Some(value) = rec.obj.get_mut("value") else {
+                return 0;
+            };
             match def.field_type.as_str() {
                 "RICH_TEXT" => rich(value),
                 "OBJECT_SET" => repair_object_set(value, map),
@@ -97,9 +105,11 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
         Kind::Article => rec.obj.get_mut("body").map_or(0, rich),
         Kind::TrustFlag => rec.obj.get_mut("reason").map_or(0, rich),
         Kind::Conversation => match rec.obj.get_mut("posts") {
-            Some(Value::Array(posts)) => {
-                posts.iter_mut().filter_map(|p| p.get_mut("text")).map(rich).sum()
-            }
+            Some(Value::Array(posts)) => posts
+                .iter_mut()
+                .filter_map(|p| p.get_mut("text"))
+                .map(rich)
+                .sum(),
             _ => 0,
         },
         _ => 0,
@@ -108,7 +118,9 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
 
 /// Maps object-set members; duplicates the mapping creates collapse, the first kept.
 fn repair_object_set(value: &mut Value, map: &RefMap) -> u64 {
-    let Value::Array(members) = value else { return 0 };
+    let Value::Array(members) = value else {
+        return 0;
+    };
     let mut changed = 0;
     for m in members.iter_mut() {
         if let Some(s) = Subject::from_value(m) {
@@ -154,19 +166,42 @@ mod tests {
     fn only_rich_text_places_are_rewritten() {
         let html = r#"<a data-oid="1" data-otype="bi_report" href="/r/1">x</a>"#;
         let line = |kind: &str, field: i64| {
-            format!(r#"{{"kind":"{kind}","field_id":{field},"subject":{{"otype":"table","oid":5}},"value":{}}}"#, serde_json::to_string(html).unwrap())
+            format!(
+                r#"{{"kind":"{kind}","field_id":{field},"subject":{{"otype":"table","oid":5}},"value":{}}}"#,
+                serde_json::to_string(html).unwrap()
+            )
         };
         let mut desc = parse_line(line("field_value", 4).as_bytes()).unwrap();
         assert_eq!(repair(&mut desc, &Fields::default(), &map()), 1);
-        assert!(desc.obj["value"].as_str().unwrap().contains(r#"data-oid="9""#));
+        assert!(desc.obj["value"]
+            .as_str()
+            .unwrap()
+            .contains(r#"data-oid="9""#));
         let mut title = parse_line(line("field_value", 3).as_bytes()).unwrap();
-        assert_eq!(repair(&mut title, &Fields::default(), &map()), 0, "TEXT is not rich text");
+        assert_eq!(
+            repair(&mut title, &Fields::default(), &map()),
+            0,
+            "TEXT is not rich text"
+        );
         let mut undefined = parse_line(line("field_value", 777).as_bytes()).unwrap();
-        assert_eq!(repair(&mut undefined, &Fields::default(), &map()), 0, "undefined field: type unknown");
+        assert_eq!(
+            repair(&mut undefined, &Fields::default(), &map()),
+            0,
+            "undefined field: type unknown"
+        );
         let mut fields = Fields::default();
-        fields.insert(777, FieldDef { field_type: "RICH_TEXT".into(), allow_multiple: false });
+        fields.insert(
+            777,
+            FieldDef {
+                field_type: "RICH_TEXT".into(),
+                allow_multiple: false,
+            },
+        );
         assert_eq!(repair(&mut undefined, &fields, &map()), 1);
-        let conv = format!(r#"{{"kind":"conversation","id":1,"posts":[{{"id":1,"user_id":1,"text":{0}}},{{"id":2,"user_id":1,"text":{0}}}]}}"#, serde_json::to_string(html).unwrap());
+        let conv = format!(
+            r#"{{"kind":"conversation","id":1,"posts":[{{"id":1,"user_id":1,"text":{0}}},{{"id":2,"user_id":1,"text":{0}}}]}}"#,
+            serde_json::to_string(html).unwrap()
+        );
         let mut conv = parse_line(conv.as_bytes()).unwrap();
         assert_eq!(repair(&mut conv, &Fields::default(), &map()), 2);
     }

@@ -52,7 +52,12 @@ impl Report {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         let mut s = String::new();
-        let _ = writeln!(s, "{} lines read, {} records", c.lines, c.records_by_kind.values().sum::<u64>());
+        let _ = writeln!(
+            s,
+            "{} lines read, {} records",
+            c.lines,
+            c.records_by_kind.values().sum::<u64>()
+        );
         for (id, sc) in &self.servers {
             let _ = writeln!(
                 s,
@@ -68,26 +73,54 @@ impl Report {
                 sc.unresolved
             );
         }
-        let carried: Vec<String> = c.curation_carried.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let carried: Vec<String> = c
+            .curation_carried
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
         let _ = writeln!(
             s,
             "curation carried to survivors: {}",
-            if carried.is_empty() { "none".to_string() } else { carried.join(", ") }
+            if carried.is_empty() {
+                "none".to_string()
+            } else {
+                carried.join(", ")
+            }
         );
         let _ = writeln!(s, "references repaired: {}", c.references_repaired);
-        let _ = writeln!(s, "changes: {} put, {} delete", c.changes_put, c.changes_delete);
-        let _ = writeln!(s, "conflicts: {} (kept the winner; each listed in full with --json)", c.conflicts);
+        let _ = writeln!(
+            s,
+            "changes: {} put, {} delete",
+            c.changes_put, c.changes_delete
+        );
+        let _ = writeln!(
+            s,
+            "conflicts: {} (kept the winner; each listed in full with --json)",
+            c.conflicts
+        );
         for u in self.unresolved.iter().take(10) {
-            let _ = writeln!(s, "unresolved: server {} report oid {} external_id {:?}", u.server_id, u.oid, u.external_id);
+            let _ = writeln!(
+                s,
+                "unresolved: server {} report oid {} external_id {:?}",
+                u.server_id, u.oid, u.external_id
+            );
         }
         if self.unresolved.len() > 10 {
-            let _ = writeln!(s, "unresolved: ... and {} more (see --json)", self.unresolved.len() - 10);
+            let _ = writeln!(
+                s,
+                "unresolved: ... and {} more (see --json)",
+                self.unresolved.len() - 10
+            );
         }
         for w in self.warnings.iter().take(10) {
             let _ = writeln!(s, "warning: {w}");
         }
         if self.warnings.len() > 10 {
-            let _ = writeln!(s, "warning: ... and {} more (see --json)", self.warnings.len() - 10);
+            let _ = writeln!(
+                s,
+                "warning: ... and {} more (see --json)",
+                self.warnings.len() - 10
+            );
         }
         for k in &self.skipped_lines {
             let _ = writeln!(s, "skipped line {}: {}", k.line, k.error);

@@ -70,6 +70,8 @@ pub struct Summary {
     pub forced: u64,
     pub lines_written: u64,
     pub conflicts: Vec<Conflict>,
+    /// Target lines that are not valid records, copied as they are under `--max-errors`.
+    pub skipped_lines: Vec<crate::report::Skipped>,
 }
 
 /// Options of `restore` and `rollback`.
@@ -80,6 +82,8 @@ pub struct Options {
     pub threads: usize,
     pub progress: bool,
     pub level: i32,
+    /// Malformed target lines that may be copied through unchanged (and listed) instead of failing.
+    pub max_errors: u64,
 }
 
 /// Raised when conflicts stop a restore; the binary maps it to exit 3.
@@ -88,9 +92,16 @@ pub struct Conflicts(pub Summary);
 
 impl std::fmt::Display for Conflicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} conflict(s): the target changed since the export; nothing was written", self.0.conflicts.len())?;
+        writeln!(
+            f,
+            "{} conflict(s): the target changed since the export; nothing was written",
+            self.0.conflicts.len()
+        )?;
         for c in self.0.conflicts.iter().take(20) {
-            let show = |v: &Option<Value>| v.as_ref().map_or("absent".to_string(), crate::record::short);
+            let show = |v: &Option<Value>| {
+                v.as_ref()
+                    .map_or("absent".to_string(), crate::record::short)
+            };
             writeln!(
                 f,
                 "  {} {:?}{}: expected {}, found {}",
@@ -102,9 +113,16 @@ impl std::fmt::Display for Conflicts {
             )?;
         }
         if self.0.conflicts.len() > 20 {
-            writeln!(f, "  ... and {} more (see --json)", self.0.conflicts.len() - 20)?;
+            writeln!(
+                f,
+                "  ... and {} more (see --json)",
+                self.0.conflicts.len() - 20
+            )?;
         }
-        write!(f, "check the target, or pass --force to apply the change set over these records")
+        write!(
+            f,
+            "check the target, or pass --force to apply the change set over these records"
+        )
     }
 }
 
@@ -112,23 +130,42 @@ impl std::error::Error for Conflicts {}
 
 /// Applies `changes` (as the bundle holds them) onto the export `target`, writing `out`.
 pub fn run(changes: Vec<Change>, target: &Input, out: &Target, opts: &Options) -> Result<Summary> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()?;
     pool.install(|| run_in_pool(changes, target, out, opts))
 }
 
-fn run_in_pool(changes: Vec<Change>, target: &Input, out: &Target, opts: &Options) -> Result<Summary> {
-    let mut summary = Summary { changes: changes.len() as u64, ..Summary::default() };
+fn run_in_pool(
+    changes: Vec<Change>,
+    target: &Input,
+    out: &Target,
+    opts: &Options,
+) -> Result<Summary> {
+    let mut summary = Summary {
+        changes: changes.len() as u64,
+        ..Summary::default()
+    };
     let mut pending: HashMap<(String, String), Change> = changes
         .into_iter()
         .map(|c| {
-            let c = if opts.direction == Direction::Rollback { c.inverse() } else { c };
+            let c = if opts.direction == Direction::Rollback {
+                c.inverse()
+            } else {
+                c
+            };
             ((c.kind.clone(), c.key.clone()), c)
         })
         .collect();
     let file = AtomicFile::create(out)?;
     let compress = out.path.extension().is_some_and(|e| e == "zst");
     let mut w = LineWriter::new(file.file(), compress, opts.level)?;
-    let werr = |e: std::io::Error| anyhow::Error::new(e).context(format!("{}: writing (is the disk full?)", out.path.display()));
+    let werr = |e: std::io::Error| {
+        anyhow::Error::new(e).context(format!(
+            "{}: writing (is the disk full?)",
+            out.path.display()
+        ))
+    };
     let mut seen = SeenKeys::default();
     let mut any_line = false;
     let mut lines = target.lines()?;
@@ -140,19 +177,57 @@ fn run_in_pool(changes: Vec<Change>, target: &Input, out: &Target, opts: &Option
         }
         let parsed: Vec<_> = batch
             .par_iter()
-            .map(|l| parse_line(&l.bytes).map(|r| {
-                let key = r.key();
-                (r, key)
-            }))
+            .map(|l| {
+                parse_line(&l.bytes).map(|r| {
+                    let key = r.key();
+                    (r, key)
+                })
+            })
             .collect();
         for (line, p) in batch.iter().zip(parsed) {
-            let (rec, key) = p.map_err(|e| anyhow::anyhow!("{}:{}: {e}; fix the line in the target export", target.name, line.no))?;
+            let (rec, key) = match p {
+                Ok(ok) => ok,
+                Err(e) if (summary.skipped_lines.len() as u64) < opts.max_errors => {
+                    // No change can name a line that is not a record: it goes through as it is.
+                    summary.skipped_lines.push(crate::report::Skipped {
+                        line: line.no,
+                        error: e,
+                        text: String::from_utf8_lossy(&line.bytes).into_owned(),
+                    });
+                    w.line(&line.bytes).map_err(werr)?;
+                    summary.lines_written += 1;
+                    continue;
+                }
+                Err(e) => bail!(
+                    "{}:{}: {e}; fix the line in the target export, or pass --max-errors N to copy bad lines through",
+                    target.name,
+                    line.no
+                ),
+            };
             if rec.kind == Kind::Header && std::mem::replace(&mut any_line, true) {
-                bail!("{}:{}: a header must be the first line", target.name, line.no);
+                bail!(
+                    "{}:{}: a header must be the first line",
+                    target.name,
+                    line.no
+                );
             }
             any_line = true;
             if !seen.insert(SeenKeys::hash(rec.kind_name(), &key)) {
-                bail!("{}:{}: duplicate record key: {} {key:?} occurs on an earlier line", target.name, line.no, rec.kind_name());
+                let e = format!(
+                    "duplicate record key: {} {key:?} occurs on an earlier line",
+                    rec.kind_name()
+                );
+                if (summary.skipped_lines.len() as u64) >= opts.max_errors {
+                    bail!("{}:{}: {e}", target.name, line.no);
+                }
+                summary.skipped_lines.push(crate::report::Skipped {
+                    line: line.no,
+                    error: e,
+                    text: String::from_utf8_lossy(&line.bytes).into_owned(),
+                });
+                w.line(&line.bytes).map_err(werr)?;
+                summary.lines_written += 1;
+                continue;
             }
             let Some(change) = pending.remove(&(rec.kind_name().to_string(), key)) else {
                 w.line(&line.bytes).map_err(werr)?;

@@ -34,7 +34,10 @@ pub struct Verdict {
 /// Verifies `dir` and, when given, the law against `export`.
 pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Result<Verdict> {
     let b = bundle::open(dir)?;
-    let mut v = Verdict { files: b.manifest.files.len() as u64 + 1, ..Verdict::default() };
+    let mut v = Verdict {
+        files: b.manifest.files.len() as u64 + 1,
+        ..Verdict::default()
+    };
     let Some(export) = export else { return Ok(v) };
     let sha = export.sha256()?;
     if sha != b.manifest.input_sha256 {
@@ -49,21 +52,49 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
     let tmp = tempfile::tempdir().context("creating a temporary directory for the rehearsal")?;
     let restored = tmp.path().join("restored.ndjson");
     let rolled = tmp.path().join("rolled-back.ndjson");
-    let opts = |direction| restore::Options { direction, force: false, threads, progress: false, level: 3 };
-    let target = |p: &std::path::Path| Target { path: p.to_path_buf(), overwrite: false };
-    match restore::run(changes.clone(), export, &target(&restored), &opts(Direction::Restore)) {
+    let max_errors = b.manifest.options["max_errors"].as_u64().unwrap_or(0);
+    let opts = |direction| restore::Options {
+        direction,
+        force: false,
+        threads,
+        progress: false,
+        level: 3,
+        max_errors,
+    };
+    let target = |p: &std::path::Path| Target {
+        path: p.to_path_buf(),
+        overwrite: false,
+    };
+    match restore::run(
+        changes.clone(),
+        export,
+        &target(&restored),
+        &opts(Direction::Restore),
+    ) {
         Ok(_) => {}
         Err(e) => {
-            v.failures.push(format!("the change set does not apply to the export it was made from: {e:#}"));
+            v.failures.push(format!(
+                "the change set does not apply to the export it was made from: {e:#}"
+            ));
             return Ok(v);
         }
     }
     let restored_input = Input::new(&restored.to_string_lossy())?;
-    if let Err(e) = restore::run(changes.clone(), &restored_input, &target(&rolled), &opts(Direction::Rollback)) {
-        v.failures.push(format!("the change set does not roll back: {e:#}"));
+    if let Err(e) = restore::run(
+        changes.clone(),
+        &restored_input,
+        &target(&rolled),
+        &opts(Direction::Rollback),
+    ) {
+        v.failures
+            .push(format!("the change set does not roll back: {e:#}"));
         return Ok(v);
     }
-    v.records = same_records(export, &Input::new(&rolled.to_string_lossy())?, &mut v.failures)?;
+    v.records = same_records(
+        export,
+        &Input::new(&rolled.to_string_lossy())?,
+        &mut v.failures,
+    )?;
     outside_unchanged(export, &restored_input, &changes, &mut v.failures)?;
     conservation(&b, export, &restored_input, &mut v)?;
     Ok(v)
@@ -72,7 +103,10 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
 fn check_changes_sorted(changes: &[Change], v: &mut Verdict) {
     for w in changes.windows(2) {
         if (&w[0].kind, &w[0].key) >= (&w[1].kind, &w[1].key) {
-            v.failures.push(format!("changes are not sorted by (kind, key) at {} {:?}", w[1].kind, w[1].key));
+            v.failures.push(format!(
+                "changes are not sorted by (kind, key) at {} {:?}",
+                w[1].kind, w[1].key
+            ));
             return;
         }
     }
@@ -83,8 +117,11 @@ fn record_hashes(input: &Input) -> Result<Vec<u128>> {
     let mut out = Vec::new();
     let mut lines = input.lines()?;
     while let Some(l) = lines.next_line()? {
-        let r = parse_line(&l.bytes).map_err(|e| anyhow::anyhow!("{}:{}: {e}", input.name, l.no))?;
-        out.push(SeenKeys::hash("", &canonical_json(&Value::Object(r.obj))));
+        out.push(match parse_line(&l.bytes) {
+            Ok(r) => SeenKeys::hash("", &canonical_json(&Value::Object(r.obj))),
+            // A line skipped under --max-errors is compared as it is.
+            Err(_) => SeenKeys::hash("\n", &String::from_utf8_lossy(&l.bytes)),
+        });
     }
     out.sort_unstable();
     Ok(out)
@@ -103,12 +140,22 @@ fn same_records(a: &Input, b: &Input, failures: &mut Vec<String>) -> Result<u64>
 }
 
 /// Every record whose key the change set does not name is byte-identical after the restore.
-fn outside_unchanged(export: &Input, restored: &Input, changes: &[Change], failures: &mut Vec<String>) -> Result<()> {
-    let changed: HashSet<u128> = changes.iter().map(|c| SeenKeys::hash(&c.kind, &c.key)).collect();
+fn outside_unchanged(
+    export: &Input,
+    restored: &Input,
+    changes: &[Change],
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    let changed: HashSet<u128> = changes
+        .iter()
+        .map(|c| SeenKeys::hash(&c.kind, &c.key))
+        .collect();
     let mut before: HashMap<u128, u128> = HashMap::new();
     let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
-        let r = parse_line(&l.bytes).map_err(|e| anyhow::anyhow!("{}:{}: {e}", export.name, l.no))?;
+        let Ok(r) = parse_line(&l.bytes) else {
+            continue;
+        }; // skipped under --max-errors
         let k = SeenKeys::hash(r.kind_name(), &r.key());
         if !changed.contains(&k) {
             before.insert(k, SeenKeys::hash("", &String::from_utf8_lossy(&l.bytes)));
@@ -116,18 +163,27 @@ fn outside_unchanged(export: &Input, restored: &Input, changes: &[Change], failu
     }
     let mut lines = restored.lines()?;
     while let Some(l) = lines.next_line()? {
-        let r = parse_line(&l.bytes).map_err(|e| anyhow::anyhow!("{}:{}: {e}", restored.name, l.no))?;
+        let Ok(r) = parse_line(&l.bytes) else {
+            continue;
+        }; // skipped under --max-errors
         let k = SeenKeys::hash(r.kind_name(), &r.key());
         if changed.contains(&k) {
             continue;
         }
         match before.remove(&k) {
             Some(h) if h == SeenKeys::hash("", &String::from_utf8_lossy(&l.bytes)) => {}
-            _ => failures.push(format!("{} {:?} differs after the restore but is not in the change set", r.kind_name(), r.key())),
+            _ => failures.push(format!(
+                "{} {:?} differs after the restore but is not in the change set",
+                r.kind_name(),
+                r.key()
+            )),
         }
     }
     if !before.is_empty() {
-        failures.push(format!("{} record(s) outside the change set are missing after the restore", before.len()));
+        failures.push(format!(
+            "{} record(s) outside the change set are missing after the restore",
+            before.len()
+        ));
     }
     Ok(())
 }
@@ -142,7 +198,11 @@ struct Need {
 
 enum NeedKind {
     /// A single value of a field (or a flag's reason), or a conflict in the report.
-    Single { kind: &'static str, merge: String, value: Value },
+    Single {
+        kind: &'static str,
+        merge: String,
+        value: Value,
+    },
     /// An item of a multi-valued field.
     Item { field: i64, item: Value },
     /// A flag, tag or star: its merge key present on the survivor.
@@ -158,7 +218,10 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     let mut multi: HashSet<(String, i64)> = HashSet::new();
     for line in b.idmap()? {
         let otype = line["otype"].as_str().unwrap_or("").to_string();
-        let (oid, surv) = (line["oid"].as_i64().unwrap_or(0), line["survivor_oid"].as_i64().unwrap_or(0));
+        let (oid, surv) = (
+            line["oid"].as_i64().unwrap_or(0),
+            line["survivor_oid"].as_i64().unwrap_or(0),
+        );
         if line["action"] == "retire" {
             survivor_of.insert((otype.clone(), oid), surv);
             multi.insert((otype.clone(), surv));
@@ -181,21 +244,31 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     let mut held: Vec<Record> = Vec::new();
     let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
-        let r = parse_line(&l.bytes).map_err(|e| anyhow::anyhow!("{}:{}: {e}", export.name, l.no))?;
+        let Ok(r) = parse_line(&l.bytes) else {
+            continue;
+        }; // skipped under --max-errors
         if r.kind == Kind::CustomField {
             fields.insert(
                 r.int("id").unwrap_or(0),
-                FieldDef { field_type: r.str("field_type").unwrap_or("").into(), allow_multiple: r.flag("allow_multiple") },
+                FieldDef {
+                    field_type: r.str("field_type").unwrap_or("").into(),
+                    allow_multiple: r.flag("allow_multiple"),
+                },
             );
         }
-        if r.subject().is_some_and(|s| survivor_of.contains_key(&(s.otype.clone(), s.oid))) {
+        if r.subject()
+            .is_some_and(|s| survivor_of.contains_key(&(s.otype.clone(), s.oid)))
+        {
             held.push(r);
         }
     }
     let mut needs = Vec::new();
     for mut r in held {
         let s = r.subject().expect("held records have a subject");
-        let survivor = Subject { oid: survivor_of[&(s.otype.clone(), s.oid)], otype: s.otype };
+        let survivor = Subject {
+            oid: survivor_of[&(s.otype.clone(), s.oid)],
+            otype: s.otype,
+        };
         let record = Value::Object(r.obj.clone());
         refs::repair(&mut r, &fields, &refmap);
         let what: Vec<NeedKind> = match r.kind {
@@ -207,31 +280,70 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                     None => value.is_array(),
                 };
                 if multi {
-                    value.as_array().into_iter().flatten().map(|i| NeedKind::Item { field, item: i.clone() }).collect()
+                    value
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| NeedKind::Item {
+                            field,
+                            item: i.clone(),
+                        })
+                        .collect()
                 } else if crate::merge::is_empty(&value) {
                     vec![]
                 } else {
-                    vec![NeedKind::Single { kind: "field_value", merge: format!("field {field}"), value }]
+                    vec![NeedKind::Single {
+                        kind: "field_value",
+                        merge: format!("field {field}"),
+                        value,
+                    }]
                 }
             }
             Kind::TrustFlag => {
-                let merge = format!("{} by user {}", r.str("flag_type").unwrap_or(""), r.int("user_id").unwrap_or(0));
+                let merge = format!(
+                    "{} by user {}",
+                    r.str("flag_type").unwrap_or(""),
+                    r.int("user_id").unwrap_or(0)
+                );
                 let reason = r.obj.get("reason").cloned().unwrap_or(Value::Null);
-                let mut w = vec![NeedKind::Present { kind: "trust_flag", merge: merge.clone() }];
+                let mut w = vec![NeedKind::Present {
+                    kind: "trust_flag",
+                    merge: merge.clone(),
+                }];
                 if !crate::merge::is_empty(&reason) {
-                    w.push(NeedKind::Single { kind: "trust_flag", merge, value: reason });
+                    w.push(NeedKind::Single {
+                        kind: "trust_flag",
+                        merge,
+                        value: reason,
+                    });
                 }
                 w
             }
-            Kind::Tag => vec![NeedKind::Present { kind: "tag", merge: format!("tag {}", r.str("name").unwrap_or("")) }],
-            Kind::Star => vec![NeedKind::Present { kind: "star", merge: format!("star by user {}", r.int("user_id").unwrap_or(0)) }],
-            Kind::Conversation => vec![NeedKind::Moved { kind: "conversation".into(), id: r.key() }],
+            Kind::Tag => vec![NeedKind::Present {
+                kind: "tag",
+                merge: format!("tag {}", r.str("name").unwrap_or("")),
+            }],
+            Kind::Star => vec![NeedKind::Present {
+                kind: "star",
+                merge: format!("star by user {}", r.int("user_id").unwrap_or(0)),
+            }],
+            Kind::Conversation => vec![NeedKind::Moved {
+                kind: "conversation".into(),
+                id: r.key(),
+            }],
             _ => {
                 r.set_subject(&survivor);
-                vec![NeedKind::Moved { kind: r.kind_name().to_string(), id: r.key() }]
+                vec![NeedKind::Moved {
+                    kind: r.kind_name().to_string(),
+                    id: r.key(),
+                }]
             }
         };
-        needs.extend(what.into_iter().map(|what| Need { survivor: survivor.clone(), what, record: record.clone() }));
+        needs.extend(what.into_iter().map(|what| Need {
+            survivor: survivor.clone(),
+            what,
+            record: record.clone(),
+        }));
     }
 
     // The survivors' curation after the restore.
@@ -240,16 +352,30 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     let mut moved: HashSet<(Subject, String, String)> = HashSet::new();
     let mut lines = restored.lines()?;
     while let Some(l) = lines.next_line()? {
-        let r = parse_line(&l.bytes).map_err(|e| anyhow::anyhow!("{}:{}: {e}", restored.name, l.no))?;
-        let Some(s) = r.subject().filter(|s| survivors.contains(s)) else { continue };
+        let Ok(r) = parse_line(&l.bytes) else {
+            continue;
+        }; // skipped under --max-errors
+        let Some(s) = r.subject().filter(|s| survivors.contains(s)) else {
+            continue;
+        };
         let merge = match r.kind {
-            Kind::FieldValue => Some((format!("field {}", r.int("field_id").unwrap_or(0)), r.obj["value"].clone())),
+            Kind::FieldValue => Some((
+                format!("field {}", r.int("field_id").unwrap_or(0)),
+                r.obj["value"].clone(),
+            )),
             Kind::TrustFlag => Some((
-                format!("{} by user {}", r.str("flag_type").unwrap_or(""), r.int("user_id").unwrap_or(0)),
+                format!(
+                    "{} by user {}",
+                    r.str("flag_type").unwrap_or(""),
+                    r.int("user_id").unwrap_or(0)
+                ),
                 r.obj.get("reason").cloned().unwrap_or(Value::Null),
             )),
             Kind::Tag => Some((format!("tag {}", r.str("name").unwrap_or("")), Value::Null)),
-            Kind::Star => Some((format!("star by user {}", r.int("user_id").unwrap_or(0)), Value::Null)),
+            Kind::Star => Some((
+                format!("star by user {}", r.int("user_id").unwrap_or(0)),
+                Value::Null,
+            )),
             _ => None,
         };
         match merge {
@@ -264,20 +390,31 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     for n in needs {
         v.curation_items += 1;
         let ok = match &n.what {
-            NeedKind::Single { merge, value, .. } => match after.get(&(n.survivor.clone(), merge.clone())) {
-                Some(a) if a == value => true,
-                _ => conflicts.contains(&canonical_json(&n.record)),
-            },
-            NeedKind::Item { field, item } => after
-                .get(&(n.survivor.clone(), format!("field {field}")))
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.contains(item)),
-            NeedKind::Present { merge, .. } => after.contains_key(&(n.survivor.clone(), merge.clone())),
-            NeedKind::Moved { kind, id } => moved.contains(&(n.survivor.clone(), kind.clone(), id.clone())),
+            NeedKind::Single { merge, value, .. } => {
+                match after.get(&(n.survivor.clone(), merge.clone())) {
+                    Some(a) if a == value => true,
+                    _ => conflicts.contains(&canonical_json(&n.record)),
+                }
+            }
+            NeedKind::Item { field, item } => {
+                after
+                    .get(&(n.survivor.clone(), format!("field {field}")))
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.contains(item))
+                    || conflicts.contains(&canonical_json(&n.record))
+            }
+            NeedKind::Present { merge, .. } => {
+                after.contains_key(&(n.survivor.clone(), merge.clone()))
+            }
+            NeedKind::Moved { kind, id } => {
+                moved.contains(&(n.survivor.clone(), kind.clone(), id.clone()))
+            }
         };
         if !ok {
             let what = match &n.what {
-                NeedKind::Single { kind, merge, .. } | NeedKind::Present { kind, merge } => format!("{kind} {merge}"),
+                NeedKind::Single { kind, merge, .. } | NeedKind::Present { kind, merge } => {
+                    format!("{kind} {merge}")
+                }
                 NeedKind::Item { field, item } => format!("item {item} of field {field}"),
                 NeedKind::Moved { kind, id } => format!("{kind} {id}"),
             };

@@ -18,13 +18,17 @@ pub fn run(o: &Options) -> Result<()> {
     let stats = if o.output == "-" {
         crate::generate::generate(&o.gen, std::io::stdout().lock())?
     } else {
-        let target = Target { path: o.output.clone().into(), overwrite: o.overwrite };
+        let target = Target {
+            path: o.output.clone().into(),
+            overwrite: o.overwrite,
+        };
         let file = AtomicFile::create(&target)?;
         let stats = if o.output.ends_with(".zst") {
             let mut enc = zstd::stream::write::Encoder::new(file.file(), o.level)?;
             enc.multithread(2).ok();
             let stats = crate::generate::generate(&o.gen, &mut enc)?;
-            enc.finish().with_context(|| format!("{}: writing (is the disk full?)", o.output))?;
+            enc.finish()
+                .with_context(|| format!("{}: writing (is the disk full?)", o.output))?;
             stats
         } else {
             crate::generate::generate(&o.gen, file.file())?

@@ -27,7 +27,11 @@ pub fn run(o: &Options) -> Result<()> {
             (Op::Put, None) => "create",
             (Op::Put, Some(_)) => "update",
         };
-        *by_kind.entry(c.kind.clone()).or_default().entry(op).or_default() += 1;
+        *by_kind
+            .entry(c.kind.clone())
+            .or_default()
+            .entry(op)
+            .or_default() += 1;
     }
     if o.json {
         return out_json(&serde_json::json!({
@@ -53,8 +57,17 @@ pub fn run(o: &Options) -> Result<()> {
             g["server_id"], g["otype"], g["stable_external_id"], g["versions"], g["survivor_oid"]
         );
     }
-    let _ = writeln!(s, "conflicts: {}", report["conflicts"].as_array().map_or(0, Vec::len));
-    for c in report["conflicts"].as_array().into_iter().flatten().take(10) {
+    let _ = writeln!(
+        s,
+        "conflicts: {}",
+        report["conflicts"].as_array().map_or(0, Vec::len)
+    );
+    for c in report["conflicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(10)
+    {
         let _ = writeln!(
             s,
             "  {} {} on {}:{}: kept {} over {}",
@@ -66,8 +79,16 @@ pub fn run(o: &Options) -> Result<()> {
             crate::record::short(&c["loser"])
         );
     }
-    let _ = writeln!(s, "unresolved reports: {}", report["unresolved"].as_array().map_or(0, Vec::len));
-    let limit = if o.limit == 0 { changes.len() } else { o.limit.min(changes.len()) };
+    let _ = writeln!(
+        s,
+        "unresolved reports: {}",
+        report["unresolved"].as_array().map_or(0, Vec::len)
+    );
+    let limit = if o.limit == 0 {
+        changes.len()
+    } else {
+        o.limit.min(changes.len())
+    };
     let _ = writeln!(s, "changes ({limit} of {}):", changes.len());
     for c in &changes[..limit] {
         let _ = writeln!(s, "  {}", describe(c));

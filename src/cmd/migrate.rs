@@ -17,14 +17,18 @@ pub struct Options {
 
 /// Runs `migrate`.
 pub fn run(o: &Options) -> Result<()> {
-    let target = Target { path: o.output.clone().into(), overwrite: o.overwrite };
+    let target = Target {
+        path: o.output.clone().into(),
+        overwrite: o.overwrite,
+    };
     target.check()?;
     let input = Input::new(&o.export)?;
     let outcome = crate::migrate::run(&input, &o.migrate)?;
+    let n = outcome.changes.len();
     crate::bundle::write(
         &target,
-        &crate::bundle::Contents {
-            changes: &outcome.changes,
+        crate::bundle::Contents {
+            changes: outcome.changes,
             idmap: &outcome.idmap,
             report: &outcome.report,
             input_sha256: outcome.input_sha256.clone(),
@@ -39,7 +43,7 @@ pub fn run(o: &Options) -> Result<()> {
             "{}wrote bundle {} ({} changes)\nnext: lookmig verify {} --export {}",
             outcome.report.summary(),
             o.output,
-            outcome.changes.len(),
+            n,
             o.output,
             o.export
         ))

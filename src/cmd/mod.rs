@@ -14,12 +14,22 @@ use std::io::Write;
 /// Runs one parsed command.
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Plan { export, rules, common } => plan::run(&plan::Options {
+        Command::Plan {
+            export,
+            rules,
+            common,
+        } => plan::run(&plan::Options {
             export,
             migrate: migrate_options(&rules, &common),
             json: common.json,
         }),
-        Command::Migrate { export, output, rules, common, write } => migrate::run(&migrate::Options {
+        Command::Migrate {
+            export,
+            output,
+            rules,
+            common,
+            write,
+        } => migrate::run(&migrate::Options {
             export,
             output,
             migrate: migrate_options(&rules, &common),
@@ -27,14 +37,46 @@ pub fn run(cmd: Command) -> Result<()> {
             overwrite: write.overwrite,
             level: write.level,
         }),
-        Command::Inspect { bundle, limit, common } => inspect::run(&inspect::Options { bundle, limit, json: common.json }),
-        Command::Verify { bundle, export, common } => {
-            verify::run(&verify::Options { bundle, export, threads: common.threads, json: common.json })
-        }
-        Command::Restore(a) => restore::run(&restore::Options::from_args(a, crate::restore::Direction::Restore)),
-        Command::Rollback(a) => restore::run(&restore::Options::from_args(a, crate::restore::Direction::Rollback)),
-        Command::Generate { reports, seed, servers, output, common, write } => generate::run(&generate::Options {
-            gen: crate::generate::GenerateOptions { reports, seed, servers },
+        Command::Inspect {
+            bundle,
+            limit,
+            common,
+        } => inspect::run(&inspect::Options {
+            bundle,
+            limit,
+            json: common.json,
+        }),
+        Command::Verify {
+            bundle,
+            export,
+            common,
+        } => verify::run(&verify::Options {
+            bundle,
+            export,
+            threads: common.threads,
+            json: common.json,
+        }),
+        Command::Restore(a) => restore::run(&restore::Options::from_args(
+            a,
+            crate::restore::Direction::Restore,
+        )),
+        Command::Rollback(a) => restore::run(&restore::Options::from_args(
+            a,
+            crate::restore::Direction::Rollback,
+        )),
+        Command::Generate {
+            reports,
+            seed,
+            servers,
+            output,
+            common,
+            write,
+        } => generate::run(&generate::Options {
+            gen: crate::generate::GenerateOptions {
+                reports,
+                seed,
+                servers,
+            },
             output,
             json: common.json,
             overwrite: write.overwrite,

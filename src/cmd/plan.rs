@@ -19,6 +19,10 @@ pub fn run(o: &Options) -> Result<()> {
     if o.json {
         out_json(&outcome.report)
     } else {
-        out(&format!("plan for {} (nothing written)\n{}", input.name, outcome.report.summary()))
+        out(&format!(
+            "plan for {} (nothing written)\n{}",
+            input.name,
+            outcome.report.summary()
+        ))
     }
 }

@@ -33,6 +33,7 @@ impl Options {
                 threads: a.common.threads,
                 progress: true,
                 level: a.write.level,
+                max_errors: a.max_errors,
             },
         }
     }
@@ -40,21 +41,45 @@ impl Options {
 
 /// Runs `restore` or `rollback`; conflicts are exit 3 and nothing is written.
 pub fn run(o: &Options) -> Result<()> {
-    let target = Target { path: o.output.clone().into(), overwrite: o.overwrite };
+    let target = Target {
+        path: o.output.clone().into(),
+        overwrite: o.overwrite,
+    };
     target.check()?;
     let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
     let input = Input::new(&o.onto)?;
-    let summary = crate::restore::run(b.changes()?, &input, &target, &o.restore)?;
+    let summary = match crate::restore::run(b.changes()?, &input, &target, &o.restore) {
+        Err(e) if o.json => {
+            if let Some(c) = e.downcast_ref::<crate::restore::Conflicts>() {
+                out_json(&c.0)?;
+            }
+            return Err(e);
+        }
+        other => other?,
+    };
     if o.json {
         return out_json(&summary);
     }
-    let verb = if o.restore.direction == Direction::Restore { "restored" } else { "rolled back" };
+    let verb = if o.restore.direction == Direction::Restore {
+        "restored"
+    } else {
+        "rolled back"
+    };
     let mut s = format!(
         "{verb} {} onto {}: {} changes, {} applied, {} already applied, {} lines written to {}",
-        o.bundle, o.onto, summary.changes, summary.applied, summary.already_applied, summary.lines_written, o.output
+        o.bundle,
+        o.onto,
+        summary.changes,
+        summary.applied,
+        summary.already_applied,
+        summary.lines_written,
+        o.output
     );
     if summary.forced > 0 {
-        s += &format!("\n{} conflicting changes applied anyway (--force)", summary.forced);
+        s += &format!(
+            "\n{} conflicting changes applied anyway (--force)",
+            summary.forced
+        );
     }
     out(&s)
 }

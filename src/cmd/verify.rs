@@ -16,7 +16,12 @@ pub struct Options {
 /// Runs `verify`; a broken rule is exit 3.
 pub fn run(o: &Options) -> Result<()> {
     let export = o.export.as_deref().map(Input::new).transpose()?;
-    let v = crate::verify::run(std::path::Path::new(&o.bundle), export.as_ref(), o.threads)?;
+    let v = match crate::verify::run(std::path::Path::new(&o.bundle), export.as_ref(), o.threads) {
+        Err(e) if e.downcast_ref::<crate::bundle::Damaged>().is_some() => {
+            return Err(Exit3(format!("verification failed: {e:#}")).into());
+        }
+        other => other?,
+    };
     if o.json {
         out_json(&v)?;
     } else if v.failures.is_empty() {
@@ -33,7 +38,11 @@ pub fn run(o: &Options) -> Result<()> {
     if v.failures.is_empty() {
         return Ok(());
     }
-    let mut msg = format!("verification failed for {}: {} problem(s)", o.bundle, v.failures.len());
+    let mut msg = format!(
+        "verification failed for {}: {} problem(s)",
+        o.bundle,
+        v.failures.len()
+    );
     for f in v.failures.iter().take(20) {
         msg += &format!("\n  {f}");
     }

@@ -1,1 +1,509 @@
-//! placeholder
+//! The commands as a user runs them (SPEC §8): what `plan`, `inspect`, `migrate --json`,
+//! `verify --json` and `generate` print and write, the bundle's files (SPEC §6), and `--help`.
+
+use crate::util::{self, Dir};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const COMMANDS: [&str; 7] = [
+    "plan", "migrate", "inspect", "verify", "restore", "rollback", "generate",
+];
+
+fn sample_export(dir: &Dir, sample: &str) -> std::path::PathBuf {
+    dir.copy(&util::sample(sample).join("export.ndjson"), "export.ndjson")
+}
+
+#[test]
+fn plan_prints_a_summary_and_writes_nothing() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    let out = dir.run(["plan", "export.ndjson"]).ok();
+    assert!(out.stdout.contains("nothing written"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("server 1"),
+        "the summary has no line for server 1:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("conflicts: 3"),
+        "the summary does not count the 3 conflicts:\n{}",
+        out.stdout
+    );
+    assert_eq!(dir.names(), ["export.ndjson"], "plan wrote something");
+}
+
+#[test]
+fn plan_json_has_counts() {
+    let dir = Dir::new();
+    let export = sample_export(&dir, "01-legacy-dashboard");
+    let plan = dir.run(["plan", "--json", "export.ndjson"]).ok().json();
+    let lines = util::lines(&export)
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let counts = &plan["counts"];
+    assert_eq!(counts["lines"], lines as u64, "{counts}");
+    assert_eq!(counts["records_by_kind"]["bi_report"], 2, "{counts}");
+    assert_eq!(counts["records_by_kind"]["bi_report_column"], 3, "{counts}");
+    assert_eq!(
+        counts["migrated_servers"],
+        serde_json::json!([1]),
+        "{counts}"
+    );
+    assert_eq!(counts["unresolved"], 0, "{counts}");
+    assert_eq!(
+        dir.names(),
+        ["export.ndjson"],
+        "plan --json wrote something"
+    );
+}
+
+#[test]
+fn migrate_json_names_the_bundle_and_holds_the_report() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    let out = dir
+        .run(["migrate", "--json", "export.ndjson", "-o", "b"])
+        .ok()
+        .json();
+    assert_eq!(out["bundle"], "b");
+    assert_eq!(out["report"], util::report(&dir.join("b")));
+}
+
+#[test]
+fn bundle_manifest_describes_every_file() {
+    let dir = Dir::new();
+    let export = sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let b = dir.join("b");
+    assert_eq!(
+        util::names(&b),
+        [
+            "changes.ndjson.zst",
+            "idmap.ndjson.zst",
+            "manifest.json",
+            "report.json"
+        ]
+    );
+    let m = util::manifest(&b);
+    assert_eq!(m["format"], "lookmig-bundle");
+    assert_eq!(m["version"], 1);
+    assert_eq!(
+        m["input_sha256"],
+        util::sha256_hex(&std::fs::read(&export).unwrap()).as_str()
+    );
+    let files = m["files"].as_array().expect("manifest files");
+    let mut listed: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["changes.ndjson.zst", "idmap.ndjson.zst", "report.json"]
+    );
+    for f in files {
+        let name = f["name"].as_str().unwrap();
+        let bytes = std::fs::read(b.join(name)).unwrap();
+        assert_eq!(f["sha256"], util::sha256_hex(&bytes).as_str(), "{name}");
+        if name.ends_with(".ndjson.zst") {
+            assert!(bytes.starts_with(&util::ZSTD_MAGIC), "{name} is not zstd");
+            assert_eq!(
+                f["records"],
+                util::values(&b.join(name)).len() as u64,
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(m["counts"]["changes"], util::changes(&b).len() as u64);
+}
+
+#[test]
+fn changes_are_sorted_and_well_formed() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let changes = util::changes(&dir.join("b"));
+    assert!(!changes.is_empty());
+    let keys: Vec<(String, String)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["key"].as_str().expect("key is a string").to_string(),
+            )
+        })
+        .collect();
+    for w in keys.windows(2) {
+        assert!(
+            w[0] < w[1],
+            "changes not sorted by (kind, key): {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    for c in &changes {
+        match c["op"].as_str() {
+            Some("put") => assert!(c["record"].is_object(), "put without a record: {c}"),
+            Some("delete") => {
+                assert!(c["prior"].is_object(), "delete without a prior: {c}");
+                assert!(c["record"].is_null(), "delete with a record: {c}");
+            }
+            _ => panic!("bad op: {c}"),
+        }
+        assert_ne!(
+            c["prior"], c["record"],
+            "a change that changes nothing: {c}"
+        );
+    }
+    let idmap = util::values(&dir.join("b/idmap.ndjson.zst"));
+    assert_eq!(idmap.len(), 3, "{idmap:?}");
+    for line in &idmap {
+        for field in [
+            "server_id",
+            "otype",
+            "oid",
+            "legacy_external_id",
+            "stable_external_id",
+            "survivor_oid",
+            "action",
+        ] {
+            assert!(
+                line.get(field).is_some(),
+                "idmap line without {field}: {line}"
+            );
+        }
+        assert_eq!(line["survivor_oid"], 103, "{line}");
+        assert_eq!(line["stable_external_id"], "dashboard/12", "{line}");
+    }
+}
+
+#[test]
+fn inspect_describes_the_bundle() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let n = util::changes(&dir.join("b")).len();
+    let text = dir.run(["inspect", "b", "--limit", "0"]).ok().stdout;
+    assert!(text.contains("bi_report"), "{text}");
+    let listed = text
+        .lines()
+        .filter(|l| {
+            ["  create ", "  update ", "  delete "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .count();
+    assert_eq!(
+        listed, n,
+        "inspect --limit 0 should list every change:\n{text}"
+    );
+    let short = dir.run(["inspect", "b", "--limit", "2"]).ok().stdout;
+    let listed = short
+        .lines()
+        .filter(|l| {
+            ["  create ", "  update ", "  delete "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .count();
+    assert_eq!(listed, 2, "inspect --limit 2:\n{short}");
+}
+
+#[test]
+fn inspect_json_counts_the_changes() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let changes = util::changes(&dir.join("b"));
+    let j = dir.run(["inspect", "--json", "b"]).ok().json();
+    assert_eq!(j["manifest"], util::manifest(&dir.join("b")));
+    assert_eq!(j["report"], util::report(&dir.join("b")));
+    let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for c in &changes {
+        let op = match (c["op"].as_str(), c["prior"].is_null()) {
+            (Some("delete"), _) => "delete",
+            (_, true) => "create",
+            _ => "update",
+        };
+        *expected
+            .entry(c["kind"].as_str().unwrap().into())
+            .or_default()
+            .entry(op.into())
+            .or_default() += 1;
+    }
+    let got: BTreeMap<String, BTreeMap<String, u64>> =
+        serde_json::from_value(j["changes_by_kind"].clone())
+            .expect("changes_by_kind is kind -> op -> count");
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn verify_json_lists_no_failures_for_a_fresh_bundle() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let v = dir
+        .run(["verify", "--json", "b", "--export", "export.ndjson"])
+        .ok()
+        .json();
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    assert_eq!(v["files"], 4, "{v}");
+    assert!(v["curation_items"].as_u64().unwrap_or(0) > 0, "{v}");
+}
+
+#[test]
+fn generate_is_deterministic_per_seed() {
+    let dir = Dir::new();
+    dir.run([
+        "generate",
+        "--reports",
+        "50",
+        "--seed",
+        "3",
+        "-o",
+        "x.ndjson",
+    ])
+    .ok();
+    dir.run([
+        "generate",
+        "--reports",
+        "50",
+        "--seed",
+        "3",
+        "-o",
+        "y.ndjson",
+    ])
+    .ok();
+    dir.run([
+        "generate",
+        "--reports",
+        "50",
+        "--seed",
+        "4",
+        "-o",
+        "z.ndjson",
+    ])
+    .ok();
+    let x = std::fs::read(dir.join("x.ndjson")).unwrap();
+    assert!(!x.is_empty());
+    assert!(
+        x == std::fs::read(dir.join("y.ndjson")).unwrap(),
+        "the same seed gave different exports"
+    );
+    assert!(
+        x != std::fs::read(dir.join("z.ndjson")).unwrap(),
+        "different seeds gave the same export"
+    );
+    let stdout = dir
+        .run(["generate", "--reports", "50", "--seed", "3", "-o", "-"])
+        .ok()
+        .stdout;
+    assert!(
+        stdout.as_bytes() == &x[..],
+        "generate -o - differs from the file"
+    );
+    // The same as the library gives.
+    let mut lib = Vec::new();
+    lookmig::generate::generate(
+        &lookmig::generate::GenerateOptions {
+            reports: 50,
+            seed: 3,
+            servers: 2,
+        },
+        &mut lib,
+    )
+    .unwrap();
+    assert!(
+        lib == x,
+        "the binary and the library generate different exports"
+    );
+}
+
+#[test]
+fn generate_zst_is_compressed_with_the_same_content() {
+    let dir = Dir::new();
+    dir.run([
+        "generate",
+        "--reports",
+        "50",
+        "--seed",
+        "3",
+        "-o",
+        "x.ndjson",
+    ])
+    .ok();
+    dir.run([
+        "generate",
+        "--reports",
+        "50",
+        "--seed",
+        "3",
+        "-o",
+        "x.ndjson.zst",
+    ])
+    .ok();
+    let packed = std::fs::read(dir.join("x.ndjson.zst")).unwrap();
+    assert!(
+        packed.starts_with(&util::ZSTD_MAGIC),
+        "x.ndjson.zst is not zstd"
+    );
+    let plain = std::fs::read(dir.join("x.ndjson")).unwrap();
+    assert!(
+        zstd::decode_all(&packed[..]).unwrap() == plain,
+        "decompressed content differs"
+    );
+}
+
+#[test]
+fn generated_export_is_valid_and_counted() {
+    let dir = Dir::new();
+    let stats = dir
+        .run([
+            "generate",
+            "--json",
+            "--reports",
+            "20",
+            "--seed",
+            "9",
+            "-o",
+            "x.ndjson",
+        ])
+        .ok()
+        .json();
+    let lines = util::lines(&dir.join("x.ndjson"));
+    assert_eq!(stats["lines"], lines.len() as u64, "{stats}");
+    let by_kind: u64 = stats["by_kind"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_kind, lines.len() as u64, "{stats}");
+    assert!(
+        lines[0].contains("\"header\""),
+        "the header is not first: {}",
+        lines[0]
+    );
+    let plan = dir.run(["plan", "--json", "x.ndjson"]).ok().json();
+    assert_eq!(plan["counts"]["lines"], lines.len() as u64);
+    assert_eq!(plan["counts"]["skipped_lines"], 0);
+}
+
+#[test]
+fn generate_refuses_an_existing_output() {
+    let dir = Dir::new();
+    dir.write("x.ndjson", "precious\n");
+    dir.run(["generate", "--reports", "5", "-o", "x.ndjson"])
+        .code(1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("x.ndjson")).unwrap(),
+        "precious\n"
+    );
+    dir.run([
+        "generate",
+        "--reports",
+        "5",
+        "-o",
+        "x.ndjson",
+        "--overwrite",
+    ])
+    .ok();
+    assert_ne!(
+        std::fs::read_to_string(dir.join("x.ndjson")).unwrap(),
+        "precious\n"
+    );
+}
+
+#[test]
+fn help_of_every_command_exits_0() {
+    let dir = Dir::new();
+    let top = dir.run(["--help"]).ok();
+    for cmd in COMMANDS {
+        assert!(
+            top.stdout.contains(cmd),
+            "--help does not mention {cmd}:\n{}",
+            top.stdout
+        );
+        let out = dir.run([cmd, "--help"]).ok();
+        assert!(
+            out.stdout.contains("Usage"),
+            "{cmd} --help:\n{}",
+            out.stdout
+        );
+        dir.run(["help", cmd]).ok();
+    }
+    let version = dir.run(["--version"]).ok();
+    assert!(
+        version.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        version.stdout
+    );
+    assert!(dir.names().is_empty());
+}
+
+#[test]
+fn restore_and_rollback_json_summaries_add_up() {
+    let dir = Dir::new();
+    let export = sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let n = util::changes(&dir.join("b")).len() as u64;
+    let out = dir.join("out.ndjson.zst");
+    let s: Value = util::restore(dir.path(), &dir.join("b"), &export, &out, &["--json"])
+        .ok()
+        .json();
+    assert_eq!(s["changes"], n, "{s}");
+    assert_eq!(s["applied"], n, "{s}");
+    assert_eq!(s["already_applied"], 0, "{s}");
+    assert_eq!(s["lines_written"], util::values(&out).len() as u64, "{s}");
+    assert!(
+        std::fs::read(&out).unwrap().starts_with(&util::ZSTD_MAGIC),
+        "OUT named .zst is not compressed"
+    );
+    let back = dir.join("back.ndjson");
+    let r: Value = util::rollback(dir.path(), &dir.join("b"), &out, &back, &["--json"])
+        .ok()
+        .json();
+    assert_eq!(r["applied"], n, "{r}");
+    util::assert_same_records(&back, &export, "rollback of a compressed restore");
+    // Untouched lines are copied byte for byte (SPEC §7).
+    let original = util::lines(&export);
+    let back_lines = util::lines(&back);
+    assert!(
+        back_lines.contains(&original[1]),
+        "the bi_server line was not copied byte for byte"
+    );
+}
+
+#[test]
+fn restore_copies_untouched_lines_byte_for_byte() {
+    let dir = Dir::new();
+    let mut text =
+        std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    // Lines no rule touches, written the way no serialiser would write them.
+    let odd = [
+        r#"{ "kind" : "bi_server",  "id": 9, "type": "tableau", "title": "T\u00e9 \/ x" }"#,
+        r#"{"kind":"tag","subject":{"oid":102,"otype":"bi_report_column"},"name":"x","n":1.50}"#,
+    ];
+    for l in odd {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let export = dir.write("export.ndjson", text);
+    dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
+    let out = dir.join("out.ndjson");
+    util::restore(dir.path(), &dir.join("b"), &export, &out, &[]).ok();
+    let out_lines = util::lines(&out);
+    for l in odd {
+        assert!(
+            out_lines.iter().any(|o| o == l),
+            "restore did not copy {l} byte for byte"
+        );
+    }
+    let back = dir.join("back.ndjson");
+    util::rollback(dir.path(), &dir.join("b"), &out, &back, &[]).ok();
+    let back_lines = util::lines(&back);
+    for l in odd {
+        assert!(
+            back_lines.iter().any(|o| o == l),
+            "rollback did not copy {l} byte for byte"
+        );
+    }
+}

@@ -1,1 +1,546 @@
-//! placeholder
+//! Errors and refusals (SPEC §1, §6, §7, §8): bad input names its file and line and writes
+//! nothing, a changed bundle is refused, a restore over a changed target stops with exit 3,
+//! an existing output is never replaced by accident, and the exit codes are the SPEC's.
+
+use crate::util::{self, arg, Dir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Line 3 of the sample `18-malformed`, which is not valid JSON.
+fn malformed_line() -> String {
+    util::lines(&util::sample("18-malformed").join("export.ndjson"))[2].clone()
+}
+
+/// A directory holding `export.ndjson` (a copy of a sample's) and its bundle `bundle`.
+fn migrated(sample: &str) -> (Dir, PathBuf, PathBuf) {
+    let dir = Dir::new();
+    let export = dir.copy(&util::sample(sample).join("export.ndjson"), "export.ndjson");
+    let bundle = dir.join("bundle");
+    util::migrate(dir.path(), &export, &bundle, &[]).ok();
+    (dir, export, bundle)
+}
+
+/// Asserts that `verify` and `restore` both refuse the bundle, and that restore wrote nothing.
+#[track_caller]
+fn assert_bundle_refused(dir: &Dir, export: &Path, bundle: &Path, needle: &str) {
+    let verify = dir.run(["verify", &arg(bundle), "--export", &arg(export)]);
+    assert!(
+        verify.code == 3,
+        "verify must fail a changed bundle with exit 3 (SPEC §8), got exit {}\n{}{}",
+        verify.code,
+        verify.stdout,
+        verify.stderr
+    );
+    verify.stderr_has(needle);
+    let out = dir.join("out.ndjson");
+    util::restore(dir.path(), bundle, export, &out, &[])
+        .code(1)
+        .stderr_has(needle);
+    assert!(
+        !out.exists(),
+        "restore wrote {} from a refused bundle",
+        out.display()
+    );
+    dir.run(["inspect", &arg(bundle)]).code(1);
+}
+
+#[test]
+fn malformed_line_names_file_and_line_and_writes_nothing() {
+    let dir = Dir::new();
+    dir.copy(
+        &util::sample("18-malformed").join("export.ndjson"),
+        "bad.ndjson",
+    );
+    dir.run(["migrate", "bad.ndjson", "-o", "bundle"])
+        .code(1)
+        .stderr_has("bad.ndjson:3");
+    assert_eq!(
+        dir.names(),
+        ["bad.ndjson"],
+        "a failed migrate left files behind"
+    );
+    dir.run(["plan", "bad.ndjson"])
+        .code(1)
+        .stderr_has("bad.ndjson:3");
+}
+
+#[test]
+fn max_errors_skips_the_bad_line_and_keeps_it_verbatim_in_the_report() {
+    let dir = Dir::new();
+    dir.copy(
+        &util::sample("18-malformed").join("export.ndjson"),
+        "bad.ndjson",
+    );
+    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "1"])
+        .ok();
+    let report = util::report(&dir.join("bundle"));
+    let skipped = report["skipped_lines"]
+        .as_array()
+        .expect("report.json has skipped_lines");
+    assert_eq!(skipped.len(), 1, "skipped_lines: {skipped:?}");
+    assert_eq!(skipped[0]["line"], 3, "skipped_lines: {skipped:?}");
+    assert_eq!(
+        skipped[0]["text"].as_str(),
+        Some(malformed_line().as_str()),
+        "the skipped line is not verbatim"
+    );
+    assert_eq!(report["counts"]["skipped_lines"], 1);
+    // The good lines were still migrated: report 102 is re-keyed.
+    let changes = util::changes(&dir.join("bundle"));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["kind"] == "bi_report" && c["record"]["external_id"] == "dashboard/13"),
+        "report 102 was not re-keyed: {changes:?}"
+    );
+}
+
+#[test]
+fn max_errors_is_a_limit() {
+    let dir = Dir::new();
+    let mut text =
+        std::fs::read_to_string(util::sample("18-malformed").join("export.ndjson")).unwrap();
+    text.push_str("not json either\n");
+    dir.write("bad.ndjson", text);
+    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "1"])
+        .code(1)
+        .stderr_has("bad.ndjson:6");
+    assert!(!dir.join("bundle").exists());
+    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "2"])
+        .ok();
+    assert_eq!(
+        util::report(&dir.join("bundle"))["skipped_lines"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn duplicate_key_is_a_malformed_line_at_its_second_occurrence() {
+    let dir = Dir::new();
+    let mut lines = util::lines(&util::sample("01-legacy-dashboard").join("export.ndjson"));
+    let tag = lines
+        .iter()
+        .find(|l| l.contains("\"kind\":\"tag\""))
+        .unwrap()
+        .clone();
+    lines.push(tag);
+    let n = lines.len();
+    dir.write("dup.ndjson", lines.join("\n") + "\n");
+    dir.run(["migrate", "dup.ndjson", "-o", "bundle"])
+        .code(1)
+        .stderr_has(&format!("dup.ndjson:{n}"));
+    assert_eq!(dir.names(), ["dup.ndjson"]);
+}
+
+#[test]
+fn header_version_2_is_refused() {
+    let dir = Dir::new();
+    let text =
+        std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    let text = text.replacen("\"version\":1", "\"version\":2", 1);
+    dir.write("v2.ndjson", text);
+    dir.run(["migrate", "v2.ndjson", "-o", "bundle"])
+        .code(1)
+        .stderr_has("version");
+    assert_eq!(dir.names(), ["v2.ndjson"]);
+}
+
+#[test]
+fn header_after_the_first_line_is_refused() {
+    let dir = Dir::new();
+    let mut lines = util::lines(&util::sample("01-legacy-dashboard").join("export.ndjson"));
+    lines.swap(0, 1);
+    dir.write("late.ndjson", lines.join("\n") + "\n");
+    dir.run(["migrate", "late.ndjson", "-o", "bundle"])
+        .code(1)
+        .stderr_has("late.ndjson:2");
+    assert_eq!(dir.names(), ["late.ndjson"]);
+}
+
+#[test]
+fn changed_byte_in_changes_is_refused_with_a_checksum_message() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    let path = bundle.join("changes.ndjson.zst");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&path, bytes).unwrap();
+    assert_bundle_refused(&dir, &export, &bundle, "checksum");
+}
+
+#[test]
+fn extra_file_in_bundle_is_refused() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    std::fs::write(bundle.join("extra.txt"), "hello").unwrap();
+    assert_bundle_refused(&dir, &export, &bundle, "extra.txt");
+}
+
+#[test]
+fn missing_file_in_bundle_is_refused() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    std::fs::remove_file(bundle.join("idmap.ndjson.zst")).unwrap();
+    assert_bundle_refused(&dir, &export, &bundle, "idmap.ndjson.zst");
+}
+
+#[test]
+fn manifest_naming_a_file_outside_the_bundle_is_refused() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    // A real file beside the bundle, with the right checksum: only its place is wrong.
+    let x = dir.write("x", "{}");
+    let mpath = bundle.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    manifest["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "../x",
+            "records": 1,
+            "sha256": util::sha256_hex(&std::fs::read(&x).unwrap()),
+        }));
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    assert_bundle_refused(&dir, &export, &bundle, "../x");
+}
+
+#[test]
+fn verify_against_another_export_fails_with_exit_3() {
+    let (dir, _export, bundle) = migrated("10-collapse-versions");
+    let other = dir.copy(
+        &util::sample("01-legacy-dashboard").join("export.ndjson"),
+        "other.ndjson",
+    );
+    dir.run(["verify", &arg(&bundle), "--export", &arg(&other)])
+        .code(3)
+        .stderr_has("other.ndjson");
+}
+
+/// Sample 01 with the name of report 101 (whose external_id the bundle re-keys) edited.
+fn edited_target(dir: &Dir) -> PathBuf {
+    let text =
+        std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    assert!(text.contains("\"name\":\"Sales overview\""));
+    dir.write(
+        "edited.ndjson",
+        text.replace(
+            "\"name\":\"Sales overview\"",
+            "\"name\":\"Sales overview (edited)\"",
+        ),
+    )
+}
+
+#[test]
+fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
+    let (dir, _export, bundle) = migrated("01-legacy-dashboard");
+    let target = edited_target(&dir);
+    let before = dir.names();
+    let out = dir.join("out.ndjson");
+    let run = util::restore(dir.path(), &bundle, &target, &out, &[]).code(3);
+    run.stderr_has("conflict")
+        .stderr_has("bi_report")
+        .stderr_has("\"101\"");
+    assert!(!out.exists(), "a conflicting restore wrote its output");
+    assert_eq!(
+        dir.names(),
+        before,
+        "a conflicting restore left files behind"
+    );
+}
+
+/// `--json` is the machine-readable output (SPEC §8), and the conflict message itself sends
+/// the user to it ("see --json"): the conflicts are listed there in full.
+#[test]
+fn restore_conflicts_are_listed_in_full_with_json() {
+    let (dir, _export, bundle) = migrated("01-legacy-dashboard");
+    let target = edited_target(&dir);
+    let out = dir.join("out.ndjson");
+    let run = util::restore(dir.path(), &bundle, &target, &out, &["--json"]).code(3);
+    assert!(!out.exists(), "a conflicting restore wrote its output");
+    let summary = run.json();
+    let conflicts = summary["conflicts"]
+        .as_array()
+        .expect("a conflicts list in the --json output");
+    assert_eq!(conflicts.len(), 1, "{summary}");
+    assert_eq!(conflicts[0]["kind"], "bi_report");
+    assert_eq!(conflicts[0]["key"], "101");
+    assert_eq!(conflicts[0]["found"]["name"], "Sales overview (edited)");
+}
+
+#[test]
+fn restore_with_force_applies_over_conflicts() {
+    let (dir, _export, bundle) = migrated("01-legacy-dashboard");
+    let target = edited_target(&dir);
+    let out = dir.join("out.ndjson");
+    let summary = util::restore(dir.path(), &bundle, &target, &out, &["--force", "--json"])
+        .ok()
+        .json();
+    assert_eq!(summary["forced"], 1, "{summary}");
+    let report = util::values(&out)
+        .into_iter()
+        .find(|r| r["kind"] == "bi_report" && r["oid"] == 101)
+        .expect("report 101 in the restored export");
+    assert_eq!(report["external_id"], "dashboard/12");
+}
+
+#[test]
+fn migrate_to_an_existing_output_is_refused_without_overwrite() {
+    let dir = Dir::new();
+    let export = dir.copy(
+        &util::sample("01-legacy-dashboard").join("export.ndjson"),
+        "export.ndjson",
+    );
+    std::fs::create_dir(dir.join("bundle")).unwrap();
+    dir.write("bundle/keep.txt", "precious");
+    util::migrate(dir.path(), &export, &dir.join("bundle"), &[])
+        .code(1)
+        .stderr_has("--overwrite");
+    assert_eq!(util::names(&dir.join("bundle")), ["keep.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("bundle/keep.txt")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        dir.names(),
+        ["bundle", "export.ndjson"],
+        "a refused migrate left files behind"
+    );
+}
+
+#[test]
+fn migrate_with_overwrite_replaces_an_existing_bundle() {
+    let dir = Dir::new();
+    let first = dir.copy(
+        &util::sample("01-legacy-dashboard").join("export.ndjson"),
+        "first.ndjson",
+    );
+    let second = dir.copy(
+        &util::sample("10-collapse-versions").join("export.ndjson"),
+        "second.ndjson",
+    );
+    let bundle = dir.join("bundle");
+    util::migrate(dir.path(), &first, &bundle, &[]).ok();
+    util::migrate(dir.path(), &second, &bundle, &["--overwrite".into()]).ok();
+    let sha = util::sha256_hex(&std::fs::read(&second).unwrap());
+    assert_eq!(util::manifest(&bundle)["input_sha256"], sha.as_str());
+    dir.run(["verify", "bundle", "--export", "second.ndjson"])
+        .ok();
+    assert_eq!(
+        dir.names(),
+        ["bundle", "first.ndjson", "second.ndjson"],
+        "the old bundle was left behind"
+    );
+}
+
+#[test]
+fn restore_to_an_existing_output_is_refused_without_overwrite() {
+    let (dir, export, bundle) = migrated("01-legacy-dashboard");
+    let out = dir.write("out.ndjson", "precious\n");
+    util::restore(dir.path(), &bundle, &export, &out, &[])
+        .code(1)
+        .stderr_has("--overwrite");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "precious\n");
+    util::restore(dir.path(), &bundle, &export, &out, &["--overwrite"]).ok();
+    assert_eq!(
+        util::records(&out),
+        util::records(&util::sample("01-legacy-dashboard").join("expected.ndjson"))
+    );
+}
+
+#[test]
+fn zstd_input_gives_the_same_bundle_as_plain_input() {
+    let dir = Dir::new();
+    let plain = dir.copy(
+        &util::sample("10-collapse-versions").join("export.ndjson"),
+        "export.ndjson",
+    );
+    // No `.zst` in the name: compression is detected by the magic bytes.
+    let packed = dir.write(
+        "export.data",
+        util::compress(&std::fs::read(&plain).unwrap()),
+    );
+    util::migrate(dir.path(), &plain, &dir.join("a"), &[]).ok();
+    util::migrate(dir.path(), &packed, &dir.join("b"), &[]).ok();
+    let a = util::read_decoded(&dir.join("a/changes.ndjson.zst"));
+    let b = util::read_decoded(&dir.join("b/changes.ndjson.zst"));
+    assert!(!a.is_empty(), "the plain export gave no changes");
+    assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    assert_eq!(util::report(&dir.join("a")), util::report(&dir.join("b")));
+    dir.run(["verify", "b", "--export", "export.data"]).ok();
+    // Restoring onto the compressed export gives the expected records too.
+    util::restore(
+        dir.path(),
+        &dir.join("b"),
+        &packed,
+        &dir.join("out.ndjson"),
+        &[],
+    )
+    .ok();
+    util::assert_same_records(
+        &dir.join("out.ndjson"),
+        &util::sample("10-collapse-versions").join("expected.ndjson"),
+        "restore onto a zstd export",
+    );
+}
+
+#[test]
+fn plain_input_named_zst_is_read_as_plain() {
+    let dir = Dir::new();
+    let export = dir.copy(
+        &util::sample("10-collapse-versions").join("export.ndjson"),
+        "export.ndjson.zst",
+    );
+    util::migrate(dir.path(), &export, &dir.join("b"), &[]).ok();
+    assert!(!util::changes(&dir.join("b")).is_empty());
+}
+
+#[test]
+fn stdin_dash_works_for_plan_and_migrate() {
+    let dir = Dir::new();
+    let export = dir.copy(
+        &util::sample("10-collapse-versions").join("export.ndjson"),
+        "export.ndjson",
+    );
+    let bytes = std::fs::read(&export).unwrap();
+    let from_file = dir.run(["plan", "--json", "export.ndjson"]).ok().json();
+    let from_stdin = util::run_with_stdin(dir.path(), ["plan", "--json", "-"], Some(bytes.clone()))
+        .ok()
+        .json();
+    assert!(from_file["counts"]["lines"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(from_stdin, from_file);
+    util::run_with_stdin(dir.path(), ["migrate", "-", "-o", "b"], Some(bytes)).ok();
+    util::migrate(dir.path(), &export, &dir.join("a"), &[]).ok();
+    assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
+}
+
+#[test]
+fn server_absent_from_the_export_is_exit_1() {
+    let dir = Dir::new();
+    let export = dir.copy(
+        &util::sample("01-legacy-dashboard").join("export.ndjson"),
+        "export.ndjson",
+    );
+    util::migrate(
+        dir.path(),
+        &export,
+        &dir.join("b"),
+        &["--server".into(), "999".into()],
+    )
+    .code(1)
+    .stderr_has("999");
+    assert!(!dir.join("b").exists());
+    dir.run(["plan", "export.ndjson", "--server", "999"])
+        .code(1)
+        .stderr_has("999");
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    let dir = Dir::new();
+    dir.copy(
+        &util::sample("01-legacy-dashboard").join("export.ndjson"),
+        "export.ndjson",
+    );
+    dir.run(["migrate", "export.ndjson", "-o", "b", "--no-such-flag"])
+        .code(2)
+        .stderr_has("--no-such-flag");
+    dir.run(["migrate", "export.ndjson"]).code(2);
+    dir.run(["no-such-command"]).code(2);
+    dir.run(["plan", "export.ndjson", "--threads", "many"])
+        .code(2);
+    assert_eq!(dir.names(), ["export.ndjson"]);
+}
+
+#[test]
+fn missing_export_is_exit_1_and_names_it() {
+    let dir = Dir::new();
+    dir.run(["migrate", "nowhere.ndjson", "-o", "b"])
+        .code(1)
+        .stderr_has("nowhere.ndjson");
+    assert!(dir.names().is_empty());
+}
+
+/// Rewrites a bundle's change set as `changes`, with a manifest that agrees with it, so that
+/// only the conservation law can tell that something is wrong.
+fn rewrite_changes(bundle: &Path, changes: &[Value]) {
+    let mut text = String::new();
+    for c in changes {
+        text += &serde_json::to_string(c).unwrap();
+        text.push('\n');
+    }
+    let packed = util::compress(text.as_bytes());
+    std::fs::write(bundle.join("changes.ndjson.zst"), &packed).unwrap();
+    let mpath = bundle.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == "changes.ndjson.zst" {
+            f["sha256"] = util::sha256_hex(&packed).into();
+            f["records"] = changes.len().into();
+        }
+    }
+    let puts = changes.iter().filter(|c| c["op"] == "put").count();
+    m["counts"]["changes"] = changes.len().into();
+    m["counts"]["put"] = puts.into();
+    m["counts"]["delete"] = (changes.len() - puts).into();
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn verify_catches_a_curation_item_the_change_set_loses() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    let mut changes = util::changes(&bundle);
+    let before = changes.len();
+    // The tag `pii` of the retired versions moves to the survivor 103; drop that put.
+    changes
+        .retain(|c| !(c["kind"] == "tag" && c["op"] == "put" && c["key"] == "bi_report:103:pii"));
+    assert_eq!(
+        changes.len(),
+        before - 1,
+        "the sample no longer moves the tag pii onto 103"
+    );
+    rewrite_changes(&bundle, &changes);
+    // The manifest agrees with the files, so the bundle opens ...
+    dir.run(["verify", &arg(&bundle)]).ok();
+    // ... but the law is broken.
+    dir.run(["verify", &arg(&bundle), "--export", &arg(&export)])
+        .code(3)
+        .stderr_has("pii");
+}
+
+#[test]
+fn manifest_of_another_version_is_refused() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    let mpath = bundle.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["version"] = 2.into();
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    assert_bundle_refused(&dir, &export, &bundle, "version");
+}
+
+#[test]
+fn restore_onto_a_target_missing_a_changed_record_is_a_conflict() {
+    let (dir, export, bundle) = migrated("01-legacy-dashboard");
+    let lines: Vec<String> = util::lines(&export)
+        .into_iter()
+        .filter(|l| !l.contains("\"external_id\":\"dashboard_12_1700000000\""))
+        .collect();
+    let target = dir.write("target.ndjson", lines.join("\n") + "\n");
+    let out = dir.join("out.ndjson");
+    util::restore(dir.path(), &bundle, &target, &out, &[])
+        .code(3)
+        .stderr_has("bi_report")
+        .stderr_has("absent");
+    assert!(!out.exists(), "a conflicting restore wrote its output");
+}
+
+#[test]
+fn zstd_on_stdin_is_detected() {
+    let dir = Dir::new();
+    let export = dir.copy(
+        &util::sample("10-collapse-versions").join("export.ndjson"),
+        "export.ndjson",
+    );
+    let packed = util::compress(&std::fs::read(&export).unwrap());
+    util::run_with_stdin(dir.path(), ["migrate", "-", "-o", "b"], Some(packed)).ok();
+    util::migrate(dir.path(), &export, &dir.join("a"), &[]).ok();
+    assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
+}

@@ -11,7 +11,12 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 8, max_shrink_iters: 16, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 8,
+        max_shrink_iters: 16,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// A temporary directory holding `export.ndjson`, a synthetic export of `reports` reports.
@@ -19,7 +24,15 @@ fn generated(reports: u64, seed: u64) -> (Dir, PathBuf) {
     let dir = Dir::new();
     let path = dir.join("export.ndjson");
     let file = std::fs::File::create(&path).expect("creating the export");
-    generate(&GenerateOptions { reports, seed, servers: 2 }, file).expect("generating the export");
+    generate(
+        &GenerateOptions {
+            reports,
+            seed,
+            servers: 2,
+        },
+        file,
+    )
+    .expect("generating the export");
     (dir, path)
 }
 
@@ -78,6 +91,10 @@ proptest! {
         prop_assert!(util::records(&out) != util::records(&export), "restore changed nothing");
         util::rollback(dir.path(), &bundle, &out, &back, &[]).ok();
         assert_same_records(&back, &export, "restore then rollback");
+        // Rolling back again changes nothing: rollback twice is rollback once.
+        let twice = dir.join("twice.ndjson");
+        util::rollback(dir.path(), &bundle, &back, &twice, &[]).ok();
+        assert_same_records(&twice, &export, "rollback twice");
     }
 
     /// SPEC §7: a fresh bundle verifies against the export it was made from.

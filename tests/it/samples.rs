@@ -38,18 +38,39 @@ fn migrate_and_restore(name: &'static str) -> Restored {
     let bundle = dir.join("bundle");
     let out = dir.join("out.ndjson");
     util::migrate(&folder, &export, &bundle, &sample_args(name)).ok();
-    assert!(bundle.join("manifest.json").is_file(), "{name}: migrate wrote no manifest");
+    assert!(
+        bundle.join("manifest.json").is_file(),
+        "{name}: migrate wrote no manifest"
+    );
     util::restore(&folder, &bundle, &export, &out, &[]).ok();
-    Restored { name, folder, export, dir, bundle, out }
+    Restored {
+        name,
+        folder,
+        export,
+        dir,
+        bundle,
+        out,
+    }
 }
 
 fn restore_gives_expected(name: &'static str) {
     let r = migrate_and_restore(name);
-    assert_same_records(&r.out, &r.folder.join("expected.ndjson"), &format!("sample {name}: restored export"));
+    assert_same_records(
+        &r.out,
+        &r.folder.join("expected.ndjson"),
+        &format!("sample {name}: restored export"),
+    );
     let export_lines = util::lines(&r.export);
-    if export_lines.first().is_some_and(|l| l.contains("\"header\"")) {
+    if export_lines
+        .first()
+        .is_some_and(|l| l.contains("\"header\""))
+    {
         let out_lines = util::lines(&r.out);
-        assert_eq!(out_lines.first(), export_lines.first(), "sample {name}: the header is not the first line of OUT");
+        assert_eq!(
+            out_lines.first(),
+            export_lines.first(),
+            "sample {name}: the header is not the first line of OUT"
+        );
     }
 }
 
@@ -57,8 +78,18 @@ fn verify_passes(name: &'static str) {
     let folder = util::sample(name);
     let dir = Dir::new();
     let bundle = dir.join("bundle");
-    util::migrate(&folder, &folder.join("export.ndjson"), &bundle, &sample_args(name)).ok();
-    util::run(&folder, ["verify", &arg(&bundle), "--export", "export.ndjson"]).ok();
+    util::migrate(
+        &folder,
+        &folder.join("export.ndjson"),
+        &bundle,
+        &sample_args(name),
+    )
+    .ok();
+    util::run(
+        &folder,
+        ["verify", &arg(&bundle), "--export", "export.ndjson"],
+    )
+    .ok();
     util::run(&folder, ["verify", &arg(&bundle)]).ok();
 }
 
@@ -74,8 +105,14 @@ fn second_migration_changes_nothing(name: &'static str) {
         changes.len(),
         util::canonical(&changes[0])
     );
-    let inspect = util::run(&r.folder, ["inspect", "--json", &arg(&again)]).ok().json();
-    assert_eq!(inspect["manifest"]["counts"]["changes"], 0, "sample {}: inspect --json of the second bundle", r.name);
+    let inspect = util::run(&r.folder, ["inspect", "--json", &arg(&again)])
+        .ok()
+        .json();
+    assert_eq!(
+        inspect["manifest"]["counts"]["changes"], 0,
+        "sample {}: inspect --json of the second bundle",
+        r.name
+    );
 }
 
 fn restore_twice_is_restore_once(name: &'static str) {
@@ -83,9 +120,21 @@ fn restore_twice_is_restore_once(name: &'static str) {
     let twice = r.dir.join("twice.ndjson");
     let out = util::restore(&r.folder, &r.bundle, &r.out, &twice, &["--json"]).ok();
     let summary = out.json();
-    assert_eq!(summary["applied"], 0, "sample {}: restoring again applied changes: {summary}", r.name);
-    assert_eq!(summary["already_applied"], summary["changes"], "sample {}: {summary}", r.name);
-    assert_same_records(&twice, &r.out, &format!("sample {}: restored twice vs once", r.name));
+    assert_eq!(
+        summary["applied"], 0,
+        "sample {}: restoring again applied changes: {summary}",
+        r.name
+    );
+    assert_eq!(
+        summary["already_applied"], summary["changes"],
+        "sample {}: {summary}",
+        r.name
+    );
+    assert_same_records(
+        &twice,
+        &r.out,
+        &format!("sample {}: restored twice vs once", r.name),
+    );
 }
 
 fn rollback_gives_export(name: &'static str) {
@@ -104,12 +153,28 @@ fn fails_as_expected(name: &'static str) {
         .and_then(|l| l.trim().strip_prefix("exit "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("sample {name}: the first line of expect is not `exit N`"));
-    let needle = lines.next().unwrap_or_else(|| panic!("sample {name}: expect has no second line"));
+    let needle = lines
+        .next()
+        .unwrap_or_else(|| panic!("sample {name}: expect has no second line"));
     let dir = Dir::new();
     let bundle = dir.join("bundle");
-    util::migrate(&folder, &folder.join("export.ndjson"), &bundle, &sample_args(name)).code(code).stderr_has(needle);
-    assert!(!bundle.exists(), "sample {name}: the bundle exists after a failed migrate");
-    assert_eq!(dir.names(), Vec::<String>::new(), "sample {name}: a failed migrate left files behind");
+    util::migrate(
+        &folder,
+        &folder.join("export.ndjson"),
+        &bundle,
+        &sample_args(name),
+    )
+    .code(code)
+    .stderr_has(needle);
+    assert!(
+        !bundle.exists(),
+        "sample {name}: the bundle exists after a failed migrate"
+    );
+    assert_eq!(
+        dir.names(),
+        Vec::<String>::new(),
+        "sample {name}: a failed migrate left files behind"
+    );
     // The dry run fails the same way.
     let mut plan = vec!["plan".to_string(), "export.ndjson".into()];
     plan.extend(sample_args(name));

@@ -67,8 +67,9 @@ impl Out {
     /// Parses stdout as JSON.
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("`{}`: stdout is not JSON ({e})\n{}", self.what, self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("`{}`: stdout is not JSON ({e})\n{}", self.what, self.stdout)
+        })
     }
 }
 
@@ -78,17 +79,27 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    let args: Vec<std::ffi::OsString> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
     let what = format!(
         "lookmig {}",
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut cmd = assert_cmd::Command::cargo_bin("lookmig").expect("the lookmig binary is built");
-    cmd.current_dir(cwd).args(&args).timeout(Duration::from_secs(120));
+    cmd.current_dir(cwd)
+        .args(&args)
+        .timeout(Duration::from_secs(120));
     if let Some(input) = stdin {
         cmd.write_stdin(input);
     }
-    let output = cmd.output().unwrap_or_else(|e| panic!("`{what}`: cannot run ({e})"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("`{what}`: cannot run ({e})"));
     Out {
         what,
         code: output.status.code().unwrap_or(-1),
@@ -113,7 +124,12 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Dir {
-        Dir { tmp: tempfile::Builder::new().prefix("lookmig-test-").tempdir().expect("a temporary directory") }
+        Dir {
+            tmp: tempfile::Builder::new()
+                .prefix("lookmig-test-")
+                .tempdir()
+                .expect("a temporary directory"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -135,7 +151,8 @@ impl Dir {
     /// Copies a file into the directory and returns its new path.
     pub fn copy(&self, from: &Path, name: &str) -> PathBuf {
         let p = self.join(name);
-        std::fs::copy(from, &p).unwrap_or_else(|e| panic!("{} -> {}: {e}", from.display(), p.display()));
+        std::fs::copy(from, &p)
+            .unwrap_or_else(|e| panic!("{} -> {}: {e}", from.display(), p.display()));
         p
     }
 
@@ -178,14 +195,28 @@ pub fn migrate(cwd: &Path, export: &Path, bundle: &Path, extra: &[String]) -> Ou
 
 /// `lookmig restore BUNDLE --onto EXPORT -o OUT ARGS…`, run in `cwd`.
 pub fn restore(cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&str]) -> Out {
-    let mut a = vec!["restore".to_string(), arg(bundle), "--onto".into(), arg(onto), "-o".into(), arg(out)];
+    let mut a = vec![
+        "restore".to_string(),
+        arg(bundle),
+        "--onto".into(),
+        arg(onto),
+        "-o".into(),
+        arg(out),
+    ];
     a.extend(extra.iter().map(|s| s.to_string()));
     run(cwd, a)
 }
 
 /// `lookmig rollback BUNDLE --onto EXPORT -o OUT ARGS…`, run in `cwd`.
 pub fn rollback(cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&str]) -> Out {
-    let mut a = vec!["rollback".to_string(), arg(bundle), "--onto".into(), arg(onto), "-o".into(), arg(out)];
+    let mut a = vec![
+        "rollback".to_string(),
+        arg(bundle),
+        "--onto".into(),
+        arg(onto),
+        "-o".into(),
+        arg(out),
+    ];
     a.extend(extra.iter().map(|s| s.to_string()));
     run(cwd, a)
 }
@@ -194,7 +225,8 @@ pub fn rollback(cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&st
 pub fn read_decoded(path: &Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if bytes.starts_with(&ZSTD_MAGIC) {
-        zstd::decode_all(&bytes[..]).unwrap_or_else(|e| panic!("{}: not valid zstd ({e})", path.display()))
+        zstd::decode_all(&bytes[..])
+            .unwrap_or_else(|e| panic!("{}: not valid zstd ({e})", path.display()))
     } else {
         bytes
     }
@@ -208,12 +240,14 @@ pub fn compress(bytes: &[u8]) -> Vec<u8> {
 /// The non-blank lines of an NDJSON file (plain or zstd), each parsed as JSON.
 pub fn values(path: &Path) -> Vec<Value> {
     let bytes = read_decoded(path);
-    let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{}: not UTF-8 ({e})", path.display()));
+    let text =
+        String::from_utf8(bytes).unwrap_or_else(|e| panic!("{}: not UTF-8 ({e})", path.display()));
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {l}", path.display(), i + 1))
         })
         .collect()
 }
@@ -334,7 +368,8 @@ pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     names(dir)
         .into_iter()
         .map(|n| {
-            let bytes = std::fs::read(dir.join(&n)).unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()));
+            let bytes = std::fs::read(dir.join(&n))
+                .unwrap_or_else(|e| panic!("{}/{n}: {e}", dir.display()));
             (n, bytes)
         })
         .collect()
@@ -352,5 +387,28 @@ pub fn lines(path: &Path) -> Vec<String> {
 /// The SHA-256 of some bytes, in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn canonical_sorts_keys_at_every_depth() {
+    let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"y":1,"x":2}],"c":"s"}}"#).unwrap();
+    assert_eq!(
+        canonical(&a),
+        r#"{"a":{"c":"s","d":[{"x":2,"y":1}]},"b":1}"#
+    );
+}
+
+#[test]
+fn records_tell_different_exports_apart() {
+    let s = sample("01-legacy-dashboard");
+    assert_ne!(
+        records(&s.join("export.ndjson")),
+        records(&s.join("expected.ndjson"))
+    );
+    let (only_a, only_b) = multiset_difference(&["x".into(), "x".into()], &["x".into()]);
+    assert_eq!((only_a, only_b), (vec!["x".to_string()], vec![]));
 }

@@ -1,0 +1,188 @@
+//! An external sort of (key, line) pairs, so that the change set and the id map of a catalog of
+//! any size are written in their sorted order with bounded memory: pairs collect in one arena
+//! until it is full, then go to disk as a sorted run; [`Sorter::finish`] merges the runs.
+
+use anyhow::{Context, Result};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+
+/// Bytes of pairs held in memory before a run is written.
+pub const DEFAULT_LIMIT: usize = 32 << 20;
+
+/// Collects pairs and gives them back sorted by key (keys are compared as bytes).
+pub struct Sorter {
+    arena: Vec<u8>,
+    /// (offset, key length, line length) into `arena`.
+    index: Vec<(usize, u32, u32)>,
+    limit: usize,
+    runs: Vec<File>,
+    count: u64,
+}
+
+impl Sorter {
+    /// A sorter that spills past `limit` bytes.
+    pub fn new(limit: usize) -> Sorter {
+        Sorter {
+            arena: Vec::new(),
+            index: Vec::new(),
+            limit,
+            runs: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds one pair.
+    pub fn push(&mut self, key: &[u8], line: &[u8]) -> Result<()> {
+        self.index
+            .push((self.arena.len(), key.len() as u32, line.len() as u32));
+        self.arena.extend_from_slice(key);
+        self.arena.extend_from_slice(line);
+        self.count += 1;
+        if self.arena.len() + self.index.len() * 16 >= self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// How many pairs were pushed.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// True when nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn sort_index(&mut self) {
+        let arena = &self.arena;
+        let key = |&(o, k, _): &(usize, u32, u32)| &arena[o..o + k as usize];
+        self.index.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.sort_index();
+        let file = tempfile::tempfile()
+            .context("creating a temporary file for sorting (is TMPDIR full?)")?;
+        let mut w = BufWriter::with_capacity(1 << 20, &file);
+        for &(o, k, l) in &self.index {
+            w.write_all(&k.to_le_bytes())?;
+            w.write_all(&l.to_le_bytes())?;
+            w.write_all(&self.arena[o..o + k as usize + l as usize])?;
+        }
+        w.flush().context("writing a sort run (is TMPDIR full?)")?;
+        drop(w);
+        self.runs.push(file);
+        self.arena.clear();
+        self.index.clear();
+        Ok(())
+    }
+
+    /// Calls `f(key, line)` for every pair in key order.
+    pub fn finish(mut self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        if self.runs.is_empty() {
+            self.sort_index();
+            for &(o, k, l) in &self.index {
+                let k = k as usize;
+                f(
+                    &self.arena[o..o + k],
+                    &self.arena[o + k..o + k + l as usize],
+                )?;
+            }
+            return Ok(());
+        }
+        if !self.index.is_empty() {
+            self.spill()?;
+        }
+        let mut readers: Vec<Run> = Vec::with_capacity(self.runs.len());
+        for mut file in std::mem::take(&mut self.runs) {
+            use std::io::Seek;
+            file.rewind()?;
+            readers.push(Run {
+                r: BufReader::with_capacity(256 << 10, file),
+                key: Vec::new(),
+                line: Vec::new(),
+            });
+        }
+        let mut heap = BinaryHeap::new();
+        for (i, r) in readers.iter_mut().enumerate() {
+            if r.next()? {
+                heap.push(Reverse((r.key.clone(), i)));
+            }
+        }
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let r = &mut readers[i];
+            f(&r.key, &r.line)?;
+            if r.next()? {
+                heap.push(Reverse((r.key.clone(), i)));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    r: BufReader<File>,
+    key: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl Run {
+    fn next(&mut self) -> Result<bool> {
+        let mut lens = [0u8; 8];
+        match self.r.read_exact(&mut lens) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e).context("reading a sort run"),
+        }
+        let k = u32::from_le_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
+        let l = u32::from_le_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
+        self.key.resize(k, 0);
+        self.line.resize(l, 0);
+        self.r
+            .read_exact(&mut self.key)
+            .context("reading a sort run")?;
+        self.r
+            .read_exact(&mut self.line)
+            .context("reading a sort run")?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sorted(pairs: &[(Vec<u8>, Vec<u8>)], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut s = Sorter::new(limit);
+        for (k, l) in pairs {
+            s.push(k, l).unwrap();
+        }
+        let mut out = Vec::new();
+        s.finish(|k, l| {
+            out.push((k.to_vec(), l.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn spilling_gives_the_same_order_as_sorting_in_memory(
+            pairs in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..6), proptest::collection::vec(any::<u8>(), 0..20)), 0..300),
+            limit in 40usize..400,
+        ) {
+            // Unique keys, as the change set has.
+            let mut seen = std::collections::HashSet::new();
+            let pairs: Vec<_> = pairs.into_iter().filter(|p| seen.insert(p.0.clone())).collect();
+            let mut want = pairs.clone();
+            want.sort();
+            prop_assert_eq!(sorted(&pairs, limit), want.clone());
+            prop_assert_eq!(sorted(&pairs, usize::MAX), want);
+        }
+    }
+}
