@@ -139,12 +139,17 @@ impl Groups {
 
     /// Group index and rank of a participating subject of a multi-version group.
     pub fn member(&self, s: &Subject) -> Option<(usize, usize)> {
-        let is_column = match s.otype.as_str() {
+        self.member_of(&s.otype, s.oid)
+    }
+
+    /// [`Groups::member`] of an (otype, oid) pair.
+    pub fn member_of(&self, otype: &str, oid: i64) -> Option<(usize, usize)> {
+        let is_column = match otype {
             REPORT => false,
             COLUMN => true,
             _ => return None,
         };
-        self.members.get(&(is_column, s.oid)).copied()
+        self.members.get(&(is_column, oid)).copied()
     }
 }
 

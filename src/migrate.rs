@@ -14,13 +14,14 @@ use crate::groups::{self, ColumnInfo, Groups, IdMapLine, ReportInfo, COLUMN, REP
 use crate::input::{Input, Line};
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
-use crate::record::{instant, parse_line, FieldDef, Kind, Record, SeenKeys};
+use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record, SeenKeys};
 use crate::refs::{self, Fields};
 use crate::report::{Report, Skipped};
 use crate::sort::Sorter;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -210,86 +211,116 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
         if batch.is_empty() {
             break;
         }
-        let parsed: Vec<Result<(Record, u128), String>> = batch
+        let parsed: Vec<Result<Scanned, String>> = batch
             .par_iter()
             .map(|l| {
-                let rec = parse_line(&l.bytes)?;
-                let h = SeenKeys::hash(rec.kind_name(), &rec.key());
-                Ok((rec, h))
+                let p = Probe::parse(&l.bytes)?;
+                Ok(Scanned {
+                    hash: SeenKeys::hash(&p.kind_name, &p.key()),
+                    kept: keep(&p),
+                    probe_kind: p.kind,
+                    other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
+                })
             })
             .collect();
         for (line, p) in batch.iter().zip(parsed) {
             s.lines = line.no;
             let first = !first_seen_kind;
             first_seen_kind = true;
-            let (rec, h) = match p {
+            let scanned = match p {
                 Ok(ok) => ok,
                 Err(e) => {
                     bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
                     continue;
                 }
             };
-            if rec.kind == Kind::Header && !first {
-                bad_line(
-                    input,
-                    opts,
-                    &mut s.skipped,
-                    &mut s.bad_lines,
-                    line,
-                    "a header must be the first line".into(),
-                )?;
+            if scanned.probe_kind == Kind::Header && !first {
+                let e = "a header must be the first line".to_string();
+                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
                 continue;
             }
-            if !seen.insert(h) {
+            if !seen.insert(scanned.hash) {
+                let p = Probe::parse(&line.bytes).expect("parsed once already");
                 let msg = format!(
                     "duplicate record key: {} {:?} occurs on an earlier line",
-                    rec.kind_name(),
-                    rec.key()
+                    p.kind_name,
+                    p.key()
                 );
                 bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, msg)?;
                 continue;
             }
-            *s.by_kind.entry(rec.kind_name().to_string()).or_default() += 1;
-            keep(&mut s, rec);
+            match scanned.other_kind {
+                Some(k) => *s.by_kind.entry(k).or_default() += 1,
+                None => {
+                    *s.by_kind
+                        .entry(scanned.probe_kind.name().to_string())
+                        .or_default() += 1
+                }
+            }
+            match scanned.kept {
+                Kept::Nothing => {}
+                Kept::Server(id, t) => {
+                    s.servers.insert(id, t);
+                }
+                Kept::Field(id, def) => s.fields.insert(id, def),
+                Kept::Report(r) => s.reports.push(r),
+                Kept::Column(c) => s.columns.push(c),
+            }
         }
         progress.add(batch.len() as u64);
     }
     Ok(s)
 }
 
-/// Keeps what §2–§3 need of one record.
-fn keep(s: &mut Scan, rec: Record) {
-    match rec.kind {
-        Kind::BiServer => {
-            s.servers.insert(
-                rec.int("id").unwrap_or_default(),
-                rec.str("type").unwrap_or("").to_string(),
-            );
-        }
-        Kind::CustomField => s.fields.insert(
-            rec.int("id").unwrap_or_default(),
+/// What the first pass learnt from one line.
+struct Scanned {
+    hash: u128,
+    probe_kind: Kind,
+    /// The `kind` string of a kind the SPEC does not name.
+    other_kind: Option<String>,
+    kept: Kept,
+}
+
+/// What §2–§3 need of one record.
+enum Kept {
+    Nothing,
+    Server(i64, String),
+    Field(i64, FieldDef),
+    Report(ReportInfo),
+    Column(ColumnInfo),
+}
+
+fn keep(p: &Probe) -> Kept {
+    let r = &p.raw;
+    let int = |v| p.int(v).unwrap_or_default();
+    let string = |v: Option<&RawValue>| v.and_then(raw_str).map(|s| s.into_owned());
+    let deleted = r.deleted.is_some_and(|d| d.get() == "true");
+    match p.kind {
+        Kind::BiServer => Kept::Server(int(r.id), string(r.r#type).unwrap_or_default()),
+        Kind::CustomField => Kept::Field(
+            int(r.id),
             FieldDef {
-                field_type: rec.str("field_type").unwrap_or("").into(),
-                allow_multiple: rec.flag("allow_multiple"),
+                field_type: string(r.field_type).unwrap_or_default(),
+                allow_multiple: r.allow_multiple.is_some_and(|d| d.get() == "true"),
             },
         ),
-        Kind::BiReport => s.reports.push(ReportInfo {
-            oid: rec.int("oid").unwrap_or_default(),
-            server_id: rec.int("server_id").unwrap_or_default(),
-            external_id: rec.str("external_id").unwrap_or("").into(),
-            deleted: rec.flag("deleted"),
-            last_updated: instant(rec.obj.get("last_updated")),
-            source_url: rec.str("source_url").map(str::to_string),
+        Kind::BiReport => Kept::Report(ReportInfo {
+            oid: int(r.oid),
+            server_id: int(r.server_id),
+            external_id: string(r.external_id).unwrap_or_default(),
+            deleted,
+            last_updated: instant_str(string(r.last_updated).as_deref()),
+            source_url: string(r.source_url),
         }),
-        Kind::BiReportColumn => s.columns.push(ColumnInfo {
-            oid: rec.int("oid").unwrap_or_default(),
-            server_id: rec.int("server_id").unwrap_or_default(),
-            external_id: rec.str("external_id").unwrap_or("").into(),
-            report: rec.str("report").unwrap_or("").into(),
-            deleted: rec.flag("deleted"),
-            last_updated: instant(rec.obj.get("last_updated")),
+        Kind::BiReportColumn => Kept::Column(ColumnInfo {
+            oid: int(r.oid),
+            server_id: int(r.server_id),
+            external_id: string(r.external_id).unwrap_or_default(),
+            report: string(r.report).unwrap_or_default(),
+            deleted,
+            last_updated: instant_str(string(r.last_updated).as_deref()),
         }),
-        _ => {}
+        _ => Kept::Nothing,
     }
 }
 
@@ -327,6 +358,7 @@ fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>
 enum Decision {
     Same,
     Changes(Vec<Change>, u64),
+    Lines(Vec<RawChange>, u64),
     Member(usize, usize),
     Bad(String),
 }
@@ -365,6 +397,16 @@ fn change(
                 Decision::Same => {}
                 Decision::Changes(c, n) => {
                     push_changes(&mut changes, &c, &mut report.counts)?;
+                    report.counts.references_repaired += n;
+                }
+                Decision::Lines(c, n) => {
+                    for rc in c {
+                        changes.push(&rc.sort, &rc.line)?;
+                        match rc.op {
+                            Op::Put => report.counts.changes_put += 1,
+                            Op::Delete => report.counts.changes_delete += 1,
+                        }
+                    }
                     report.counts.references_repaired += n;
                 }
                 Decision::Member(g, rank) => {
@@ -540,53 +582,157 @@ fn delete(prior: &Record) -> Change {
 
 /// Decides what happens to one line in the second pass.
 fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
-    let rec = match parse_line(&line.bytes) {
-        Ok(r) => r,
+    let p = match Probe::parse(&line.bytes) {
+        Ok(p) => p,
         Err(e) => return Decision::Bad(e),
     };
-    if rec.kind == Kind::FieldValue {
-        if let Some(def) = rec.int("field_id").and_then(|id| fields.get(id)) {
-            if let Err(e) = def.check_value(&rec.obj["value"]) {
+    let r = &p.raw;
+    if p.kind == Kind::FieldValue {
+        if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
+            if let Err(e) = def.check_raw(r.value.expect("validated")) {
                 return Decision::Bad(e);
             }
         }
     }
-    match rec.kind {
+    match p.kind {
         Kind::BiReport | Kind::BiReportColumn => {
-            let (otype, is_col) = if rec.kind == Kind::BiReport {
+            let (otype, is_col) = if p.kind == Kind::BiReport {
                 (REPORT, false)
             } else {
                 (COLUMN, true)
             };
-            let oid = rec.int("oid").unwrap_or_default();
+            let oid = p.int(r.oid).unwrap_or_default();
             if groups.refs.get(otype, oid).is_some() {
-                return Decision::Changes(vec![delete(&rec)], 0);
+                return Decision::Lines(vec![raw_change(&p, None)], 0);
             }
             match groups.rekey.get(&(is_col, oid)) {
                 Some(k) => {
-                    let mut after = rec.clone();
-                    after
-                        .obj
-                        .insert("external_id".into(), Value::String(k.external_id.clone()));
-                    if let Some(r) = &k.report {
-                        after.obj.insert("report".into(), Value::String(r.clone()));
+                    let mut edits = vec![(
+                        r.external_id.expect("validated"),
+                        json_string(&k.external_id),
+                    )];
+                    if let Some(report) = &k.report {
+                        edits.push((r.report.expect("validated"), json_string(report)));
                     }
-                    Decision::Changes(vec![put(Some(&rec), &after)], 0)
+                    Decision::Lines(vec![raw_change(&p, Some(&splice(&p, edits)))], 0)
                 }
                 None => Decision::Same,
             }
         }
         _ => {
-            if let Some((g, rank)) = rec.subject().and_then(|s| groups.member(&s)) {
+            if let Some((g, rank)) = p
+                .subject()
+                .and_then(|(otype, oid)| groups.member_of(&otype, oid))
+            {
                 return Decision::Member(g, rank);
             }
-            let mut after = rec.clone();
-            match refs::repair(&mut after, fields, &groups.refs) {
-                0 => Decision::Same,
-                n => Decision::Changes(vec![put(Some(&rec), &after)], n),
+            if groups.refs.is_empty() {
+                return Decision::Same;
+            }
+            // Rich text in one string field: rewritten in place, the rest of the line kept.
+            let rich = match p.kind {
+                Kind::FieldValue => match p.int(r.field_id).and_then(|id| fields.get(id)) {
+                    Some(def) if def.field_type == "RICH_TEXT" => r.value,
+                    Some(def)
+                        if def.field_type == "OBJECT_SET"
+                            && memchr::memmem::find(
+                                r.value.expect("validated").get().as_bytes(),
+                                b"bi_report",
+                            )
+                            .is_some() =>
+                    {
+                        return full_repair(line, fields, groups);
+                    }
+                    _ => None,
+                },
+                Kind::Article => r.body,
+                Kind::TrustFlag => r.reason,
+                Kind::Conversation => return full_repair(line, fields, groups),
+                _ => None,
+            };
+            let Some(text) = rich.and_then(raw_str) else {
+                return Decision::Same;
+            };
+            match refs::rewrite_rich(&text, &groups.refs) {
+                Some((new, n)) => {
+                    let record = splice(&p, vec![(rich.expect("some"), json_string(&new))]);
+                    Decision::Lines(vec![raw_change(&p, Some(&record))], n)
+                }
+                None => Decision::Same,
             }
         }
     }
+}
+
+/// The Value route, for records whose repair is not one string: conversations' posts and
+/// object sets that name reports.
+fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+    let rec = match parse_line(&line.bytes) {
+        Ok(r) => r,
+        Err(e) => return Decision::Bad(e),
+    };
+    let mut after = rec.clone();
+    match refs::repair(&mut after, fields, &groups.refs) {
+        0 => Decision::Same,
+        n => Decision::Changes(vec![put(Some(&rec), &after)], n),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serialises")
+}
+
+/// The line with some of its raw values replaced; every other byte stays as it was.
+fn splice(p: &Probe, mut edits: Vec<(&RawValue, String)>) -> Vec<u8> {
+    let base = p.line.as_ptr() as usize;
+    edits.sort_by_key(|(raw, _)| raw.get().as_ptr() as usize);
+    let mut out = Vec::with_capacity(p.line.len() + 64);
+    let mut at = 0;
+    for (raw, new) in edits {
+        let start = raw.get().as_ptr() as usize - base;
+        out.extend_from_slice(&p.line[at..start]);
+        out.extend_from_slice(new.as_bytes());
+        at = start + raw.get().len();
+    }
+    out.extend_from_slice(&p.line[at..]);
+    out
+}
+
+/// A change line built from the original bytes (the prior) and the new bytes (the record, or
+/// a delete when None), with its sort key (kind, key).
+fn raw_change(p: &Probe, record: Option<&[u8]>) -> RawChange {
+    let key = p.key();
+    let mut sort = Vec::with_capacity(p.kind_name.len() + 1 + key.len());
+    sort.extend_from_slice(p.kind_name.as_bytes());
+    sort.push(0);
+    sort.extend_from_slice(key.as_bytes());
+    let op = if record.is_some() {
+        Op::Put
+    } else {
+        Op::Delete
+    };
+    let mut line = Vec::with_capacity(p.line.len() * 2 + 64);
+    line.extend_from_slice(if record.is_some() {
+        b"{\"op\":\"put\",\"kind\":"
+    } else {
+        b"{\"op\":\"delete\",\"kind\":"
+    });
+    line.extend_from_slice(json_string(&p.kind_name).as_bytes());
+    line.extend_from_slice(b",\"key\":");
+    line.extend_from_slice(json_string(&key).as_bytes());
+    line.extend_from_slice(b",\"prior\":");
+    line.extend_from_slice(p.line.trim_ascii());
+    line.extend_from_slice(b",\"record\":");
+    line.extend_from_slice(record.map_or(&b"null"[..], |r| r.trim_ascii()));
+    line.push(b'}');
+    RawChange { sort, line, op }
+}
+
+/// A change already serialised, with its sort key.
+struct RawChange {
+    sort: Vec<u8>,
+    line: Vec<u8>,
+    op: Op,
 }
 
 /// A progress bar on stderr while a terminal watches; nothing otherwise.

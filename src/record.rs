@@ -4,7 +4,9 @@
 //! Parsing and validation live here, in one place, so that migrate, restore and verify agree on
 //! what a malformed line is.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// The kinds the SPEC names; everything else is [`Kind::Other`] and passes through.
@@ -26,6 +28,25 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The `kind` string of a named kind ("" for [`Kind::Other`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Header => "header",
+            Kind::BiServer => "bi_server",
+            Kind::BiFolder => "bi_folder",
+            Kind::BiReport => "bi_report",
+            Kind::BiReportColumn => "bi_report_column",
+            Kind::CustomField => "custom_field",
+            Kind::FieldValue => "field_value",
+            Kind::TrustFlag => "trust_flag",
+            Kind::Tag => "tag",
+            Kind::Star => "star",
+            Kind::Article => "article",
+            Kind::Conversation => "conversation",
+            Kind::Other => "",
+        }
+    }
+
     /// The kind for a `kind` string.
     pub fn from_name(name: &str) -> Kind {
         match name {
@@ -203,25 +224,105 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// Parses and validates one line (SPEC §1). The error says what is wrong, without the location,
-/// which the caller knows.
+/// Parses and validates one line (SPEC §1) into a full record. The error says what is wrong,
+/// without the location, which the caller knows.
 pub fn parse_line(bytes: &[u8]) -> Result<Record, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 ({e})"))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("malformed JSON ({e})"))?;
+    let probe = Probe::parse(bytes)?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON ({e})"))?;
     let Value::Object(obj) = value else {
         return Err("not a JSON object".into());
     };
-    let kind = match obj.get("kind") {
-        Some(Value::String(k)) => Kind::from_name(k),
-        Some(_) => return Err("`kind` is not a string".into()),
-        None => return Err("missing `kind`".into()),
-    };
-    let rec = Record { kind, obj };
-    validate(&rec)?;
-    Ok(rec)
+    Ok(Record {
+        kind: probe.kind,
+        obj,
+    })
+}
+
+/// Deserialises a field as its raw JSON text, keeping `null` apart from absent.
+fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// The named fields of a line as raw JSON slices of it, everything else skipped: enough to
+/// validate a line and find its key without building a JSON tree. Absent is None; `null` is
+/// `Some("null")`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct RawFields<'a> {
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub kind: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub format: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub version: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub r#type: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub title: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub uri: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub oid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub server_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub external_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub deleted: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub last_updated: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub created_at: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub source_url: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub report: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub field_type: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub allow_multiple: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub field_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub subject: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub ts_updated: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub flag_type: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub user_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub reason: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub ts_created: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub body: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    pub posts: Option<&'a RawValue>,
+}
+
+/// A validated line, read only as far as its key and the named fields.
+#[derive(Debug)]
+pub struct Probe<'a> {
+    /// The kind, or [`Kind::Other`].
+    pub kind: Kind,
+    /// The `kind` string.
+    pub kind_name: Cow<'a, str>,
+    /// The named fields, as raw JSON.
+    pub raw: RawFields<'a>,
+    /// The line itself.
+    pub line: &'a [u8],
 }
 
 /// Field type expectations for validation.
+#[derive(Clone, Copy)]
 enum Ty {
     Int,
     Str,
@@ -230,67 +331,69 @@ enum Ty {
     Array,
 }
 
-fn check(rec: &Record, field: &str, ty: Ty, required: bool) -> Result<(), String> {
-    let v = match rec.obj.get(field) {
-        None => {
-            return if required {
-                Err(format!("missing required field `{field}`"))
-            } else {
-                Ok(())
-            };
-        }
-        Some(Value::Null) if !required => return Ok(()),
+/// A borrowed subject, as read from raw JSON.
+#[derive(serde::Deserialize)]
+struct RawSubject<'a> {
+    #[serde(borrow)]
+    otype: Cow<'a, str>,
+    oid: i64,
+}
+
+/// Reads an integer from raw JSON text (an integer literal that fits i64).
+pub fn raw_int(r: &RawValue) -> Option<i64> {
+    r.get().parse::<i64>().ok()
+}
+
+/// Reads a string from raw JSON text.
+pub fn raw_str(r: &RawValue) -> Option<Cow<'_, str>> {
+    if r.get().starts_with('"') {
+        serde_json::from_str(r.get()).ok()
+    } else {
+        None
+    }
+}
+
+/// Reads a subject `{"otype", "oid"}` from raw JSON text.
+pub fn raw_subject(r: &RawValue) -> Option<(Cow<'_, str>, i64)> {
+    if !r.get().starts_with('{') {
+        return None;
+    }
+    let s: RawSubject = serde_json::from_str(r.get()).ok()?;
+    Some((s.otype, s.oid))
+}
+
+fn ty_ok(r: &RawValue, ty: Ty) -> bool {
+    let t = r.get();
+    match ty {
+        Ty::Int => raw_int(r).is_some(),
+        Ty::Str => t.starts_with('"'),
+        Ty::Bool => t == "true" || t == "false",
+        Ty::Subject => raw_subject(r).is_some(),
+        Ty::Array => t.starts_with('['),
+    }
+}
+
+fn check(name: &str, v: Option<&RawValue>, ty: Ty, required: bool) -> Result<(), String> {
+    let v = match v {
+        None if required => return Err(format!("missing required field `{name}`")),
+        None => return Ok(()),
+        Some(v) if !required && v.get() == "null" => return Ok(()),
         Some(v) => v,
     };
-    let ok = match ty {
-        Ty::Int => v.is_i64() || v.is_u64() && v.as_i64().is_some(),
-        Ty::Str => v.is_string(),
-        Ty::Bool => v.is_boolean(),
-        Ty::Subject => Subject::from_value(v).is_some(),
-        Ty::Array => v.is_array(),
+    if ty_ok(v, ty) {
+        return Ok(());
+    }
+    let want = match ty {
+        Ty::Int => "an integer",
+        Ty::Str => "a string",
+        Ty::Bool => "true or false",
+        Ty::Subject => "a subject {\"otype\": string, \"oid\": integer}",
+        Ty::Array => "a list",
     };
-    if ok {
-        Ok(())
-    } else {
-        let want = match ty {
-            Ty::Int => "an integer",
-            Ty::Str => "a string",
-            Ty::Bool => "true or false",
-            Ty::Subject => "a subject {\"otype\": string, \"oid\": integer}",
-            Ty::Array => "a list",
-        };
-        Err(format!(
-            "field `{field}` must be {want}, found {}",
-            short(v)
-        ))
-    }
-}
-
-/// A value shortened for messages.
-pub fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        let mut end = 77;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}...", &s[..end])
-    } else {
-        s
-    }
-}
-
-fn one_of(rec: &Record, field: &str, allowed: &[&str]) -> Result<(), String> {
-    let v = rec.str(field).unwrap_or("");
-    if allowed.contains(&v) {
-        Ok(())
-    } else {
-        Err(format!(
-            "field `{field}` must be one of {}, found {}",
-            allowed.join(", "),
-            short(&rec.obj[field])
-        ))
-    }
+    Err(format!(
+        "field `{name}` must be {want}, found {}",
+        short_raw(v.get())
+    ))
 }
 
 /// Custom field types of SPEC §1.
@@ -303,121 +406,241 @@ pub const FIELD_TYPES: [&str; 6] = [
     "OBJECT_SET",
 ];
 
-fn validate(rec: &Record) -> Result<(), String> {
-    use Ty::*;
-    let timestamps =
-        |rec: &Record, fields: &[&str]| fields.iter().try_for_each(|f| check(rec, f, Str, false));
-    match rec.kind {
-        Kind::Header => {
-            if rec.str("format") != Some("catalog-export") {
-                return Err("header `format` must be \"catalog-export\"".into());
+/// A value shortened for messages.
+pub fn short(v: &Value) -> String {
+    short_raw(&v.to_string())
+}
+
+fn short_raw(s: &str) -> String {
+    if s.len() > 80 {
+        let mut end = 77;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &s[..end])
+    } else {
+        s.to_string()
+    }
+}
+
+fn one_of(name: &str, v: Option<&RawValue>, allowed: &[&str]) -> Result<(), String> {
+    match v.and_then(raw_str) {
+        Some(s) if allowed.contains(&s.as_ref()) => Ok(()),
+        _ => Err(format!(
+            "field `{name}` must be one of {}, found {}",
+            allowed.join(", "),
+            v.map_or("nothing".into(), |v| short_raw(v.get()))
+        )),
+    }
+}
+
+/// A post of a conversation, for validation.
+#[derive(serde::Deserialize)]
+struct RawPost<'a> {
+    #[serde(default, borrow, deserialize_with = "raw")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    user_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    text: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    ts_created: Option<&'a RawValue>,
+}
+
+impl<'a> Probe<'a> {
+    /// Parses and validates a line (SPEC §1) without building a JSON tree.
+    pub fn parse(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 ({e})"))?;
+        let trimmed = text.trim_start();
+        if !trimmed.starts_with('{') {
+            // Tell "not an object" apart from broken JSON.
+            return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Err("not a JSON object".into()),
+                Err(e) => Err(format!("malformed JSON ({e})")),
+            };
+        }
+        let raw: RawFields =
+            serde_json::from_str(text).map_err(|e| format!("malformed JSON ({e})"))?;
+        let kind_name = match raw.kind {
+            None => return Err("missing `kind`".into()),
+            Some(k) => raw_str(k).ok_or("`kind` is not a string")?,
+        };
+        let p = Probe {
+            kind: Kind::from_name(&kind_name),
+            kind_name,
+            raw,
+            line: bytes,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        use Ty::*;
+        let r = &self.raw;
+        match self.kind {
+            Kind::Header => {
+                if r.format.and_then(raw_str).as_deref() != Some("catalog-export") {
+                    return Err("header `format` must be \"catalog-export\"".into());
+                }
+                match r.version {
+                    Some(v) if raw_int(v) == Some(1) => {}
+                    Some(v) => return Err(format!(
+                        "export format version {} is not supported (this lookmig reads version 1)",
+                        short_raw(v.get())
+                    )),
+                    None => return Err("header without `version`".into()),
+                }
             }
-            match rec.obj.get("version") {
-                Some(v) if v.as_i64() == Some(1) => {}
+            Kind::BiServer => {
+                check("id", r.id, Int, true)?;
+                check("type", r.r#type, Str, true)?;
+                check("title", r.title, Str, false)?;
+                check("uri", r.uri, Str, false)?;
+            }
+            Kind::BiFolder => {
+                check("oid", r.oid, Int, true)?;
+                check("server_id", r.server_id, Int, true)?;
+                check("external_id", r.external_id, Str, true)?;
+            }
+            Kind::BiReport | Kind::BiReportColumn => {
+                check("oid", r.oid, Int, true)?;
+                check("server_id", r.server_id, Int, true)?;
+                check("external_id", r.external_id, Str, true)?;
+                check("deleted", r.deleted, Bool, false)?;
+                check("last_updated", r.last_updated, Str, false)?;
+                check("created_at", r.created_at, Str, false)?;
+                if self.kind == Kind::BiReportColumn {
+                    check("report", r.report, Str, true)?;
+                } else {
+                    check("source_url", r.source_url, Str, false)?;
+                }
+            }
+            Kind::CustomField => {
+                check("id", r.id, Int, true)?;
+                check("field_type", r.field_type, Str, true)?;
+                one_of("field_type", r.field_type, &FIELD_TYPES)?;
+                check("allow_multiple", r.allow_multiple, Bool, false)?;
+            }
+            Kind::FieldValue => {
+                check("field_id", r.field_id, Int, true)?;
+                check("subject", r.subject, Subject, true)?;
+                if r.value.is_none() {
+                    return Err("missing required field `value`".into());
+                }
+                check("ts_updated", r.ts_updated, Str, false)?;
+            }
+            Kind::TrustFlag => {
+                check("id", r.id, Int, true)?;
+                check("flag_type", r.flag_type, Str, true)?;
+                one_of(
+                    "flag_type",
+                    r.flag_type,
+                    &["ENDORSEMENT", "WARNING", "DEPRECATION"],
+                )?;
+                check("subject", r.subject, Subject, true)?;
+                check("user_id", r.user_id, Int, true)?;
+                check("reason", r.reason, Str, false)?;
+                check("ts_created", r.ts_created, Str, false)?;
+            }
+            Kind::Tag => {
+                check("name", r.name, Str, true)?;
+                check("subject", r.subject, Subject, true)?;
+            }
+            Kind::Star => {
+                check("user_id", r.user_id, Int, true)?;
+                check("subject", r.subject, Subject, true)?;
+                check("ts_created", r.ts_created, Str, false)?;
+            }
+            Kind::Article => {
+                check("id", r.id, Int, true)?;
+                check("body", r.body, Str, true)?;
+                check("title", r.title, Str, false)?;
+            }
+            Kind::Conversation => {
+                check("id", r.id, Int, true)?;
+                check("subject", r.subject, Subject, false)?;
+                check("posts", r.posts, Array, true)?;
+                let posts: Vec<&RawValue> = serde_json::from_str(r.posts.expect("checked").get())
+                    .map_err(|e| format!("posts: {e}"))?;
+                for (i, post) in posts.into_iter().enumerate() {
+                    let p: RawPost = match post.get().starts_with('{') {
+                        true => serde_json::from_str(post.get())
+                            .map_err(|e| format!("posts[{i}]: {e}"))?,
+                        false => return Err(format!("posts[{i}] is not an object")),
+                    };
+                    let at = |e: String| format!("posts[{i}]: {e}");
+                    check("id", p.id, Int, true).map_err(at)?;
+                    check("user_id", p.user_id, Int, true).map_err(at)?;
+                    check("text", p.text, Str, true).map_err(at)?;
+                    check("ts_created", p.ts_created, Str, false).map_err(at)?;
+                }
+            }
+            Kind::Other => match r.id {
+                None => {}
+                Some(v) if v.get().starts_with('"') || raw_int(v).is_some() => {}
                 Some(v) => {
                     return Err(format!(
-                        "export format version {} is not supported (this lookmig reads version 1)",
-                        short(v)
+                        "field `id` must be an integer or a string, found {}",
+                        short_raw(v.get())
                     ))
                 }
-                None => return Err("header without `version`".into()),
-            }
+            },
         }
-        Kind::BiServer => {
-            check(rec, "id", Int, true)?;
-            check(rec, "type", Str, true)?;
-            check(rec, "title", Str, false)?;
-            check(rec, "uri", Str, false)?;
-        }
-        Kind::BiFolder => {
-            check(rec, "oid", Int, true)?;
-            check(rec, "server_id", Int, true)?;
-            check(rec, "external_id", Str, true)?;
-        }
-        Kind::BiReport | Kind::BiReportColumn => {
-            check(rec, "oid", Int, true)?;
-            check(rec, "server_id", Int, true)?;
-            check(rec, "external_id", Str, true)?;
-            check(rec, "deleted", Bool, false)?;
-            timestamps(rec, &["last_updated", "created_at"])?;
-            if rec.kind == Kind::BiReportColumn {
-                check(rec, "report", Str, true)?;
-            } else {
-                check(rec, "source_url", Str, false)?;
-            }
-        }
-        Kind::CustomField => {
-            check(rec, "id", Int, true)?;
-            check(rec, "field_type", Str, true)?;
-            one_of(rec, "field_type", &FIELD_TYPES)?;
-            check(rec, "allow_multiple", Bool, false)?;
-        }
-        Kind::FieldValue => {
-            check(rec, "field_id", Int, true)?;
-            check(rec, "subject", Subject, true)?;
-            if !rec.obj.contains_key("value") {
-                return Err("missing required field `value`".into());
-            }
-            timestamps(rec, &["ts_updated"])?;
-        }
-        Kind::TrustFlag => {
-            check(rec, "id", Int, true)?;
-            check(rec, "flag_type", Str, true)?;
-            one_of(rec, "flag_type", &["ENDORSEMENT", "WARNING", "DEPRECATION"])?;
-            check(rec, "subject", Subject, true)?;
-            check(rec, "user_id", Int, true)?;
-            check(rec, "reason", Str, false)?;
-            timestamps(rec, &["ts_created"])?;
-        }
-        Kind::Tag => {
-            check(rec, "name", Str, true)?;
-            check(rec, "subject", Subject, true)?;
-        }
-        Kind::Star => {
-            check(rec, "user_id", Int, true)?;
-            check(rec, "subject", Subject, true)?;
-            timestamps(rec, &["ts_created"])?;
-        }
-        Kind::Article => {
-            check(rec, "id", Int, true)?;
-            check(rec, "body", Str, true)?;
-            check(rec, "title", Str, false)?;
-        }
-        Kind::Conversation => {
-            check(rec, "id", Int, true)?;
-            check(rec, "subject", Subject, false)?;
-            check(rec, "posts", Array, true)?;
-            for (i, post) in rec.obj["posts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let Value::Object(p) = post else {
-                    return Err(format!("posts[{i}] is not an object"));
-                };
-                let post = Record {
-                    kind: Kind::Other,
-                    obj: p.clone(),
-                };
-                check(&post, "id", Int, true).map_err(|e| format!("posts[{i}]: {e}"))?;
-                check(&post, "user_id", Int, true).map_err(|e| format!("posts[{i}]: {e}"))?;
-                check(&post, "text", Str, true).map_err(|e| format!("posts[{i}]: {e}"))?;
-                check(&post, "ts_created", Str, false).map_err(|e| format!("posts[{i}]: {e}"))?;
-            }
-        }
-        Kind::Other => match rec.obj.get("id") {
-            None | Some(Value::String(_)) => {}
-            Some(v) if v.is_i64() || v.is_u64() => {}
-            Some(v) => {
-                return Err(format!(
-                    "field `id` must be an integer or a string, found {}",
-                    short(v)
-                ))
-            }
-        },
+        Ok(())
     }
-    Ok(())
+
+    /// An integer field.
+    pub fn int(&self, v: Option<&RawValue>) -> Option<i64> {
+        v.and_then(raw_int)
+    }
+
+    /// The top-level subject, for the kinds that may have one.
+    pub fn subject(&self) -> Option<(Cow<'_, str>, i64)> {
+        match self.kind {
+            Kind::FieldValue
+            | Kind::TrustFlag
+            | Kind::Tag
+            | Kind::Star
+            | Kind::Conversation
+            | Kind::Other => self.raw.subject.and_then(raw_subject),
+            _ => None,
+        }
+    }
+
+    /// The record key of SPEC §1; the same as [`Record::key`] of the parsed record.
+    pub fn key(&self) -> String {
+        let r = &self.raw;
+        let int = |v: Option<&RawValue>| {
+            v.and_then(raw_int)
+                .map(|i| i.to_string())
+                .unwrap_or_default()
+        };
+        let subject_key = |tail: String| match r.subject.and_then(raw_subject) {
+            Some((otype, oid)) => format!("{otype}:{oid}:{tail}"),
+            None => tail,
+        };
+        match self.kind {
+            Kind::Header => "header".into(),
+            Kind::BiServer
+            | Kind::CustomField
+            | Kind::TrustFlag
+            | Kind::Article
+            | Kind::Conversation => int(r.id),
+            Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => int(r.oid),
+            Kind::FieldValue => subject_key(int(r.field_id)),
+            Kind::Tag => subject_key(r.name.and_then(raw_str).unwrap_or_default().into_owned()),
+            Kind::Star => subject_key(int(r.user_id)),
+            Kind::Other => match r.id {
+                Some(v) if v.get().starts_with('"') => raw_str(v).unwrap_or_default().into_owned(),
+                Some(v) => int(Some(v)),
+                None => {
+                    let v: Value = serde_json::from_slice(self.line).expect("validated JSON");
+                    crate::input::sha256_bytes(canonical_json(&v).as_bytes())
+                }
+            },
+        }
+    }
 }
 
 /// A field definition: its type and whether it allows several values.
@@ -436,29 +659,36 @@ impl FieldDef {
             || (self.field_type == "OBJECT_SET" && self.allow_multiple)
     }
 
-    /// Checks a field_value's value against this field's type; null is always allowed.
-    pub fn check_value(&self, v: &Value) -> Result<(), String> {
-        let ok = match (self.field_type.as_str(), v) {
-            (_, Value::Null) => true,
-            ("TEXT" | "RICH_TEXT" | "PICKER" | "DATE", Value::String(_)) => true,
-            ("MULTI_PICKER", Value::Array(a)) => a.iter().all(Value::is_string),
-            ("OBJECT_SET", Value::Array(a)) => a.iter().all(|m| Subject::from_value(m).is_some()),
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            let want = match self.field_type.as_str() {
-                "MULTI_PICKER" => "a list of strings",
-                "OBJECT_SET" => "a list of {\"otype\", \"oid\"} objects",
-                _ => "a string",
+    /// Checks a field_value's raw value against this field's type; null is always allowed.
+    pub fn check_raw(&self, v: &RawValue) -> Result<(), String> {
+        let t = v.get();
+        let items = || serde_json::from_str::<Vec<&RawValue>>(t).ok();
+        let ok = t == "null"
+            || match self.field_type.as_str() {
+                "TEXT" | "RICH_TEXT" | "PICKER" | "DATE" => t.starts_with('"'),
+                "MULTI_PICKER" => {
+                    t.starts_with('[')
+                        && items().is_some_and(|a| a.iter().all(|i| i.get().starts_with('"')))
+                }
+                "OBJECT_SET" => {
+                    t.starts_with('[')
+                        && items().is_some_and(|a| a.iter().all(|i| raw_subject(i).is_some()))
+                }
+                _ => false,
             };
-            Err(format!(
-                "`value` of a {} field must be {want}, found {}",
-                self.field_type,
-                short(v)
-            ))
+        if ok {
+            return Ok(());
         }
+        let want = match self.field_type.as_str() {
+            "MULTI_PICKER" => "a list of strings",
+            "OBJECT_SET" => "a list of {\"otype\", \"oid\"} objects",
+            _ => "a string",
+        };
+        Err(format!(
+            "`value` of a {} field must be {want}, found {}",
+            self.field_type,
+            short_raw(t)
+        ))
     }
 }
 
@@ -561,19 +791,22 @@ mod tests {
             .contains("UTF-8"));
     }
 
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
     #[test]
     fn field_values_are_checked_against_their_type() {
         let os = FieldDef {
             field_type: "OBJECT_SET".into(),
             allow_multiple: true,
         };
-        assert!(os
-            .check_value(&serde_json::json!([{"otype":"user","oid":1}]))
-            .is_ok());
-        assert!(os.check_value(&serde_json::json!(["a"])).is_err());
+        assert!(os.check_raw(&raw(r#"[{"otype":"user","oid":1}]"#)).is_ok());
+        assert!(os.check_raw(&raw(r#"["a"]"#)).is_err());
+        assert!(os.check_raw(&raw("null")).is_ok());
         assert!(builtin_field(4)
             .unwrap()
-            .check_value(&serde_json::json!(["a"]))
+            .check_raw(&raw(r#"["a"]"#))
             .is_err());
         assert!(builtin_field(8).unwrap().multi());
         assert!(!builtin_field(3).unwrap().multi());
@@ -583,8 +816,12 @@ mod tests {
 /// An RFC 3339 timestamp as an instant (seconds, nanoseconds), for ordering; None when missing
 /// or unparsable (SPEC §1: such a timestamp sorts last).
 pub fn instant(v: Option<&Value>) -> Option<(i64, u32)> {
-    let s = v?.as_str()?;
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    instant_str(v?.as_str())
+}
+
+/// [`instant`] of a string.
+pub fn instant_str(s: Option<&str>) -> Option<(i64, u32)> {
+    let t = chrono::DateTime::parse_from_rfc3339(s?).ok()?;
     Some((t.timestamp(), t.timestamp_subsec_nanos()))
 }
 
@@ -650,5 +887,48 @@ impl SeenKeys {
     /// Adds a key hash; false when it was already there.
     pub fn insert(&mut self, hash: u128) -> bool {
         self.0.insert(hash)
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn probe_and_full_parse_agree_on_every_key_of_a_generated_export() {
+        let mut buf = Vec::new();
+        let opts = crate::generate::GenerateOptions {
+            reports: 120,
+            seed: 5,
+            servers: 2,
+        };
+        crate::generate::generate(&opts, &mut buf).unwrap();
+        let mut n = 0;
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let p = Probe::parse(line).unwrap();
+            let r = parse_line(line).unwrap();
+            assert_eq!(p.key(), r.key(), "{}", String::from_utf8_lossy(line));
+            assert_eq!(p.kind, r.kind);
+            n += 1;
+        }
+        assert!(n > 1000);
+    }
+
+    #[test]
+    fn null_is_not_absent_and_duplicate_fields_are_refused() {
+        let fv =
+            br#"{"kind":"field_value","field_id":4,"subject":{"otype":"t","oid":1},"value":null}"#;
+        assert!(
+            Probe::parse(fv).is_ok(),
+            "a null value is an empty value, not a missing one"
+        );
+        let dup = br#"{"kind":"tag","name":"a","name":"b","subject":{"otype":"t","oid":1}}"#;
+        assert!(Probe::parse(dup).unwrap_err().contains("duplicate field"));
+        assert!(Probe::parse(b"  [1]")
+            .unwrap_err()
+            .contains("not a JSON object"));
+        assert!(Probe::parse(b"{\"kind\":1}")
+            .unwrap_err()
+            .contains("`kind` is not a string"));
     }
 }

@@ -116,6 +116,17 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
     }
 }
 
+/// Rewrites the mentions of retired versions in one rich text; the new text and how many
+/// mentions changed, or None when none did.
+pub fn rewrite_rich(text: &str, map: &RefMap) -> Option<(String, u64)> {
+    let new = mentions::rewrite(text, |otype, oid| map.get(otype, oid))?;
+    let n = mentions::find(text)
+        .iter()
+        .filter(|m| map.get(&m.otype, m.oid).is_some())
+        .count();
+    Some((new, n as u64))
+}
+
 /// Maps object-set members; duplicates the mapping creates collapse, the first kept.
 fn repair_object_set(value: &mut Value, map: &RefMap) -> u64 {
     let Value::Array(members) = value else {
