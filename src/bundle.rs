@@ -85,6 +85,8 @@ pub struct Contents<'a> {
     pub input_sha256: String,
     pub options: Value,
     pub level: i32,
+    /// Compression workers (0 = one per core); the bytes do not depend on it.
+    pub threads: usize,
 }
 
 /// Writes a bundle beside `target` and renames it into place.
@@ -93,7 +95,7 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
     let changes = dir.join(CHANGES);
     let n = c.changes.len();
     let mut files = vec![
-        write_lines(&changes, CHANGES, n, c.level, |w| {
+        write_lines(&changes, CHANGES, n, c.level, c.threads, |w| {
             c.changes.finish(|_, line| Ok(w.line(line)?))
         })?,
         write_lines(
@@ -101,6 +103,7 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
             IDMAP,
             c.idmap.len() as u64,
             c.level,
+            c.threads,
             |w| {
                 for row in c.idmap {
                     w.line(&serde_json::to_vec(row)?)?;
@@ -109,7 +112,7 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
             },
         )?,
     ];
-    let report = serde_json::to_vec_pretty(c.report).context("serialising the report")?;
+    let report = serde_json::to_vec(c.report).context("serialising the report")?;
     std::fs::write(dir.join(REPORT), &report)
         .with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;
     files.push(FileEntry {
@@ -146,10 +149,11 @@ fn write_lines(
     name: &str,
     records: u64,
     level: i32,
+    threads: usize,
     body: impl FnOnce(&mut LineWriter) -> Result<()>,
 ) -> Result<FileEntry> {
     let file = File::create(path).with_context(|| format!("{}: creating", path.display()))?;
-    let mut w = LineWriter::new(&file, true, level)?;
+    let mut w = LineWriter::new(&file, true, level, threads)?;
     body(&mut w).with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
     w.finish()
         .with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;

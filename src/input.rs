@@ -77,6 +77,34 @@ impl Input {
         })
     }
 
+    /// Batches of about `max_bytes` of lines, read and decompressed on a thread of their own so
+    /// that reading overlaps the parsing of the previous batch. A read error ends the stream.
+    pub fn batches(
+        &self,
+        max_bytes: usize,
+    ) -> Result<std::sync::mpsc::IntoIter<Result<Vec<Line>>>> {
+        let mut lines = self.lines()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        std::thread::Builder::new()
+            .name("lookmig-reader".into())
+            .spawn(move || loop {
+                match lines.next_batch(max_bytes) {
+                    Ok(b) if b.is_empty() => return,
+                    Ok(b) => {
+                        if tx.send(Ok(b)).is_err() {
+                            return; // the consumer stopped early
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            })
+            .context("starting the reader thread")?;
+        Ok(rx.into_iter())
+    }
+
     /// SHA-256 of the raw bytes of the file (compressed or not), as lowercase hex.
     pub fn sha256(&self) -> Result<String> {
         sha256_file(&self.path).with_context(|| format!("{}: reading to checksum", self.name))

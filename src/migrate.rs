@@ -9,7 +9,7 @@
 //! Lines are parsed in parallel batches (rayon) and folded in file order, so the result is the
 //! same whatever the thread count.
 
-use crate::bundle::{Change, Op};
+use crate::bundle::Op;
 use crate::groups::{self, ColumnInfo, Groups, IdMapLine, ReportInfo, COLUMN, REPORT};
 use crate::input::{Input, Line};
 use crate::keys::IdMap;
@@ -59,6 +59,22 @@ pub struct Outcome {
 /// Bytes of lines parsed per parallel batch.
 const BATCH_BYTES: usize = 8 << 20;
 
+/// With `LOOKMIG_TIMING` set, prints how long each stage took on stderr (for profiling).
+pub fn timing(stage: &str) {
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static LAST: OnceLock<Mutex<Instant>> = OnceLock::new();
+    if std::env::var_os("LOOKMIG_TIMING").is_none() {
+        return;
+    }
+    let mut last = LAST
+        .get_or_init(|| Mutex::new(Instant::now()))
+        .lock()
+        .expect("timing lock");
+    eprintln!("timing: {stage:<8} {:>8.3} s", last.elapsed().as_secs_f64());
+    *last = Instant::now();
+}
+
 /// Runs the pipeline on `input`.
 pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -69,6 +85,7 @@ pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
 }
 
 fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
+    timing("start");
     let id_map = match &opts.id_map {
         Some(p) => IdMap::load(p)?,
         None => IdMap::default(),
@@ -76,6 +93,7 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     let progress = Progress::new(opts.progress, "scanning");
     let scan = scan(input, opts, &progress)?;
     progress.finish();
+    timing("scan");
 
     let migrated = choose_servers(&scan, opts, input)?;
     let reports: Vec<ReportInfo> = scan
@@ -89,6 +107,7 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         .filter(|c| migrated.contains(&c.server_id))
         .collect();
     let groups = groups::build(reports, columns, &migrated, &id_map, opts.recover_deleted)?;
+    timing("groups");
     if opts.strict && !groups.unresolved.is_empty() {
         let list: Vec<String> = groups
             .unresolved
@@ -205,12 +224,8 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
     let mut seen = SeenKeys::default();
     let mut first_seen_kind = false;
-    let mut lines = input.lines()?;
-    loop {
-        let batch = lines.next_batch(BATCH_BYTES)?;
-        if batch.is_empty() {
-            break;
-        }
+    for batch in input.batches(BATCH_BYTES)? {
+        let batch = batch?;
         let parsed: Vec<Result<Scanned, String>> = batch
             .par_iter()
             .map(|l| {
@@ -357,7 +372,6 @@ fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>
 /// What the second pass decides for one line.
 enum Decision {
     Same,
-    Changes(Vec<Change>, u64),
     Lines(Vec<RawChange>, u64),
     Member(usize, usize),
     Bad(String),
@@ -376,12 +390,8 @@ fn change(
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
     let mut held = Sorter::new(SORT_BYTES);
     let mut more_bad = BTreeSet::new();
-    let mut lines = input.lines()?;
-    loop {
-        let batch = lines.next_batch(BATCH_BYTES)?;
-        if batch.is_empty() {
-            break;
-        }
+    for batch in input.batches(BATCH_BYTES)? {
+        let batch = batch?;
         let decisions: Vec<Decision> = batch
             .par_iter()
             .map(|l| {
@@ -395,18 +405,8 @@ fn change(
         for (line, d) in batch.iter().zip(decisions) {
             match d {
                 Decision::Same => {}
-                Decision::Changes(c, n) => {
-                    push_changes(&mut changes, &c, &mut report.counts)?;
-                    report.counts.references_repaired += n;
-                }
                 Decision::Lines(c, n) => {
-                    for rc in c {
-                        changes.push(&rc.sort, &rc.line)?;
-                        match rc.op {
-                            Op::Put => report.counts.changes_put += 1,
-                            Op::Delete => report.counts.changes_delete += 1,
-                        }
-                    }
+                    push_raw(&mut changes, c, &mut report.counts)?;
                     report.counts.references_repaired += n;
                 }
                 Decision::Member(g, rank) => {
@@ -428,6 +428,7 @@ fn change(
         }
         progress.add(batch.len() as u64);
     }
+    timing("change");
     // Merge group by group, a batch of groups at a time in parallel.
     let mut batch: Vec<HeldGroup> = Vec::new();
     let mut batch_bytes = 0;
@@ -443,7 +444,7 @@ fn change(
                 }
                 report.counts.references_repaired += m.repaired;
                 report.conflicts.extend(m.conflicts);
-                push_changes(changes, &m.changes, &mut report.counts)?;
+                push_raw(changes, m.changes, &mut report.counts)?;
             }
             batch.clear();
             Ok(())
@@ -466,6 +467,7 @@ fn change(
         Ok(())
     })?;
     flush(&mut batch, &mut changes, report)?;
+    timing("merge");
     Ok(changes)
 }
 
@@ -475,17 +477,13 @@ type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
 /// Bytes of pairs a sorter holds in memory before it spills a run to disk.
 const SORT_BYTES: usize = 32 << 20;
 
-fn push_changes(
+fn push_raw(
     sorter: &mut Sorter,
-    changes: &[Change],
+    changes: Vec<RawChange>,
     counts: &mut crate::report::Counts,
 ) -> Result<()> {
     for c in changes {
-        let mut key = Vec::with_capacity(c.kind.len() + 1 + c.key.len());
-        key.extend_from_slice(c.kind.as_bytes());
-        key.push(0);
-        key.extend_from_slice(c.key.as_bytes());
-        sorter.push(&key, &serde_json::to_vec(c)?)?;
+        sorter.push(&c.sort, &c.line)?;
         match c.op {
             Op::Put => counts.changes_put += 1,
             Op::Delete => counts.changes_delete += 1,
@@ -496,7 +494,7 @@ fn push_changes(
 
 /// What merging one group gave.
 struct GroupResult {
-    changes: Vec<Change>,
+    changes: Vec<RawChange>,
     conflicts: Vec<crate::merge::Conflict>,
     carried: BTreeMap<String, u64>,
     repaired: u64,
@@ -509,74 +507,41 @@ fn merge_one(
     groups: &Groups,
 ) -> GroupResult {
     let mut repaired = 0;
-    let items: Vec<Item> = raw
-        .iter()
-        .map(|(rank, line, bytes)| {
-            let before = parse_line(bytes).expect("held lines were parsed once already");
-            let mut after = before.clone();
-            repaired += refs::repair(&mut after, fields, &groups.refs);
-            Item {
-                rank: *rank,
-                line: *line,
-                before,
-                after,
-            }
-        })
-        .collect();
-    let before: Vec<(String, Record)> = items
-        .iter()
-        .map(|i| (i.before.key(), i.before.clone()))
-        .collect();
+    let mut before: HashMap<(String, String), &[u8]> = HashMap::with_capacity(raw.len());
+    let mut items = Vec::with_capacity(raw.len());
+    for (rank, line, bytes) in raw {
+        let rec = Record::from_validated(bytes);
+        before.insert((rec.kind_name().to_string(), rec.key()), bytes);
+        let mut after = rec.clone();
+        repaired += refs::repair(&mut after, fields, &groups.refs);
+        items.push(Item {
+            rank: *rank,
+            line: *line,
+            before: rec,
+            after,
+        });
+    }
     let merged = merge::merge_group(&groups.survivor(g), items, fields);
+    // The difference between the group's curation before and after, matched by key.
+    let mut changes = Vec::new();
+    for a in merged.records {
+        let (kind, key) = (a.kind_name().to_string(), a.key());
+        let prior = before.remove(&(kind.clone(), key.clone()));
+        let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
+        let same = prior
+            .is_some_and(|p| serde_json::from_slice::<Value>(p).ok() == Some(Value::Object(a.obj)));
+        if !same {
+            changes.push(change_line(&kind, &key, prior, Some(&record)));
+        }
+    }
+    for ((kind, key), prior) in before {
+        changes.push(change_line(&kind, &key, Some(prior), None));
+    }
     GroupResult {
-        changes: diff(before, merged.records),
+        changes,
         conflicts: merged.conflicts,
         carried: merged.carried,
         repaired,
-    }
-}
-
-/// The changes that turn the `before` records into the `after` records, matched by key.
-fn diff(before: Vec<(String, Record)>, after: Vec<Record>) -> Vec<Change> {
-    let mut out = Vec::new();
-    let mut before: HashMap<(String, String), Record> = before
-        .into_iter()
-        .map(|(k, r)| ((r.kind_name().to_string(), k), r))
-        .collect();
-    let mut after_keys = Vec::new();
-    for a in after {
-        let key = (a.kind_name().to_string(), a.key());
-        let prior = before.remove(&key);
-        if prior.as_ref() != Some(&a) {
-            out.push(put(prior.as_ref(), &a));
-        }
-        after_keys.push(key);
-    }
-    let mut gone: Vec<((String, String), Record)> = before.into_iter().collect();
-    gone.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, r) in gone {
-        out.push(delete(&r));
-    }
-    out
-}
-
-fn put(prior: Option<&Record>, record: &Record) -> Change {
-    Change {
-        op: Op::Put,
-        kind: record.kind_name().to_string(),
-        key: record.key(),
-        prior: prior.map(|p| Value::Object(p.obj.clone())),
-        record: Some(Value::Object(record.obj.clone())),
-    }
-}
-
-fn delete(prior: &Record) -> Change {
-    Change {
-        op: Op::Delete,
-        kind: prior.kind_name().to_string(),
-        key: prior.key(),
-        prior: Some(Value::Object(prior.obj.clone())),
-        record: None,
     }
 }
 
@@ -674,7 +639,18 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
     let mut after = rec.clone();
     match refs::repair(&mut after, fields, &groups.refs) {
         0 => Decision::Same,
-        n => Decision::Changes(vec![put(Some(&rec), &after)], n),
+        n => {
+            let record = serde_json::to_vec(&after.obj).expect("a JSON map always serialises");
+            Decision::Lines(
+                vec![change_line(
+                    rec.kind_name(),
+                    &rec.key(),
+                    Some(&line.bytes),
+                    Some(&record),
+                )],
+                n,
+            )
+        }
     }
 }
 
@@ -698,12 +674,17 @@ fn splice(p: &Probe, mut edits: Vec<(&RawValue, String)>) -> Vec<u8> {
     out
 }
 
-/// A change line built from the original bytes (the prior) and the new bytes (the record, or
-/// a delete when None), with its sort key (kind, key).
+/// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
+/// a delete when None.
 fn raw_change(p: &Probe, record: Option<&[u8]>) -> RawChange {
-    let key = p.key();
-    let mut sort = Vec::with_capacity(p.kind_name.len() + 1 + key.len());
-    sort.extend_from_slice(p.kind_name.as_bytes());
+    change_line(&p.kind_name, &p.key(), Some(p.line), record)
+}
+
+/// A change line (SPEC §6) from raw JSON bytes, with its sort key (kind, key). A put whose
+/// prior is None creates the record.
+fn change_line(kind: &str, key: &str, prior: Option<&[u8]>, record: Option<&[u8]>) -> RawChange {
+    let mut sort = Vec::with_capacity(kind.len() + 1 + key.len());
+    sort.extend_from_slice(kind.as_bytes());
     sort.push(0);
     sort.extend_from_slice(key.as_bytes());
     let op = if record.is_some() {
@@ -711,19 +692,21 @@ fn raw_change(p: &Probe, record: Option<&[u8]>) -> RawChange {
     } else {
         Op::Delete
     };
-    let mut line = Vec::with_capacity(p.line.len() * 2 + 64);
-    line.extend_from_slice(if record.is_some() {
+    let json = |v: Option<&[u8]>| v.map_or(&b"null"[..], |r| r.trim_ascii()).to_vec();
+    let mut line =
+        Vec::with_capacity(prior.map_or(0, <[u8]>::len) + record.map_or(0, <[u8]>::len) + 96);
+    line.extend_from_slice(if op == Op::Put {
         b"{\"op\":\"put\",\"kind\":"
     } else {
         b"{\"op\":\"delete\",\"kind\":"
     });
-    line.extend_from_slice(json_string(&p.kind_name).as_bytes());
+    line.extend_from_slice(json_string(kind).as_bytes());
     line.extend_from_slice(b",\"key\":");
-    line.extend_from_slice(json_string(&key).as_bytes());
+    line.extend_from_slice(json_string(key).as_bytes());
     line.extend_from_slice(b",\"prior\":");
-    line.extend_from_slice(p.line.trim_ascii());
+    line.extend_from_slice(&json(prior));
     line.extend_from_slice(b",\"record\":");
-    line.extend_from_slice(record.map_or(&b"null"[..], |r| r.trim_ascii()));
+    line.extend_from_slice(&json(record));
     line.push(b'}');
     RawChange { sort, line, op }
 }

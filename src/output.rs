@@ -88,14 +88,21 @@ pub enum LineWriter<'a> {
 }
 
 impl<'a> LineWriter<'a> {
-    /// A writer over `file`.
-    pub fn new(file: &'a File, compress: bool, level: i32) -> Result<LineWriter<'a>> {
+    /// A writer over `file`. Compression always runs in zstd's multithreaded mode, whose output
+    /// is the same for any number of workers (at least one), so `--threads` never changes a byte.
+    pub fn new(
+        file: &'a File,
+        compress: bool,
+        level: i32,
+        threads: usize,
+    ) -> Result<LineWriter<'a>> {
         let buf = BufWriter::with_capacity(1 << 20, file);
         Ok(if compress {
-            LineWriter::Zstd(
-                zstd::stream::write::Encoder::new(buf, level)
-                    .context("starting zstd compression")?,
-            )
+            let mut enc = zstd::stream::write::Encoder::new(buf, level)
+                .context("starting zstd compression")?;
+            enc.multithread(workers(threads) as u32)
+                .context("starting zstd worker threads")?;
+            LineWriter::Zstd(enc)
         } else {
             LineWriter::Plain(buf)
         })
@@ -117,6 +124,15 @@ impl<'a> LineWriter<'a> {
             LineWriter::Plain(mut w) => w.flush(),
             LineWriter::Zstd(w) => w.finish()?.flush(),
         }
+    }
+}
+
+/// The worker count for `--threads N`: N, or one per core for 0.
+pub fn workers(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
 

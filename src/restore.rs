@@ -159,7 +159,7 @@ fn run_in_pool(
         .collect();
     let file = AtomicFile::create(out)?;
     let compress = out.path.extension().is_some_and(|e| e == "zst");
-    let mut w = LineWriter::new(file.file(), compress, opts.level)?;
+    let mut w = LineWriter::new(file.file(), compress, opts.level, opts.threads)?;
     let werr = |e: std::io::Error| {
         anyhow::Error::new(e).context(format!(
             "{}: writing (is the disk full?)",
@@ -168,13 +168,10 @@ fn run_in_pool(
     };
     let mut seen = SeenKeys::default();
     let mut any_line = false;
-    let mut lines = target.lines()?;
+
     let progress = Progress::new(opts.progress, "restoring");
-    loop {
-        let batch = lines.next_batch(8 << 20)?;
-        if batch.is_empty() {
-            break;
-        }
+    for batch in target.batches(8 << 20)? {
+        let batch = batch?;
         let parsed: Vec<_> = batch
             .par_iter()
             .map(|l| {

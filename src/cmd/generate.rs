@@ -25,7 +25,7 @@ pub fn run(o: &Options) -> Result<()> {
         let file = AtomicFile::create(&target)?;
         let stats = if o.output.ends_with(".zst") {
             let mut enc = zstd::stream::write::Encoder::new(file.file(), o.level)?;
-            enc.multithread(2).ok();
+            enc.multithread(crate::output::workers(0) as u32)?;
             let stats = crate::generate::generate(&o.gen, &mut enc)?;
             enc.finish()
                 .with_context(|| format!("{}: writing (is the disk full?)", o.output))?;

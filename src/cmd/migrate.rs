@@ -34,8 +34,10 @@ pub fn run(o: &Options) -> Result<()> {
             input_sha256: outcome.input_sha256.clone(),
             options: outcome.options.clone(),
             level: o.level,
+            threads: o.migrate.threads,
         },
     )?;
+    crate::migrate::timing("bundle");
     if o.json {
         out_json(&serde_json::json!({ "bundle": o.output, "report": outcome.report }))
     } else {
