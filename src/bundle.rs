@@ -2,7 +2,6 @@
 //! manifest that checksums every file. Written completely or not at all, byte for byte the same
 //! for the same input and options; a bundle whose files disagree with its manifest is refused.
 
-use crate::groups::IdMapLine;
 use crate::input::sha256_file;
 use crate::output::{AtomicDir, LineWriter, Target};
 use crate::report::Report;
@@ -80,7 +79,8 @@ pub struct Manifest {
 pub struct Contents<'a> {
     /// The change lines in (kind, key) order.
     pub changes: crate::sort::Sorter,
-    pub idmap: &'a [IdMapLine],
+    /// The id-map lines in their order.
+    pub idmap: crate::sort::Sorter,
     pub report: &'a Report,
     pub input_sha256: String,
     pub options: Value,
@@ -93,6 +93,7 @@ pub struct Contents<'a> {
 pub fn write(target: &Target, c: Contents) -> Result<()> {
     let dir = AtomicDir::create(target)?;
     let changes = dir.join(CHANGES);
+    let idmap_len = c.idmap.len();
     let n = c.changes.len();
     let mut files = vec![
         write_lines(&changes, CHANGES, n, c.level, c.threads, |w| {
@@ -101,15 +102,10 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
         write_lines(
             &dir.join(IDMAP),
             IDMAP,
-            c.idmap.len() as u64,
+            c.idmap.len(),
             c.level,
             c.threads,
-            |w| {
-                for row in c.idmap {
-                    w.line(&serde_json::to_vec(row)?)?;
-                }
-                Ok(())
-            },
+            |w| c.idmap.finish(|_, line| Ok(w.line(line)?)),
         )?,
     ];
     let report = serde_json::to_vec(c.report).context("serialising the report")?;
@@ -131,7 +127,7 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
             "changes": puts + deletes,
             "put": puts,
             "delete": deletes,
-            "idmap": c.idmap.len(),
+            "idmap": idmap_len,
             "conflicts": c.report.conflicts.len(),
             "unresolved": c.report.unresolved.len(),
         }),

@@ -1,13 +1,13 @@
 //! Groups and survivors (SPEC §3): the versions of one report (or column) that share a stable
 //! key, their order, which one survives, which retire, and the reference map that follows.
 //!
-//! Everything here works on the small per-object facts collected in the first pass over the
-//! export ([`ReportInfo`], [`ColumnInfo`]); no curation is looked at.
+//! Everything here works on small fixed-size facts collected in the first pass over the export
+//! ([`ReportInfo`], [`ColumnInfo`]); strings are hashed or interned, so that catalogs of
+//! millions of objects fit in little memory. No curation is looked at.
 
-use crate::keys::{self, IdMap, Rule};
-use crate::record::{latest_first, Subject};
+use crate::record::latest_first;
 use crate::refs::RefMap;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,27 +15,62 @@ use std::collections::{BTreeMap, HashMap};
 pub const REPORT: &str = "bi_report";
 /// The otype of report columns in subjects and mentions.
 pub const COLUMN: &str = "bi_report_column";
+/// No timestamp (sorts last).
+pub const NO_TIME: i64 = i64::MIN;
+/// Not in a group with several versions.
+pub const NO_GROUP: u32 = u32::MAX;
+
+/// The hash of a (server, external_id) pair: how a column finds its report.
+pub fn external_hash(server: i64, external_id: &str) -> u64 {
+    crate::record::SeenKeys::hash(&server.to_string(), external_id) as u64
+}
+
+/// A timestamp as one number for ordering: nanoseconds since the epoch, clamped, or [`NO_TIME`].
+pub fn time_key(t: Option<(i64, u32)>) -> i64 {
+    match t {
+        Some((s, n)) => s
+            .saturating_mul(1_000_000_000)
+            .saturating_add(n as i64)
+            .max(NO_TIME + 1),
+        None => NO_TIME,
+    }
+}
 
 /// What the first pass keeps of a bi_report of a migrated server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ReportInfo {
     pub oid: i64,
     pub server_id: i64,
-    pub external_id: String,
+    /// [`external_hash`] of its external_id.
+    pub external: u64,
+    /// Index of its stable external_id in [`Groups::stables`].
+    pub stable: u32,
+    /// Its external_id already equals the stable one.
+    pub already_stable: bool,
+    /// The rule that resolved it ([`crate::keys::Rule::name`]).
+    pub rule: &'static str,
     pub deleted: bool,
-    pub last_updated: Option<(i64, u32)>,
-    pub source_url: Option<String>,
+    /// [`time_key`] of `last_updated`.
+    pub last_updated: i64,
+    /// Line number, to drop the report if its line is skipped later.
+    pub line: u64,
 }
 
 /// What the first pass keeps of a bi_report_column of a migrated server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ColumnInfo {
     pub oid: i64,
     pub server_id: i64,
-    pub external_id: String,
-    pub report: String,
+    /// [`external_hash`] of the external_id of its report.
+    pub report: u64,
+    /// Hash of its suffix (SPEC §2: what follows `<report id>.`, or the whole external_id).
+    pub suffix: u64,
+    /// Its external_id starts with its report's id and `.`, so its stable id is `<stable>.<suffix>`.
+    pub prefixed: bool,
     pub deleted: bool,
-    pub last_updated: Option<(i64, u32)>,
+    /// [`time_key`] of `last_updated`.
+    pub last_updated: i64,
+    pub line: u64,
 }
 
 /// What happens to one version (the `action` of `idmap.ndjson.zst`).
@@ -51,6 +86,24 @@ pub enum Action {
     Keep,
 }
 
+/// The decision for one version of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub survivor: i64,
+    /// Index into [`Groups::stables`]: the stable id of the report (of its report, for a column).
+    pub stable: u32,
+    pub action: Action,
+    /// A deleted version left as it is.
+    pub left: bool,
+    /// Index into [`Groups::groups`] when the group has several participants, else [`NO_GROUP`].
+    pub group: u32,
+    /// Rank in version order (0 = the survivor).
+    pub rank: u32,
+    /// For a column: the survivor's external_id is `<report id>.<suffix>`, so the group's stable
+    /// id is `<stable report id>.<suffix>` (else the bare suffix).
+    pub prefixed: bool,
+}
+
 /// One line of `idmap.ndjson.zst`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct IdMapLine {
@@ -63,21 +116,14 @@ pub struct IdMapLine {
     pub action: Action,
 }
 
-/// The new fields of a survivor whose key changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rekey {
-    /// The stable external_id.
-    pub external_id: String,
-    /// For a column: the stable external_id of its report.
-    pub report: Option<String>,
-}
-
 /// A group with more than one participating version, as the report lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
     pub server_id: i64,
     pub otype: &'static str,
-    pub stable_external_id: String,
+    /// The stable external_id of the report (of the columns' report, for a column group).
+    #[serde(rename = "report_stable_external_id")]
+    pub stable: String,
     pub survivor_oid: i64,
     /// Participating versions in version order, survivor first.
     pub versions: Vec<i64>,
@@ -112,280 +158,252 @@ pub struct ServerCounts {
 /// Everything §3 decides, ready for the second pass.
 #[derive(Debug, Default)]
 pub struct Groups {
-    /// Survivors whose fields change, by (otype, oid).
-    pub rekey: HashMap<(bool, i64), Rekey>,
+    /// Interned stable external_ids of reports.
+    pub stables: Vec<String>,
+    /// Every version of every report group, sorted by oid.
+    pub reports: Vec<(i64, Version)>,
+    /// Every version of every column group, sorted by oid.
+    pub columns: Vec<(i64, Version)>,
     /// Retired oids → survivor oids, per otype.
     pub refs: RefMap,
-    /// Participants of multi-version groups: (otype, oid) → (group index, rank in version order).
-    pub members: HashMap<(bool, i64), (usize, usize)>,
-    /// The multi-version groups (reports and columns), indexed by `members`.
-    pub groups: Vec<Group>,
-    /// Every version of every group, for `idmap.ndjson.zst`, in a stable order.
-    pub idmap: Vec<IdMapLine>,
-    pub unresolved: Vec<Unresolved>,
+    /// The groups with several participating versions (reports and columns), as the report
+    /// lists them.
+    pub groups: crate::report::Spill,
+    /// Per group: is it a column group, and its survivor's oid.
+    pub survivors: Vec<(bool, i64)>,
     pub warnings: Vec<String>,
     pub servers: BTreeMap<i64, ServerCounts>,
 }
 
 impl Groups {
-    /// The survivor subject of the group a member belongs to.
-    pub fn survivor(&self, group: usize) -> Subject {
-        let g = &self.groups[group];
-        Subject {
-            otype: g.otype.to_string(),
-            oid: g.survivor_oid,
-        }
+    /// The decision for a report (`column` false) or column version.
+    pub fn version(&self, column: bool, oid: i64) -> Option<&Version> {
+        let list = if column { &self.columns } else { &self.reports };
+        list.binary_search_by_key(&oid, |(o, _)| *o)
+            .ok()
+            .map(|i| &list[i].1)
     }
 
-    /// Group index and rank of a participating subject of a multi-version group.
-    pub fn member(&self, s: &Subject) -> Option<(usize, usize)> {
-        self.member_of(&s.otype, s.oid)
-    }
-
-    /// [`Groups::member`] of an (otype, oid) pair.
+    /// Group index and rank of a participant of a multi-version group.
     pub fn member_of(&self, otype: &str, oid: i64) -> Option<(usize, usize)> {
-        let is_column = match otype {
+        let column = match otype {
             REPORT => false,
             COLUMN => true,
             _ => return None,
         };
-        self.members.get(&(is_column, oid)).copied()
+        let v = self.version(column, oid)?;
+        (v.group != NO_GROUP && !v.left).then_some((v.group as usize, v.rank as usize))
+    }
+
+    /// The survivor subject of a group.
+    pub fn survivor(&self, group: usize) -> crate::record::Subject {
+        let (column, oid) = self.survivors[group];
+        crate::record::Subject {
+            otype: if column { COLUMN } else { REPORT }.to_string(),
+            oid,
+        }
     }
 }
 
 /// Version order (SPEC §3): not deleted first, then `last_updated` latest first (missing last),
 /// then `oid` highest first.
-fn version_order(
-    a: (bool, Option<(i64, u32)>, i64),
-    b: (bool, Option<(i64, u32)>, i64),
-) -> std::cmp::Ordering {
+fn version_order(a: (bool, i64, i64), b: (bool, i64, i64)) -> std::cmp::Ordering {
+    let t = |x: i64| (x != NO_TIME).then_some((x, 0u32));
     a.0.cmp(&b.0)
-        .then(latest_first(a.1, b.1))
+        .then(latest_first(t(a.1), t(b.1)))
         .then(b.2.cmp(&a.2))
 }
 
-/// Builds the groups from the reports and columns of the migrated servers.
+/// Builds the groups from the reports and columns of the migrated servers. `stables` are the
+/// interned stable ids the reports point into; `counts` already holds what the scan counted.
 pub fn build(
-    reports: Vec<ReportInfo>,
-    columns: Vec<ColumnInfo>,
-    migrated: &[i64],
-    id_map: &IdMap,
+    reports: &[ReportInfo],
+    columns: &[ColumnInfo],
+    stables: Vec<String>,
     recover_deleted: bool,
+    servers: BTreeMap<i64, ServerCounts>,
 ) -> Result<Groups> {
-    let mut g = Groups::default();
-    for s in migrated {
-        g.servers.entry(*s).or_default();
-    }
-    // (server, external_id) → index into reports; columns find their report through it.
-    let mut by_external: HashMap<(i64, &str), usize> = HashMap::with_capacity(reports.len());
+    let mut g = Groups {
+        stables,
+        servers,
+        ..Groups::default()
+    };
+    // (server, external_id) → report, for columns; AMBIGUOUS when several reports share one
+    // (a deleted version left as it is may already hold the id its survivor takes).
+    const AMBIGUOUS: u32 = u32::MAX;
+    let mut by_external: HashMap<u64, u32> = HashMap::with_capacity(reports.len());
     for (i, r) in reports.iter().enumerate() {
-        if let Some(prev) = by_external.insert((r.server_id, r.external_id.as_str()), i) {
-            bail!(
-                "bi_report oids {} and {} of server {} share external_id {:?}; a catalog holds one report per \
-                 (server_id, external_id): fix the export before migrating",
-                reports[prev].oid,
-                r.oid,
-                r.server_id,
-                r.external_id
-            );
-        }
+        by_external
+            .entry(r.external)
+            .and_modify(|e| *e = AMBIGUOUS)
+            .or_insert(i as u32);
     }
 
-    // Stable key per report, then groups of (server, stable key).
-    let mut report_groups: BTreeMap<(i64, String), Vec<usize>> = BTreeMap::new();
-    let mut stable_of: Vec<Option<String>> = vec![None; reports.len()];
-    for (i, r) in reports.iter().enumerate() {
-        let counts = g.servers.entry(r.server_id).or_default();
-        counts.reports += 1;
-        match keys::resolve(id_map, r.server_id, &r.external_id, r.source_url.as_deref()) {
-            Some((stable, rule)) => {
-                *counts.by_rule.entry(rule_name(rule).into()).or_default() += 1;
-                report_groups
-                    .entry((r.server_id, stable.clone()))
-                    .or_default()
-                    .push(i);
-                stable_of[i] = Some(stable);
-            }
-            None => {
-                counts.unresolved += 1;
-                g.unresolved.push(Unresolved {
-                    server_id: r.server_id,
-                    oid: r.oid,
-                    external_id: r.external_id.clone(),
-                });
-            }
-        }
-    }
-    g.unresolved.sort();
-
-    // Per report index: Some(rank) when it takes part, and the group's survivor index.
-    let mut takes_part: Vec<Option<(usize, usize)>> = vec![None; reports.len()];
-    for ((server, stable), mut idx) in report_groups {
-        idx.sort_by(|&a, &b| {
-            let (ra, rb) = (&reports[a], &reports[b]);
-            version_order(
-                (ra.deleted, ra.last_updated, ra.oid),
-                (rb.deleted, rb.last_updated, rb.oid),
-            )
-        });
-        let survivor = idx[0];
-        let (part, left): (Vec<usize>, Vec<usize>) = idx
+    // Report groups: runs of equal stable index, in version order within.
+    let mut order: Vec<u32> = (0..reports.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (x, y) = (&reports[a as usize], &reports[b as usize]);
+        x.stable.cmp(&y.stable).then(version_order(
+            (x.deleted, x.last_updated, x.oid),
+            (y.deleted, y.last_updated, y.oid),
+        ))
+    });
+    // Per report index: the survivor's index when it takes part.
+    let mut part_of: Vec<Option<u32>> = vec![None; reports.len()];
+    for run in order.chunk_by(|&a, &b| reports[a as usize].stable == reports[b as usize].stable) {
+        let survivor = run[0];
+        let s = reports[survivor as usize];
+        let (part, left): (Vec<u32>, Vec<u32>) = run
             .iter()
-            .partition(|&&i| i == survivor || recover_deleted || !reports[i].deleted);
-        let counts = g.servers.entry(server).or_default();
+            .partition(|&&i| i == survivor || recover_deleted || !reports[i as usize].deleted);
+        let counts = g.servers.entry(s.server_id).or_default();
         counts.deleted_versions_left += left.len() as u64;
-        let s = &reports[survivor];
-        let group_no = (part.len() > 1).then(|| {
+        let group = if part.len() > 1 {
             counts.report_groups_with_versions += 1;
-            g.groups.push(Group {
-                server_id: server,
+            g.survivors.push((false, s.oid));
+            g.groups.push(&Group {
+                server_id: s.server_id,
                 otype: REPORT,
-                stable_external_id: stable.clone(),
+                stable: g.stables[s.stable as usize].clone(),
                 survivor_oid: s.oid,
-                versions: part.iter().map(|&i| reports[i].oid).collect(),
-                deleted_left: left.iter().map(|&i| reports[i].oid).collect(),
-            });
-            g.groups.len() - 1
-        });
+                versions: part.iter().map(|&i| reports[i as usize].oid).collect(),
+                deleted_left: left.iter().map(|&i| reports[i as usize].oid).collect(),
+            })?;
+            (g.survivors.len() - 1) as u32
+        } else {
+            NO_GROUP
+        };
         for (rank, &i) in part.iter().enumerate() {
-            let r = &reports[i];
-            takes_part[i] = Some((rank, survivor));
+            let r = &reports[i as usize];
+            part_of[i as usize] = Some(survivor);
             let action = if i != survivor {
                 counts.reports_retired += 1;
                 g.refs.insert(REPORT, r.oid, s.oid);
                 Action::Retire
-            } else if r.external_id != stable {
+            } else if !r.already_stable {
                 counts.reports_rekeyed += 1;
-                g.rekey.insert(
-                    (false, r.oid),
-                    Rekey {
-                        external_id: stable.clone(),
-                        report: None,
-                    },
-                );
                 Action::Rekey
             } else {
                 Action::Keep
             };
-            if let Some(n) = group_no {
-                g.members.insert((false, r.oid), (n, rank));
-            }
-            g.idmap.push(IdMapLine {
-                server_id: server,
-                otype: REPORT,
-                oid: r.oid,
-                legacy_external_id: r.external_id.clone(),
-                stable_external_id: stable.clone(),
-                survivor_oid: s.oid,
+            let v = Version {
+                survivor: s.oid,
+                stable: s.stable,
                 action,
-            });
+                left: false,
+                group,
+                rank: rank as u32,
+                prefixed: false,
+            };
+            g.reports.push((r.oid, v));
         }
         for &i in &left {
-            let r = &reports[i];
-            g.idmap.push(IdMapLine {
-                server_id: server,
-                otype: REPORT,
-                oid: r.oid,
-                legacy_external_id: r.external_id.clone(),
-                stable_external_id: r.external_id.clone(),
-                survivor_oid: r.oid,
+            let r = &reports[i as usize];
+            let v = Version {
+                survivor: r.oid,
+                stable: s.stable,
                 action: Action::Keep,
-            });
+                left: true,
+                group: NO_GROUP,
+                rank: 0,
+                prefixed: false,
+            };
+            g.reports.push((r.oid, v));
         }
     }
+    g.reports.sort_unstable_by_key(|(oid, _)| *oid);
 
-    // Columns: grouped by (server, stable report key, suffix).
-    type ColumnGroupKey = (i64, String, String);
-    let mut column_groups: BTreeMap<ColumnGroupKey, Vec<(usize, bool, String)>> = BTreeMap::new();
+    // Column groups: (report group, suffix), the survivor report's columns first.
+    struct Col {
+        idx: u32,
+        stable: u32,
+        of_survivor: bool,
+    }
+    let mut cols: Vec<Col> = Vec::new();
     for (ci, c) in columns.iter().enumerate() {
         g.servers.entry(c.server_id).or_default().columns += 1;
-        let Some(&ri) = by_external.get(&(c.server_id, c.report.as_str())) else {
-            g.warnings.push(format!(
-                "bi_report_column oid {} (server {}) names report {:?}, which is not a report of that server; left as it is",
-                c.oid, c.server_id, c.report
-            ));
-            continue;
+        let ri = match by_external.get(&c.report) {
+            Some(&AMBIGUOUS) => {
+                g.warnings.push(format!(
+                    "bi_report_column oid {} (server {}) names an external_id that several reports of that \
+                     server share; left as it is",
+                    c.oid, c.server_id
+                ));
+                continue;
+            }
+            Some(&ri) => ri,
+            None => {
+                g.warnings.push(format!(
+                    "bi_report_column oid {} (server {}) names a report that is not a report of that server; \
+                     left as it is",
+                    c.oid, c.server_id
+                ));
+                continue;
+            }
         };
-        let (Some((_, survivor)), Some(stable)) = (takes_part[ri], stable_of[ri].as_ref()) else {
+        let Some(survivor) = part_of[ri as usize] else {
             continue; // unresolved, or a deleted version left as it is: its columns stay too
         };
-        let r = &reports[ri];
-        let (suffix, new_id) = match c
-            .external_id
-            .strip_prefix(r.external_id.as_str())
-            .and_then(|s| s.strip_prefix('.'))
-        {
-            Some(suffix) => (suffix.to_string(), format!("{stable}.{suffix}")),
-            None => (c.external_id.clone(), c.external_id.clone()),
-        };
-        column_groups
-            .entry((c.server_id, stable.clone(), suffix))
-            .or_default()
-            .push((ci, ri == survivor, new_id));
+        cols.push(Col {
+            idx: ci as u32,
+            stable: reports[ri as usize].stable,
+            of_survivor: ri == survivor,
+        });
     }
-    for ((server, stable_report, _suffix), mut members) in column_groups {
-        members.sort_by(|a, b| {
-            let (ca, cb) = (&columns[a.0], &columns[b.0]);
-            b.1.cmp(&a.1).then(version_order(
-                (ca.deleted, ca.last_updated, ca.oid),
-                (cb.deleted, cb.last_updated, cb.oid),
+    cols.sort_unstable_by(|a, b| {
+        let (x, y) = (&columns[a.idx as usize], &columns[b.idx as usize]);
+        (a.stable, x.suffix)
+            .cmp(&(b.stable, y.suffix))
+            .then(b.of_survivor.cmp(&a.of_survivor))
+            .then(version_order(
+                (x.deleted, x.last_updated, x.oid),
+                (y.deleted, y.last_updated, y.oid),
             ))
-        });
-        let s = &columns[members[0].0];
-        let new_id = members[0].2.clone();
-        let counts = g.servers.entry(server).or_default();
-        let group_no = (members.len() > 1).then(|| {
-            g.groups.push(Group {
-                server_id: server,
+    });
+    let same = |a: &Col, b: &Col| {
+        (a.stable, columns[a.idx as usize].suffix) == (b.stable, columns[b.idx as usize].suffix)
+    };
+    for run in cols.chunk_by(same) {
+        let s = columns[run[0].idx as usize];
+        let counts = g.servers.entry(s.server_id).or_default();
+        let group = if run.len() > 1 {
+            g.survivors.push((true, s.oid));
+            g.groups.push(&Group {
+                server_id: s.server_id,
                 otype: COLUMN,
-                stable_external_id: new_id.clone(),
+                stable: g.stables[run[0].stable as usize].clone(),
                 survivor_oid: s.oid,
-                versions: members.iter().map(|m| columns[m.0].oid).collect(),
+                versions: run.iter().map(|c| columns[c.idx as usize].oid).collect(),
                 deleted_left: vec![],
-            });
-            g.groups.len() - 1
-        });
-        for (rank, (ci, _, _)) in members.iter().enumerate() {
-            let c = &columns[*ci];
+            })?;
+            (g.survivors.len() - 1) as u32
+        } else {
+            NO_GROUP
+        };
+        for (rank, col) in run.iter().enumerate() {
+            let c = &columns[col.idx as usize];
+            // Whether the survivor's id or `report` really changes is known only from its record
+            // (pass 2); Rekey here means "rewrite from the stable report id".
             let action = if rank > 0 {
                 counts.columns_retired += 1;
                 g.refs.insert(COLUMN, c.oid, s.oid);
                 Action::Retire
-            } else if c.external_id != new_id || c.report != stable_report {
-                counts.columns_rekeyed += 1;
-                g.rekey.insert(
-                    (true, c.oid),
-                    Rekey {
-                        external_id: new_id.clone(),
-                        report: Some(stable_report.clone()),
-                    },
-                );
-                Action::Rekey
             } else {
-                Action::Keep
+                Action::Rekey
             };
-            if let Some(n) = group_no {
-                g.members.insert((true, c.oid), (n, rank));
-            }
-            g.idmap.push(IdMapLine {
-                server_id: server,
-                otype: COLUMN,
-                oid: c.oid,
-                legacy_external_id: c.external_id.clone(),
-                stable_external_id: new_id.clone(),
-                survivor_oid: s.oid,
+            let v = Version {
+                survivor: s.oid,
+                stable: col.stable,
                 action,
-            });
+                left: false,
+                group,
+                rank: rank as u32,
+                prefixed: s.prefixed,
+            };
+            g.columns.push((c.oid, v));
         }
     }
+    g.columns.sort_unstable_by_key(|(oid, _)| *oid);
+    g.refs.finish();
     Ok(g)
-}
-
-fn rule_name(r: Rule) -> &'static str {
-    match r {
-        Rule::IdMap => "id_map",
-        Rule::Stable => "already_stable",
-        Rule::Legacy => "legacy",
-        Rule::SourceUrl => "source_url",
-    }
 }

@@ -84,7 +84,7 @@ impl Input {
         max_bytes: usize,
     ) -> Result<std::sync::mpsc::IntoIter<Result<Vec<Line>>>> {
         let mut lines = self.lines()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("lookmig-reader".into())
             .spawn(move || loop {

@@ -36,6 +36,18 @@ fn lookml_middle_re() -> &'static Regex {
     RE.get_or_init(|| Regex::new(r"^[A-Za-z0-9_]+::[A-Za-z0-9_]+$").unwrap())
 }
 
+impl Rule {
+    /// The rule's name in the report's per-server counts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::IdMap => "id_map",
+            Rule::Stable => "already_stable",
+            Rule::Legacy => "legacy",
+            Rule::SourceUrl => "source_url",
+        }
+    }
+}
+
 /// Rule 2: the id is already stable.
 pub fn is_stable(external_id: &str) -> bool {
     stable_re().is_match(external_id)

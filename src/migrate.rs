@@ -10,8 +10,12 @@
 //! same whatever the thread count.
 
 use crate::bundle::Op;
-use crate::groups::{self, ColumnInfo, Groups, IdMapLine, ReportInfo, COLUMN, REPORT};
+use crate::groups::{
+    self, Action, ColumnInfo, Groups, IdMapLine, ReportInfo, ServerCounts, Unresolved, COLUMN,
+    REPORT,
+};
 use crate::input::{Input, Line};
+use crate::keys;
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
 use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record, SeenKeys};
@@ -49,7 +53,8 @@ pub struct Options {
 pub struct Outcome {
     /// The change lines, keyed by (kind, key); written in that order.
     pub changes: Sorter,
-    pub idmap: Vec<IdMapLine>,
+    /// The id-map lines, keyed by (server, otype, stable id, rank).
+    pub idmap: Sorter,
     pub report: Report,
     pub input_sha256: String,
     /// The options as recorded in the manifest.
@@ -57,7 +62,7 @@ pub struct Outcome {
 }
 
 /// Bytes of lines parsed per parallel batch.
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 4 << 20;
 
 /// With `LOOKMIG_TIMING` set, prints how long each stage took on stderr (for profiling).
 pub fn timing(stage: &str) {
@@ -91,26 +96,34 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         None => IdMap::default(),
     };
     let progress = Progress::new(opts.progress, "scanning");
-    let scan = scan(input, opts, &progress)?;
+    let mut scan = scan(input, opts, &id_map, &progress)?;
     progress.finish();
     timing("scan");
 
     let migrated = choose_servers(&scan, opts, input)?;
-    let reports: Vec<ReportInfo> = scan
-        .reports
-        .into_iter()
-        .filter(|r| migrated.contains(&r.server_id))
+    let mut servers: BTreeMap<i64, ServerCounts> = migrated
+        .iter()
+        .map(|s| (*s, ServerCounts::default()))
         .collect();
-    let columns: Vec<ColumnInfo> = scan
-        .columns
-        .into_iter()
-        .filter(|c| migrated.contains(&c.server_id))
-        .collect();
-    let groups = groups::build(reports, columns, &migrated, &id_map, opts.recover_deleted)?;
-    timing("groups");
-    if opts.strict && !groups.unresolved.is_empty() {
-        let list: Vec<String> = groups
-            .unresolved
+    let bad = &scan.bad_lines;
+    let keep = |server: i64, line: u64| migrated.contains(&server) && !bad.contains(&line);
+    scan.reports.retain(|r| keep(r.server_id, r.line));
+    scan.columns.retain(|c| keep(c.server_id, c.line));
+    scan.unresolved.retain(|(u, line)| keep(u.server_id, *line));
+    for r in &scan.reports {
+        let c = servers.entry(r.server_id).or_default();
+        c.reports += 1;
+        *c.by_rule.entry(r.rule.into()).or_default() += 1;
+    }
+    let mut unresolved: Vec<Unresolved> = scan.unresolved.drain(..).map(|(u, _)| u).collect();
+    unresolved.sort();
+    for u in &unresolved {
+        let c = servers.entry(u.server_id).or_default();
+        c.reports += 1;
+        c.unresolved += 1;
+    }
+    if opts.strict && !unresolved.is_empty() {
+        let list: Vec<String> = unresolved
             .iter()
             .take(20)
             .map(|u| {
@@ -123,17 +136,29 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         bail!(
             "{}: {} unresolved report(s) and --strict is set; map them with --id-map or drop --strict:\n{}",
             input.name,
-            groups.unresolved.len(),
+            unresolved.len(),
             list.join("\n")
         );
     }
+    let stables = std::mem::take(&mut scan.stables);
+    let groups = groups::build(
+        &scan.reports,
+        &scan.columns,
+        stables,
+        opts.recover_deleted,
+        servers,
+    )?;
+    scan.reports = Vec::new();
+    scan.columns = Vec::new();
+    timing("groups");
 
     let mut report = Report {
-        skipped_lines: scan.skipped,
+        skipped_lines: std::mem::take(&mut scan.skipped),
+        servers: groups.servers.clone(),
         ..Report::default()
     };
     let progress = Progress::new(opts.progress, "changing");
-    let changes = change(
+    let (changes, idmap) = change(
         input,
         opts,
         &scan.fields,
@@ -146,15 +171,14 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
 
     let c = &mut report.counts;
     c.lines = scan.lines;
-    c.records_by_kind = scan.by_kind;
+    c.records_by_kind = std::mem::take(&mut scan.by_kind);
     c.migrated_servers = migrated.clone();
-    c.conflicts = report.conflicts.len() as u64;
-    c.unresolved = groups.unresolved.len() as u64;
+    c.conflicts = report.conflicts.len();
+    c.unresolved = unresolved.len() as u64;
     c.skipped_lines = report.skipped_lines.len() as u64;
-    report.servers = groups.servers.clone();
-    report.groups = groups.groups.clone();
-    report.unresolved = groups.unresolved.clone();
-    report.warnings = groups.warnings.clone();
+    report.groups = groups.groups;
+    report.unresolved = unresolved;
+    report.warnings = groups.warnings;
     report.counts.warnings = report.warnings.len() as u64;
 
     let mut options = serde_json::to_value(opts)?;
@@ -164,14 +188,6 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         .as_ref()
         .map(|_| Value::from(id_map.sha256.clone()))
         .unwrap_or(Value::Null);
-    let mut idmap = groups.idmap;
-    idmap.sort_by(|a, b| {
-        (a.server_id, a.otype, &a.stable_external_id).cmp(&(
-            b.server_id,
-            b.otype,
-            &b.stable_external_id,
-        ))
-    });
     Ok(Outcome {
         changes,
         idmap,
@@ -189,6 +205,10 @@ struct Scan {
     fields: Fields,
     reports: Vec<ReportInfo>,
     columns: Vec<ColumnInfo>,
+    /// Interned stable ids, per (server, stable id).
+    stables: Vec<String>,
+    stable_index: HashMap<(i64, String), u32>,
+    unresolved: Vec<(Unresolved, u64)>,
     bad_lines: BTreeSet<u64>,
     skipped: Vec<Skipped>,
     lines: u64,
@@ -220,9 +240,10 @@ fn bad_line(
     Ok(())
 }
 
-fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
+fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
-    let mut seen = SeenKeys::default();
+    // Record keys go through an external sort, so duplicate detection needs no table of keys.
+    let mut keys = Sorter::new(SORT_BYTES / 2);
     let mut first_seen_kind = false;
     for batch in input.batches(BATCH_BYTES)? {
         let batch = batch?;
@@ -232,7 +253,7 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
                 let p = Probe::parse(&l.bytes)?;
                 Ok(Scanned {
                     hash: SeenKeys::hash(&p.kind_name, &p.key()),
-                    kept: keep(&p),
+                    kept: keep(&p, id_map),
                     probe_kind: p.kind,
                     other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
                 })
@@ -254,16 +275,9 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
                 bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
                 continue;
             }
-            if !seen.insert(scanned.hash) {
-                let p = Probe::parse(&line.bytes).expect("parsed once already");
-                let msg = format!(
-                    "duplicate record key: {} {:?} occurs on an earlier line",
-                    p.kind_name,
-                    p.key()
-                );
-                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, msg)?;
-                continue;
-            }
+            let mut key = scanned.hash.to_be_bytes().to_vec();
+            key.extend_from_slice(&line.no.to_be_bytes());
+            keys.push(&key, &[])?;
             match scanned.other_kind {
                 Some(k) => *s.by_kind.entry(k).or_default() += 1,
                 None => {
@@ -275,16 +289,84 @@ fn scan(input: &Input, opts: &Options, progress: &Progress) -> Result<Scan> {
             match scanned.kept {
                 Kept::Nothing => {}
                 Kept::Server(id, t) => {
-                    s.servers.insert(id, t);
+                    s.servers.entry(id).or_insert(t);
                 }
-                Kept::Field(id, def) => s.fields.insert(id, def),
-                Kept::Report(r) => s.reports.push(r),
-                Kept::Column(c) => s.columns.push(c),
+                Kept::Field(id, def) => s.fields.insert_first(id, def),
+                Kept::Report {
+                    mut info,
+                    stable,
+                    rule,
+                } => {
+                    let next = s.stables.len() as u32;
+                    info.stable = *s
+                        .stable_index
+                        .entry((info.server_id, stable.clone()))
+                        .or_insert_with(|| {
+                            s.stables.push(stable);
+                            next
+                        });
+                    info.line = line.no;
+                    info.rule = rule;
+                    s.reports.push(info);
+                }
+                Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
+                Kept::Column(mut c) => {
+                    c.line = line.no;
+                    s.columns.push(c);
+                }
             }
         }
         progress.add(batch.len() as u64);
     }
+    s.stable_index = HashMap::new();
+    // Duplicate keys: equal hashes sort next to each other, the earlier line first.
+    let mut dups: Vec<u64> = Vec::new();
+    let mut prev: Option<[u8; 16]> = None;
+    keys.finish(|k, _| {
+        let h: [u8; 16] = k[..16].try_into().expect("16-byte hash");
+        if prev == Some(h) {
+            dups.push(u64::from_be_bytes(
+                k[16..24].try_into().expect("line number"),
+            ));
+        }
+        prev = Some(h);
+        Ok(())
+    })?;
+    if !dups.is_empty() {
+        dups.sort_unstable();
+        let texts = lines_at(input, &dups)?;
+        for (no, bytes) in dups.iter().zip(texts) {
+            let msg = match Probe::parse(&bytes) {
+                Ok(p) => format!(
+                    "duplicate record key: {} {:?} occurs on an earlier line",
+                    p.kind_name,
+                    p.key()
+                ),
+                Err(e) => e,
+            };
+            let line = Line { no: *no, bytes };
+            bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, &line, msg)?;
+        }
+        s.skipped.sort_by_key(|k| k.line);
+    }
     Ok(s)
+}
+
+/// The text of the given lines (sorted), read again from the input: the rare error path.
+fn lines_at(input: &Input, wanted: &[u64]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut lines = input.lines()?;
+    let mut next = wanted.iter().peekable();
+    while let Some(l) = lines.next_line()? {
+        while next.peek() == Some(&&l.no) {
+            out.push(l.bytes.clone());
+            next.next();
+        }
+        if next.peek().is_none() {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// What the first pass learnt from one line.
@@ -301,15 +383,21 @@ enum Kept {
     Nothing,
     Server(i64, String),
     Field(i64, FieldDef),
-    Report(ReportInfo),
+    Report {
+        info: ReportInfo,
+        stable: String,
+        rule: &'static str,
+    },
+    Unresolved(Unresolved),
     Column(ColumnInfo),
 }
 
-fn keep(p: &Probe) -> Kept {
+fn keep(p: &Probe, id_map: &IdMap) -> Kept {
     let r = &p.raw;
     let int = |v| p.int(v).unwrap_or_default();
     let string = |v: Option<&RawValue>| v.and_then(raw_str).map(|s| s.into_owned());
     let deleted = r.deleted.is_some_and(|d| d.get() == "true");
+    let last_updated = || groups::time_key(instant_str(string(r.last_updated).as_deref()));
     match p.kind {
         Kind::BiServer => Kept::Server(int(r.id), string(r.r#type).unwrap_or_default()),
         Kind::CustomField => Kept::Field(
@@ -319,24 +407,57 @@ fn keep(p: &Probe) -> Kept {
                 allow_multiple: r.allow_multiple.is_some_and(|d| d.get() == "true"),
             },
         ),
-        Kind::BiReport => Kept::Report(ReportInfo {
-            oid: int(r.oid),
-            server_id: int(r.server_id),
-            external_id: string(r.external_id).unwrap_or_default(),
-            deleted,
-            last_updated: instant_str(string(r.last_updated).as_deref()),
-            source_url: string(r.source_url),
-        }),
-        Kind::BiReportColumn => Kept::Column(ColumnInfo {
-            oid: int(r.oid),
-            server_id: int(r.server_id),
-            external_id: string(r.external_id).unwrap_or_default(),
-            report: string(r.report).unwrap_or_default(),
-            deleted,
-            last_updated: instant_str(string(r.last_updated).as_deref()),
-        }),
+        Kind::BiReport => {
+            let (oid, server) = (int(r.oid), int(r.server_id));
+            let external = string(r.external_id).unwrap_or_default();
+            match keys::resolve(id_map, server, &external, string(r.source_url).as_deref()) {
+                Some((stable, rule)) => Kept::Report {
+                    info: ReportInfo {
+                        oid,
+                        server_id: server,
+                        external: groups::external_hash(server, &external),
+                        stable: 0,
+                        already_stable: stable == external,
+                        rule: "",
+                        deleted,
+                        last_updated: last_updated(),
+                        line: 0,
+                    },
+                    stable,
+                    rule: rule.name(),
+                },
+                None => Kept::Unresolved(Unresolved {
+                    server_id: server,
+                    oid,
+                    external_id: external,
+                }),
+            }
+        }
+        Kind::BiReportColumn => {
+            let server = int(r.server_id);
+            let external = string(r.external_id).unwrap_or_default();
+            let report = string(r.report).unwrap_or_default();
+            let prefixed = column_suffix(&external, &report);
+            Kept::Column(ColumnInfo {
+                oid: int(r.oid),
+                server_id: server,
+                report: groups::external_hash(server, &report),
+                suffix: groups::external_hash(0, prefixed.unwrap_or(&external)),
+                prefixed: prefixed.is_some(),
+                deleted,
+                last_updated: last_updated(),
+                line: 0,
+            })
+        }
         _ => Kept::Nothing,
     }
+}
+
+/// A column's suffix (SPEC §2) when its external_id starts with its report's id and `.`.
+fn column_suffix<'a>(external: &'a str, report: &str) -> Option<&'a str> {
+    external
+        .strip_prefix(report)
+        .and_then(|s| s.strip_prefix('.'))
 }
 
 fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>> {
@@ -373,6 +494,11 @@ fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>
 enum Decision {
     Same,
     Lines(Vec<RawChange>, u64),
+    Version {
+        change: Option<RawChange>,
+        idmap: (Vec<u8>, Vec<u8>),
+        column_rekeyed: Option<i64>,
+    },
     Member(usize, usize),
     Bad(String),
 }
@@ -385,8 +511,9 @@ fn change(
     bad: &BTreeSet<u64>,
     report: &mut Report,
     progress: &Progress,
-) -> Result<Sorter> {
+) -> Result<(Sorter, Sorter)> {
     let mut changes = Sorter::new(SORT_BYTES);
+    let mut idmap = Sorter::new(SORT_BYTES / 2);
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
     let mut held = Sorter::new(SORT_BYTES);
     let mut more_bad = BTreeSet::new();
@@ -408,6 +535,21 @@ fn change(
                 Decision::Lines(c, n) => {
                     push_raw(&mut changes, c, &mut report.counts)?;
                     report.counts.references_repaired += n;
+                }
+                Decision::Version {
+                    change,
+                    idmap: (key, row),
+                    column_rekeyed,
+                } => {
+                    push_raw(
+                        &mut changes,
+                        change.into_iter().collect(),
+                        &mut report.counts,
+                    )?;
+                    idmap.push(&key, &row)?;
+                    if let Some(server) = column_rekeyed {
+                        report.servers.entry(server).or_default().columns_rekeyed += 1;
+                    }
                 }
                 Decision::Member(g, rank) => {
                     let mut key = Vec::with_capacity(16);
@@ -443,7 +585,9 @@ fn change(
                     *report.counts.curation_carried.entry(k).or_default() += n;
                 }
                 report.counts.references_repaired += m.repaired;
-                report.conflicts.extend(m.conflicts);
+                for c in &m.conflicts {
+                    report.conflicts.push(c)?;
+                }
                 push_raw(changes, m.changes, &mut report.counts)?;
             }
             batch.clear();
@@ -468,14 +612,14 @@ fn change(
     })?;
     flush(&mut batch, &mut changes, report)?;
     timing("merge");
-    Ok(changes)
+    Ok((changes, idmap))
 }
 
 /// One group's held curation: its index and (rank, line number, line) per record.
 type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
 
 /// Bytes of pairs a sorter holds in memory before it spills a run to disk.
-const SORT_BYTES: usize = 32 << 20;
+const SORT_BYTES: usize = 16 << 20;
 
 fn push_raw(
     sorter: &mut Sorter,
@@ -560,30 +704,7 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
         }
     }
     match p.kind {
-        Kind::BiReport | Kind::BiReportColumn => {
-            let (otype, is_col) = if p.kind == Kind::BiReport {
-                (REPORT, false)
-            } else {
-                (COLUMN, true)
-            };
-            let oid = p.int(r.oid).unwrap_or_default();
-            if groups.refs.get(otype, oid).is_some() {
-                return Decision::Lines(vec![raw_change(&p, None)], 0);
-            }
-            match groups.rekey.get(&(is_col, oid)) {
-                Some(k) => {
-                    let mut edits = vec![(
-                        r.external_id.expect("validated"),
-                        json_string(&k.external_id),
-                    )];
-                    if let Some(report) = &k.report {
-                        edits.push((r.report.expect("validated"), json_string(report)));
-                    }
-                    Decision::Lines(vec![raw_change(&p, Some(&splice(&p, edits)))], 0)
-                }
-                None => Decision::Same,
-            }
-        }
+        Kind::BiReport | Kind::BiReportColumn => version_change(&p, groups),
         _ => {
             if let Some((g, rank)) = p
                 .subject()
@@ -626,6 +747,79 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
                 None => Decision::Same,
             }
         }
+    }
+}
+
+/// What happens to a report or column version (SPEC §3), and its line of the id map.
+fn version_change(p: &Probe, groups: &Groups) -> Decision {
+    let r = &p.raw;
+    let column = p.kind == Kind::BiReportColumn;
+    let oid = p.int(r.oid).unwrap_or_default();
+    let Some(v) = groups.version(column, oid) else {
+        return Decision::Same;
+    };
+    let legacy = r.external_id.and_then(raw_str).unwrap_or_default();
+    let stable_report = &groups.stables[v.stable as usize];
+    let (stable, report) = if column {
+        let report = r.report.and_then(raw_str).unwrap_or_default();
+        // The group's stable id, made from this version's suffix (the same in every version).
+        let suffix = column_suffix(&legacy, &report).unwrap_or(&legacy);
+        let stable = if v.prefixed {
+            format!("{stable_report}.{suffix}")
+        } else {
+            suffix.to_string()
+        };
+        (stable, Some(report))
+    } else if v.left {
+        (legacy.to_string(), None)
+    } else {
+        (stable_report.clone(), None)
+    };
+    let mut action = v.action;
+    let change = match action {
+        Action::Retire => Some(raw_change(p, None)),
+        Action::Rekey => {
+            let mut edits = Vec::new();
+            if stable != legacy {
+                edits.push((r.external_id.expect("validated"), json_string(&stable)));
+            }
+            if report.as_ref().is_some_and(|rep| rep != stable_report) {
+                edits.push((r.report.expect("validated"), json_string(stable_report)));
+            }
+            if edits.is_empty() {
+                action = Action::Keep;
+                None
+            } else {
+                Some(raw_change(p, Some(&splice(p, edits))))
+            }
+        }
+        Action::Keep => None,
+    };
+    let server = p.int(r.server_id).unwrap_or_default();
+    let otype = if column { COLUMN } else { REPORT };
+    let line = IdMapLine {
+        server_id: server,
+        otype,
+        oid,
+        legacy_external_id: legacy.into_owned(),
+        stable_external_id: stable,
+        survivor_oid: v.survivor,
+        action,
+    };
+    let mut key = ((server as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.push(column as u8);
+    key.extend_from_slice(line.stable_external_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&v.rank.to_be_bytes());
+    key.extend_from_slice(&((oid as u64) ^ (1 << 63)).to_be_bytes());
+    let idmap = (
+        key,
+        serde_json::to_vec(&line).expect("an id-map line serialises"),
+    );
+    Decision::Version {
+        change,
+        idmap,
+        column_rekeyed: (column && action == Action::Rekey).then_some(server),
     }
 }
 

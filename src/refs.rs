@@ -10,30 +10,44 @@ use crate::record::{FieldDef, Kind, Record, Subject};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-/// Retired oid → survivor oid, for reports and for report columns.
+/// Retired oid → survivor oid, for reports and for report columns: two sorted lists, compact
+/// enough for millions of versions. Call [`RefMap::finish`] after the last insert.
 #[derive(Debug, Default, Clone)]
 pub struct RefMap {
-    reports: HashMap<i64, i64>,
-    columns: HashMap<i64, i64>,
+    reports: Vec<(i64, i64)>,
+    columns: Vec<(i64, i64)>,
 }
 
 impl RefMap {
     /// Records that `oid` of `otype` retires into `survivor`.
     pub fn insert(&mut self, otype: &str, oid: i64, survivor: i64) {
         match otype {
-            REPORT => self.reports.insert(oid, survivor),
-            COLUMN => self.columns.insert(oid, survivor),
+            REPORT => self.reports.push((oid, survivor)),
+            COLUMN => self.columns.push((oid, survivor)),
             _ => unreachable!("only reports and columns retire"),
         };
     }
 
+    /// Sorts the lists for lookups.
+    pub fn finish(&mut self) {
+        self.reports.sort_unstable();
+        self.columns.sort_unstable();
+    }
+
     /// Where a reference to (otype, oid) points after the migration, if it moves.
     pub fn get(&self, otype: &str, oid: i64) -> Option<i64> {
-        match otype {
-            REPORT => self.reports.get(&oid).copied(),
-            COLUMN => self.columns.get(&oid).copied(),
-            _ => None,
-        }
+        let list = match otype {
+            REPORT => &self.reports,
+            COLUMN => &self.columns,
+            _ => return None,
+        };
+        debug_assert!(
+            list.windows(2).all(|w| w[0] <= w[1]),
+            "RefMap::finish was not called"
+        );
+        list.binary_search_by_key(&oid, |(o, _)| *o)
+            .ok()
+            .map(|i| list[i].1)
     }
 
     /// True when nothing retires, so nothing needs repair.
@@ -57,6 +71,11 @@ impl Fields {
     /// Adds a `custom_field` definition.
     pub fn insert(&mut self, id: i64, def: FieldDef) {
         self.defs.insert(id, def);
+    }
+
+    /// Adds a definition unless the id already has one (the first line wins).
+    pub fn insert_first(&mut self, id: i64, def: FieldDef) {
+        self.defs.entry(id).or_insert(def);
     }
 
     /// The definition of a field, the built-in one when no line defines it.
@@ -160,6 +179,7 @@ mod tests {
         let mut m = RefMap::default();
         m.insert(REPORT, 1, 9);
         m.insert(COLUMN, 11, 19);
+        m.finish();
         m
     }
 

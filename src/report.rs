@@ -2,11 +2,12 @@
 //! the groups with several versions, the conflicts, the unresolved reports, the warnings, and
 //! the lines skipped under `--max-errors`, verbatim so that nothing is lost silently.
 
-use crate::groups::{Group, ServerCounts, Unresolved};
-use crate::merge::Conflict;
+use crate::groups::{ServerCounts, Unresolved};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 /// A line skipped under `--max-errors`, kept verbatim.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -35,13 +36,113 @@ pub struct Counts {
     pub skipped_lines: u64,
 }
 
+/// A list that can grow past memory: items are serialised as they come and kept in a
+/// temporary file, then written out as a JSON array when the report is.
+#[derive(Default)]
+pub struct Spill {
+    file: Option<File>,
+    on_disk: u64,
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spill({} items)", self.len)
+    }
+}
+
+impl Spill {
+    /// Adds one item.
+    pub fn push<T: Serialize>(&mut self, item: &T) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.tail, item)?;
+        self.tail.push(b'\n');
+        self.len += 1;
+        if self.tail.len() >= 1 << 20 {
+            use anyhow::Context;
+            let file = match &mut self.file {
+                Some(f) => f,
+                None => self.file.insert(
+                    tempfile::tempfile().context("creating a temporary file for the report")?,
+                ),
+            };
+            file.write_all_at(&self.tail, self.on_disk)
+                .context("writing the report (is TMPDIR full?)")?;
+            self.on_disk += self.tail.len() as u64;
+            self.tail.clear();
+        }
+        Ok(())
+    }
+
+    /// How many items were added.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Calls `f` with each item's JSON, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pending: Vec<u8> = Vec::new();
+        let mut at = 0;
+        if let Some(file) = &self.file {
+            while at < self.on_disk {
+                let n = file.read_at(&mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                at += n as u64;
+                pending.extend_from_slice(&buf[..n]);
+                let mut start = 0;
+                while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
+                    f(&pending[start..start + i])?;
+                    start += i + 1;
+                }
+                pending.drain(..start);
+            }
+        }
+        for line in self.tail.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            f(line)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Spill {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.len as usize))?;
+        let mut failure = None;
+        let read = self.for_each(|line| {
+            let raw: &serde_json::value::RawValue =
+                serde_json::from_slice(line).map_err(std::io::Error::other)?;
+            if let Err(e) = seq.serialize_element(raw) {
+                failure = Some(e);
+                return Err(std::io::Error::other("serialising"));
+            }
+            Ok(())
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        read.map_err(|e| S::Error::custom(format!("reading the report's temporary file: {e}")))?;
+        seq.end()
+    }
+}
+
 /// Everything a migration found and decided.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub counts: Counts,
     pub servers: BTreeMap<i64, ServerCounts>,
-    pub groups: Vec<Group>,
-    pub conflicts: Vec<Conflict>,
+    /// The groups with several versions ([`crate::groups::Group`]).
+    pub groups: Spill,
+    /// Conflicts ([`crate::merge::Conflict`]), each in full.
+    pub conflicts: Spill,
     pub unresolved: Vec<Unresolved>,
     pub warnings: Vec<String>,
     pub skipped_lines: Vec<Skipped>,

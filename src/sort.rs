@@ -101,7 +101,7 @@ impl Sorter {
             use std::io::Seek;
             file.rewind()?;
             readers.push(Run {
-                r: BufReader::with_capacity(256 << 10, file),
+                r: BufReader::with_capacity(64 << 10, file),
                 key: Vec::new(),
                 line: Vec::new(),
             });

@@ -230,6 +230,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
             }
         }
     }
+    refmap.finish();
     for s in multi.clone() {
         survivor_of.insert(s.clone(), s.1);
     }

@@ -29,7 +29,7 @@ pub fn run(o: &Options) -> Result<()> {
         &target,
         crate::bundle::Contents {
             changes: outcome.changes,
-            idmap: &outcome.idmap,
+            idmap: outcome.idmap,
             report: &outcome.report,
             input_sha256: outcome.input_sha256.clone(),
             options: outcome.options.clone(),

@@ -118,3 +118,25 @@ proptest! {
         prop_assert_eq!(plan, util::report(&bundle));
     }
 }
+
+/// Regression: a deleted version left as it is may already hold the stable id its survivor
+/// takes, so two reports share an external_id after the migration. That must neither stop a
+/// second migration nor make it change anything (found by `migration_is_idempotent`).
+#[test]
+fn a_deleted_version_holding_the_stable_id_keeps_a_second_migration_empty() {
+    let (dir, export) = generated(25, 2708814557047598355);
+    let (bundle, out, again) = (
+        dir.join("bundle"),
+        dir.join("out.ndjson"),
+        dir.join("again"),
+    );
+    util::migrate(dir.path(), &export, &bundle, &no_args()).ok();
+    util::restore(dir.path(), &bundle, &export, &out, &[]).ok();
+    util::migrate(dir.path(), &out, &again, &no_args()).ok();
+    assert!(util::changes(&again).is_empty());
+    let warnings = util::report(&again)["warnings"].to_string();
+    assert!(
+        warnings.contains("several reports of that server share"),
+        "{warnings}"
+    );
+}
