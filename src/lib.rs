@@ -8,6 +8,7 @@ pub mod merge;
 pub mod record;
 pub mod refs;
 pub mod bundle;
+pub mod db;
 pub mod migrate;
 pub mod output;
 pub mod report;
