@@ -8,7 +8,7 @@
 //! | `header` | `export_header` | one row (`one` = true) | `format`, `version` not null |
 //! | `bi_server` | `bi_server` | `id` | |
 //! | `bi_folder` | `bi_folder` | `oid` | |
-//! | `bi_report` | `bi_report` | `oid` | `UNIQUE (server_id, external_id)` |
+//! | `bi_report` | `bi_report` | `oid` | `(server_id, external_id)` unique among reports not deleted |
 //! | `bi_report_column` | `bi_report_column` | `oid` | index on `(server_id, report)` |
 //! | `custom_field` | `custom_field` | `id` | `field_type` one of the SPEC's six |
 //! | `field_value` | `field_value` | `(subject_otype, subject_oid, field_id)` | one value per (subject, field) |
@@ -18,6 +18,13 @@
 //! | `article` | `article` | `id` | |
 //! | `conversation` | `conversation` | `id` | the subject is both columns or neither; `posts` a JSON list |
 //! | anything else | `other_record` | `(kind, key)` | `record` holds the whole record |
+//!
+//! A report's `(server_id, external_id)` is unique among the reports that are not deleted (a
+//! partial unique index), not among all reports: without `--recover-deleted`, SPEC §3 leaves a
+//! deleted version exactly as it is, and when that version already carries the stable
+//! external_id its survivor is re-keyed to (`look/1947` deleted beside `look_1947_…` live), the
+//! migrated catalog holds both. A full unique key would refuse such a bundle, which the
+//! exports of `lookmig generate` produce.
 //!
 //! The primary keys are the record keys of SPEC §1, so "a key occurs once per export" is the
 //! database's own rule. There are no foreign keys: an export need not be closed (subjects point
@@ -287,7 +294,6 @@ pub fn ddl() -> String {
             cols.push(format!("PRIMARY KEY ({})", t.key.join(", ")));
         }
         match t.name {
-            "bi_report" => cols.push("UNIQUE (server_id, external_id)".into()),
             "custom_field" => cols.push(format!(
                 "CHECK (field_type IN ({}))",
                 crate::record::FIELD_TYPES
@@ -315,6 +321,10 @@ pub fn ddl() -> String {
             t.name, t.kind
         ));
     }
+    s.push_str(
+        "CREATE UNIQUE INDEX bi_report_live_external_id ON bi_report (server_id, external_id) WHERE deleted IS NOT TRUE;\n",
+    );
+    s.push_str("CREATE INDEX bi_report_external_id ON bi_report (server_id, external_id);\n");
     s.push_str("CREATE INDEX bi_report_column_report ON bi_report_column (server_id, report);\n");
     s.push_str("CREATE INDEX trust_flag_subject ON trust_flag (subject_otype, subject_oid);\n");
     s.push_str("CREATE INDEX conversation_subject ON conversation (subject_otype, subject_oid);\n");
