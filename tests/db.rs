@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 struct Server {
     /// A URL to a maintenance database (`postgres`), used to create the test databases.
     admin_url: String,
-    /// The watchdog's stdin: when it closes (this process ends), the cluster is stopped.
-    _watchdog: Option<std::process::ChildStdin>,
+    /// The watchdog, whose stdin we hold: when it closes (this process ends), it stops the
+    /// cluster. It is never waited for: it outlives this process by design.
+    _watchdog: Option<std::process::Child>,
 }
 
 fn server() -> &'static Server {
@@ -43,7 +44,8 @@ fn server() -> &'static Server {
         let dir = std::env::temp_dir().join(format!("lookmig-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         // The watchdog first, so that a cluster that started is always stopped.
-        let mut watchdog = Command::new("sh")
+        #[allow(clippy::zombie_processes)]
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg("cat >/dev/null; exec \"$0\" stop \"$1\"")
             .arg(&script)
@@ -66,7 +68,7 @@ fn server() -> &'static Server {
         let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Server {
             admin_url: url,
-            _watchdog: watchdog.stdin.take(),
+            _watchdog: Some(watchdog),
         }
     })
 }
