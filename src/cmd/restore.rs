@@ -82,7 +82,8 @@ fn run_database(o: &Options) -> Result<()> {
         force: o.restore.force,
         progress: o.restore.progress,
     };
-    let summary = crate::db::apply::apply(&db, b.changes()?, &opts)?;
+    let (total, changes) = crate::db::apply::changes_of(&b)?;
+    let summary = crate::db::apply::apply(&db, changes, total, &opts)?;
     if o.json {
         return out_json(&summary);
     }

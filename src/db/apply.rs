@@ -2,14 +2,17 @@
 //! held in the database, under the guards of SPEC §7 ([`crate::restore::step`]).
 //!
 //! Everything happens in one transaction:
-//! 1. every record the change set touches is read by its primary key with `SELECT … FOR UPDATE`
-//!    (in batches), which locks the rows that exist, and is rebuilt as dump would write it;
+//! 1. the change set is read a batch at a time (it is sorted by kind, so a batch is one table);
+//!    every record it touches is read by its primary key with `SELECT … FOR UPDATE`, which locks
+//!    the rows that exist, and is rebuilt as dump would write it;
 //! 2. each change is judged by [`crate::restore::step`] against that record: applied when the row
 //!    holds `prior`, skipped when it already holds `record` (so restoring twice changes nothing),
 //!    a conflict otherwise — an edit made in the catalog since the export is never overwritten;
-//! 3. any conflict rolls the transaction back (exit 3), unless `--force`;
-//! 4. the rows of every applied change are deleted, for every table, and only then are the new
-//!    records copied in (`COPY … FROM STDIN`). An update is so a delete and an insert of the row
+//! 3. the rows the applied changes replace or remove are deleted right away (inside the
+//!    transaction), and their new records are spooled to temporary files;
+//! 4. any conflict rolls the transaction back (exit 3), unless `--force`; otherwise, once every
+//!    delete of every table is done, the new records are copied in (`COPY … FROM STDIN`).
+//!    An update is so a delete and an insert of the row
 //!    in the same transaction; because every delete comes before every insert, a re-keyed
 //!    survivor never collides on `UNIQUE (server_id, external_id)` with a version the same
 //!    change set retires, whatever the order of the changes;
@@ -45,103 +48,87 @@ pub struct Options {
 /// The key of a record in its table: the key columns' values.
 type KeyCells = Vec<Cell>;
 
-/// Applies `changes` (as the bundle holds them) to the database, in one transaction.
-pub fn apply(db: &Database, changes: Vec<Change>, opts: &Options) -> Result<Summary> {
-    let changes: Vec<Change> = match opts.direction {
-        Direction::Restore => changes,
-        Direction::Rollback => changes.iter().map(Change::inverse).collect(),
-    };
-    let mut summary = Summary {
-        changes: changes.len() as u64,
-        ..Summary::default()
-    };
-    // Changes by table (index TABLES.len() = other_record), with their keys.
-    let mut by_table: Vec<Vec<(usize, KeyCells)>> = vec![Vec::new(); TABLES.len() + 1];
-    for (i, c) in changes.iter().enumerate() {
-        let (t, key) = key_cells(c)?;
-        by_table[t].push((i, key));
-    }
+/// Reads the change set of a bundle one change at a time (the bundle was checked by
+/// [`crate::bundle::open`]); with the number of changes its manifest lists.
+pub fn changes_of(
+    b: &crate::bundle::Bundle,
+) -> Result<(u64, impl Iterator<Item = Result<Change>>)> {
+    let path = b.dir.join(crate::bundle::CHANGES);
+    let total = b
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.name == crate::bundle::CHANGES)
+        .map_or(0, |f| f.records);
+    let input = crate::input::Input::new(&path.to_string_lossy())?;
+    let mut lines = input.lines()?;
+    let iter = std::iter::from_fn(move || match lines.next_line() {
+        Ok(None) => None,
+        Ok(Some(l)) => Some(
+            serde_json::from_slice::<Change>(&l.bytes)
+                .with_context(|| format!("{}:{}: not a valid change", path.display(), l.no)),
+        ),
+        Err(e) => Some(Err(e)),
+    });
+    Ok((total, iter))
+}
+
+/// Applies `changes` (as the bundle holds them, `total` of them) to the database, in one
+/// transaction. Memory stays bounded: changes are read, locked and judged a batch at a time,
+/// the rows they replace are deleted at once (inside the transaction, so nobody sees it before
+/// the commit, and a conflict found later rolls it back), and the new rows wait in temporary
+/// files until every delete is done.
+pub fn apply(
+    db: &Database,
+    changes: impl Iterator<Item = Result<Change>>,
+    total: u64,
+    opts: &Options,
+) -> Result<Summary> {
     let mut client = db.connect()?;
     super::check_schema(db, &mut client)?;
     let mut tx = client
         .transaction()
         .map_err(|e| db.error(&e, "starting a transaction"))?;
-    let bar = Bar::new(opts.progress, "checking", Some(2 * changes.len() as u64));
-
-    // 1–2: lock, read and judge.
-    let mut deletes: Vec<Vec<KeyCells>> = vec![Vec::new(); TABLES.len() + 1];
-    let mut inserts: Vec<Vec<u8>> = vec![Vec::new(); TABLES.len() + 1];
-    let mut insert_counts = vec![0u64; TABLES.len() + 1];
-    for (t, items) in by_table.iter().enumerate() {
-        for chunk in items.chunks(BATCH) {
-            let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
-            let current = select_for_update(db, &mut tx, t, &keys)?;
-            for (i, key) in chunk {
-                let change = &changes[*i];
-                let found = current.get(&(change.kind.clone(), change.key.clone()));
-                let write = match step(change, found) {
-                    Step::Apply => {
-                        summary.applied += 1;
-                        true
-                    }
-                    Step::Already => {
-                        summary.already_applied += 1;
-                        false
-                    }
-                    Step::Conflict => {
-                        summary.conflicts.push(Conflict {
-                            kind: change.kind.clone(),
-                            key: change.key.clone(),
-                            line: None,
-                            expected: change.prior.clone(),
-                            found: found.cloned(),
-                        });
-                        if opts.force {
-                            summary.forced += 1;
-                        }
-                        opts.force
-                    }
-                };
-                if write {
-                    if found.is_some() {
-                        deletes[t].push(key.clone());
-                    }
-                    if let Some(rec) = &change.record {
-                        let (rt, bytes) = encode_record(&change.kind, &change.key, rec)?;
-                        debug_assert_eq!(rt, t);
-                        inserts[rt].extend_from_slice(&bytes);
-                        insert_counts[rt] += 1;
-                    }
-                }
-            }
-            bar.add(chunk.len() as u64);
+    let bar = Bar::new(opts.progress, "checking and deleting", Some(total));
+    let mut run = Run {
+        db,
+        opts,
+        summary: Summary::default(),
+        spools: (0..=TABLES.len()).map(|_| None).collect(),
+        counts: vec![0; TABLES.len() + 1],
+    };
+    let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(BATCH);
+    let mut chunk_table = usize::MAX;
+    for c in changes {
+        let c = c?;
+        let c = if opts.direction == Direction::Rollback {
+            c.inverse()
+        } else {
+            c
+        };
+        let (t, key) = key_cells(&c)?;
+        if t != chunk_table || chunk.len() >= BATCH {
+            let n = chunk.len() as u64;
+            run.chunk(&mut tx, chunk_table, &mut chunk)?;
+            bar.add(n);
+            chunk_table = t;
         }
+        chunk.push((c, key));
     }
-    if !summary.conflicts.is_empty() && !opts.force {
+    run.chunk(&mut tx, chunk_table, &mut chunk)?;
+    if !run.summary.conflicts.is_empty() && !opts.force {
         bar.finish();
-        drop(tx); // rolls back, releasing the locks
-        return Err(Conflicts(summary).into());
+        drop(tx); // rolls back the deletes, releases the locks
+        return Err(Conflicts(run.summary).into());
     }
-
-    // 4: every delete, then every insert.
-    bar.message("writing");
-    for (t, keys) in deletes.iter().enumerate() {
-        for chunk in keys.chunks(BATCH) {
-            let refs: Vec<&KeyCells> = chunk.iter().collect();
-            let (sql, params) = keyed(t, "DELETE FROM", "", &refs);
-            let p: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            tx.execute(&sql, &p)
-                .map_err(|e| db.error(&e, &format!("deleting from {}", table_name(t))))?;
-            bar.add(chunk.len() as u64);
-        }
-    }
-    for (t, rows) in inserts.iter().enumerate() {
-        if rows.is_empty() {
-            continue;
-        }
+    bar.message("inserting");
+    for (t, spool) in run.spools.into_iter().enumerate() {
+        let Some(spool) = spool else { continue };
+        let mut file = spool
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("writing a temporary file")?;
+        std::io::Seek::rewind(&mut file)?;
         let cols = TABLES
             .get(t)
             .map_or("kind, key, record".to_string(), Table::column_list);
@@ -149,16 +136,102 @@ pub fn apply(db: &Database, changes: Vec<Change>, opts: &Options) -> Result<Summ
         let mut w = tx
             .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
             .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
-        std::io::Write::write_all(&mut w, rows)
+        std::io::copy(&mut file, &mut w)
             .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
         w.finish()
             .map_err(|e| db.error(&e, &format!("inserting into {name}")))?;
-        summary.lines_written += insert_counts[t];
+        run.summary.lines_written += run.counts[t];
     }
-    bar.add(2 * changes.len() as u64);
+    bar.message("committing");
     tx.commit().map_err(|e| db.error(&e, "committing"))?;
     bar.finish();
-    Ok(summary)
+    Ok(run.summary)
+}
+
+/// The state of one apply.
+struct Run<'a> {
+    db: &'a Database,
+    opts: &'a Options,
+    summary: Summary,
+    /// The new rows of each table, in COPY text format.
+    spools: Vec<Option<std::io::BufWriter<std::fs::File>>>,
+    counts: Vec<u64>,
+}
+
+impl Run<'_> {
+    /// Locks, reads and judges one batch of changes of table `t`, and deletes the rows the
+    /// applied ones replace; empties `chunk`.
+    fn chunk(
+        &mut self,
+        tx: &mut Transaction,
+        t: usize,
+        chunk: &mut Vec<(Change, KeyCells)>,
+    ) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let db = self.db;
+        let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
+        let current = select_for_update(db, tx, t, &keys)?;
+        let mut deletes: Vec<&KeyCells> = Vec::new();
+        for (change, key) in chunk.iter() {
+            self.summary.changes += 1;
+            let found = current.get(&(change.kind.clone(), change.key.clone()));
+            let write = match step(change, found) {
+                Step::Apply => {
+                    self.summary.applied += 1;
+                    true
+                }
+                Step::Already => {
+                    self.summary.already_applied += 1;
+                    false
+                }
+                Step::Conflict => {
+                    self.summary.conflicts.push(Conflict {
+                        kind: change.kind.clone(),
+                        key: change.key.clone(),
+                        line: None,
+                        expected: change.prior.clone(),
+                        found: found.cloned(),
+                    });
+                    if self.opts.force {
+                        self.summary.forced += 1;
+                    }
+                    self.opts.force
+                }
+            };
+            if !write {
+                continue;
+            }
+            if found.is_some() {
+                deletes.push(key);
+            }
+            if let Some(rec) = &change.record {
+                let (rt, bytes) = encode_record(&change.kind, &change.key, rec)?;
+                let spool = match &mut self.spools[rt] {
+                    Some(s) => s,
+                    slot => slot.insert(std::io::BufWriter::with_capacity(
+                        1 << 20,
+                        tempfile::tempfile().context("creating a temporary file")?,
+                    )),
+                };
+                std::io::Write::write_all(spool, &bytes)
+                    .context("writing a temporary file (is the disk full?)")?;
+                self.counts[rt] += 1;
+            }
+        }
+        if !deletes.is_empty() {
+            let (sql, params) = keyed(t, "DELETE FROM", "", &deletes);
+            let p: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            tx.execute(&sql, &p)
+                .map_err(|e| db.error(&e, &format!("deleting from {}", table_name(t))))?;
+        }
+        chunk.clear();
+        Ok(())
+    }
 }
 
 fn table_name(t: usize) -> &'static str {
