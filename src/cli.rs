@@ -59,10 +59,27 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Apply a bundle onto a copy of an export, writing a new export.
+    /// Apply a bundle onto a copy of an export (writing a new export), or onto a database.
     Restore(RestoreArgs),
-    /// Undo a bundle on an export it was restored onto, writing a new export.
+    /// Undo a bundle on an export (writing a new export) or a database it was restored onto.
     Rollback(RestoreArgs),
+    /// The catalog database: create its schema, load an export into it.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Write the catalog held in a database out as an export.
+    Dump {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The export to write (`.zst` is compressed).
+        #[arg(short = 'o', long = "output", value_name = "EXPORT")]
+        output: String,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Write a synthetic catalog export (deterministic per seed).
     Generate {
         /// Logical Looker reports (each with 1-4 versions).
@@ -82,6 +99,43 @@ pub enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+}
+
+/// The `db` commands.
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Create the catalog schema (one table per kind) in an empty database.
+    Init {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Load an export into the catalog tables (a staging copy), in one transaction.
+    Load {
+        /// The catalog export (NDJSON, plain or zstd; `-` for stdin).
+        export: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Empty the catalog tables first (in the same transaction).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// The database to work on. The URL's password is never shown.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (or key=value pairs).
+    #[arg(
+        long = "database",
+        value_name = "URL",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database: String,
 }
 
 /// Options of the rules (SPEC §2–§3, §8).
@@ -126,17 +180,28 @@ pub struct WriteArgs {
     pub level: i32,
 }
 
-/// Options of `restore` and `rollback`.
+/// Options of `restore` and `rollback`: onto an export (`--onto EXPORT -o OUT`) or onto a
+/// database (`--database URL`, or `DATABASE_URL`; `--onto` wins when both are given).
 #[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["onto", "database"])))]
 pub struct RestoreArgs {
     /// The bundle directory.
     pub bundle: String,
     /// The export to apply it onto (it is not changed).
-    #[arg(long, value_name = "EXPORT")]
-    pub onto: String,
+    #[arg(long, value_name = "EXPORT", requires = "output")]
+    pub onto: Option<String>,
     /// The new export to write (`.zst` is compressed).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
-    pub output: String,
+    pub output: Option<String>,
+    /// Apply the changes to this PostgreSQL database instead, in one transaction
+    /// (postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME).
+    #[arg(
+        long = "database",
+        value_name = "URL",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     /// Apply the changes even over conflicting records.
     #[arg(long)]
     pub force: bool,

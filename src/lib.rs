@@ -2,6 +2,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod cmd;
+pub mod db;
 pub mod generate;
 pub mod groups;
 pub mod input;

@@ -1,5 +1,6 @@
 //! One module per command, each the same shape: a plain options struct and `run`.
 
+pub mod db;
 pub mod generate;
 pub mod inspect;
 pub mod migrate;
@@ -64,6 +65,19 @@ pub fn run(cmd: Command) -> Result<()> {
             a,
             crate::restore::Direction::Rollback,
         )),
+        Command::Db { command } => db::run(command),
+        Command::Dump {
+            database,
+            output,
+            common,
+            write,
+        } => db::dump(&db::DumpOptions {
+            database: database.database,
+            output,
+            json: common.json,
+            overwrite: write.overwrite,
+            level: write.level,
+        }),
         Command::Generate {
             reports,
             seed,

@@ -1,18 +1,22 @@
 //! `lookmig restore|rollback BUNDLE --onto EXPORT -o OUT`: apply (or undo) a bundle onto a copy
-//! of an export, guarded by SPEC §7.
+//! of an export, guarded by SPEC §7; with `--database URL` instead, onto the catalog database
+//! ([`crate::db::apply`]).
 
 use super::{out, out_json};
 use crate::cli::RestoreArgs;
 use crate::input::Input;
 use crate::output::Target;
 use crate::restore::Direction;
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 /// Options of `restore` and `rollback`.
 pub struct Options {
     pub bundle: String,
-    pub onto: String,
-    pub output: String,
+    /// The export to apply onto (offline), or None for the database.
+    pub onto: Option<String>,
+    pub output: Option<String>,
+    /// The database URL (used when `onto` is None).
+    pub database: Option<String>,
     pub json: bool,
     pub overwrite: bool,
     pub restore: crate::restore::Options,
@@ -25,6 +29,7 @@ impl Options {
             bundle: a.bundle,
             onto: a.onto,
             output: a.output,
+            database: a.database,
             json: a.common.json,
             overwrite: a.write.overwrite,
             restore: crate::restore::Options {
@@ -41,13 +46,16 @@ impl Options {
 
 /// Runs `restore` or `rollback`; conflicts are exit 3 and nothing is written.
 pub fn run(o: &Options) -> Result<()> {
+    let (Some(onto), Some(output)) = (&o.onto, &o.output) else {
+        return run_database(o);
+    };
     let target = Target {
-        path: o.output.clone().into(),
+        path: output.into(),
         overwrite: o.overwrite,
     };
     target.check()?;
     let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
-    let input = Input::new(&o.onto)?;
+    let input = Input::new(onto)?;
     let summary = match crate::restore::run(b.changes()?, &input, &target, &o.restore) {
         Err(e) if o.json => {
             if let Some(c) = e.downcast_ref::<crate::restore::Conflicts>() {
@@ -68,12 +76,55 @@ pub fn run(o: &Options) -> Result<()> {
     let mut s = format!(
         "{verb} {} onto {}: {} changes, {} applied, {} already applied, {} lines written to {}",
         o.bundle,
-        o.onto,
+        onto,
         summary.changes,
         summary.applied,
         summary.already_applied,
         summary.lines_written,
-        o.output
+        output
+    );
+    if summary.forced > 0 {
+        s += &format!(
+            "\n{} conflicting changes applied anyway (--force)",
+            summary.forced
+        );
+    }
+    out(&s)
+}
+
+/// Restore or rollback onto the database, in one transaction.
+fn run_database(o: &Options) -> Result<()> {
+    if o.output.is_some() {
+        bail!("-o/--output goes with --onto EXPORT; a restore onto a database (--database) writes no file");
+    }
+    let Some(url) = &o.database else {
+        bail!("give --onto EXPORT -o OUT, or --database URL (or set DATABASE_URL)");
+    };
+    let db = crate::db::Database::parse(url)?;
+    let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
+    let opts = crate::db::apply::Options {
+        direction: o.restore.direction,
+        force: o.restore.force,
+        progress: o.restore.progress,
+    };
+    let (total, changes) = crate::db::apply::changes_of(&b)?;
+    let summary = crate::db::apply::apply(&db, changes, total, &opts)?;
+    if o.json {
+        return out_json(&summary);
+    }
+    let verb = if o.restore.direction == Direction::Restore {
+        "restored"
+    } else {
+        "rolled back"
+    };
+    let mut s = format!(
+        "{verb} {} onto database {}: {} changes, {} applied, {} already applied, {} rows written, in one transaction",
+        o.bundle,
+        db.shown(),
+        summary.changes,
+        summary.applied,
+        summary.already_applied,
+        summary.lines_written
     );
     if summary.forced > 0 {
         s += &format!(

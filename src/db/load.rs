@@ -1,0 +1,247 @@
+//! `db init` and `db load`: create the catalog schema, and load an export into it (a staging
+//! copy of the catalog).
+//!
+//! Loading reads the export once, checks every line as every other command does (SPEC §1: a
+//! malformed line or a duplicate key names the file and the line, and nothing is loaded),
+//! spools each table's rows in COPY text format to a temporary file, and then copies every
+//! table in with `COPY … FROM STDIN`, all in one transaction: the database holds the whole
+//! export or nothing of it.
+
+use super::schema::{self, copy_line, to_row, TABLES};
+use super::{Bar, Database};
+use crate::input::Input;
+use crate::record::{parse_line, Kind, SeenKeys};
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Seek, Write};
+
+/// Creates the schema in one transaction. Returns false when it was already there.
+pub fn init(db: &Database) -> Result<bool> {
+    let mut client = db.connect()?;
+    let mut tx = client
+        .transaction()
+        .map_err(|e| db.error(&e, "starting a transaction"))?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('lookmig_schema') IS NOT NULL", &[])
+        .map_err(|e| db.error(&e, "reading the schema"))?
+        .get(0);
+    if exists {
+        return Ok(false);
+    }
+    tx.batch_execute(&schema::ddl())
+        .map_err(|e| db.error(&e, "creating the schema"))?;
+    tx.commit()
+        .map_err(|e| db.error(&e, "committing the schema"))?;
+    Ok(true)
+}
+
+/// Options of `db load`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Empty the catalog tables first (in the same transaction).
+    pub replace: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Worker threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// What was loaded: records by kind.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Loaded {
+    pub records: u64,
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// Loads `input` into the database, in one transaction.
+pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()?;
+    let mut client = db.connect()?;
+    super::check_schema(db, &mut client)?;
+    let (spools, loaded) = pool.install(|| spool(input, opts))?;
+    let bar = Bar::new(
+        opts.progress,
+        "copying into the database",
+        Some(loaded.records),
+    );
+    let mut tx = client
+        .transaction()
+        .map_err(|e| db.error(&e, "starting a transaction"))?;
+    let tables = schema::all_tables();
+    if opts.replace {
+        tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
+            .map_err(|e| db.error(&e, "emptying the tables"))?;
+    } else {
+        for t in &tables {
+            let any: bool = tx
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), &[])
+                .map_err(|e| db.error(&e, "checking that the tables are empty"))?
+                .get(0);
+            if any {
+                bail!(
+                    "database {}: table {t} already holds records; load into an empty catalog, or pass --replace to empty it first",
+                    db.shown()
+                );
+            }
+        }
+    }
+    for (i, (mut file, rows)) in spools.into_iter().enumerate() {
+        if rows == 0 {
+            continue;
+        }
+        let (name, cols) = match TABLES.get(i) {
+            Some(t) => (t.name, t.column_list()),
+            None => (schema::OTHER, "kind, key, record".to_string()),
+        };
+        file.rewind()?;
+        let mut w = tx
+            .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
+            .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
+        std::io::copy(&mut file, &mut w)
+            .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
+        w.finish()
+            .map_err(|e| db.error(&e, &format!("copying into {name}")))?;
+        bar.add(rows);
+    }
+    bar.message("analysing");
+    tx.batch_execute(&format!("ANALYZE {}", tables.join(", ")))
+        .map_err(|e| db.error(&e, "analysing"))?;
+    tx.commit()
+        .map_err(|e| db.error(&e, "committing the load"))?;
+    bar.finish();
+    Ok(loaded)
+}
+
+type Spools = Vec<(std::fs::File, u64)>;
+
+/// Reads and checks the export, writing each table's COPY rows to its own temporary file.
+fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
+    let mut writers: Vec<(BufWriter<std::fs::File>, u64)> = (0..=TABLES.len())
+        .map(|_| {
+            Ok((
+                BufWriter::with_capacity(
+                    1 << 20,
+                    tempfile::tempfile().context("creating a temporary file")?,
+                ),
+                0,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut loaded = Loaded::default();
+    let mut seen = SeenKeys::default();
+    let mut lines = input.lines()?;
+    let mut any_line = false;
+    let bar = Bar::new(opts.progress, "reading", None);
+    loop {
+        let batch = lines.next_batch(8 << 20)?;
+        if batch.is_empty() {
+            break;
+        }
+        let encoded: Vec<_> = batch.par_iter().map(|l| encode(&l.bytes)).collect();
+        for (line, enc) in batch.iter().zip(encoded) {
+            let (kind, name, key, table, bytes) = enc.map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{}: {e}; fix the line in the export",
+                    input.name,
+                    line.no
+                )
+            })?;
+            if kind == Kind::Header && any_line {
+                bail!(
+                    "{}:{}: a header must be the first line",
+                    input.name,
+                    line.no
+                );
+            }
+            any_line = true;
+            if !seen.insert(SeenKeys::hash(&name, &key)) {
+                bail!(
+                    "{}:{}: duplicate record key: {name} {key:?} occurs on an earlier line",
+                    input.name,
+                    line.no
+                );
+            }
+            let (w, n) = &mut writers[table];
+            w.write_all(&bytes)
+                .context("writing a temporary file (is the disk full?)")?;
+            *n += 1;
+            loaded.records += 1;
+            *loaded.by_kind.entry(name).or_default() += 1;
+        }
+        bar.add(batch.len() as u64);
+    }
+    bar.finish();
+    let spools = writers
+        .into_iter()
+        .map(|(w, n)| {
+            Ok((
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .context("writing a temporary file")?,
+                n,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok((spools, loaded))
+}
+
+type Encoded = (Kind, String, String, usize, Vec<u8>);
+
+/// One line → its kind, kind name, record key, table index and COPY row.
+fn encode(bytes: &[u8]) -> Result<Encoded, String> {
+    let rec = parse_line(bytes)?;
+    let key = rec.key();
+    let name = rec.kind_name().to_string();
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let table = match schema::table_index(rec.kind) {
+        Some(i) => {
+            let row = to_row(&TABLES[i], &rec.obj).map_err(|e| e.to_string())?;
+            copy_line(&mut out, &row.cells, Some(&row.extra));
+            i
+        }
+        None => {
+            let v = serde_json::Value::Object(rec.obj);
+            schema::storable(&v).map_err(|e| e.to_string())?;
+            let cells = [
+                schema::Cell::Text(name.clone()),
+                schema::Cell::Text(key.clone()),
+                schema::Cell::Json(v),
+            ];
+            copy_line(&mut out, &cells, None);
+            TABLES.len()
+        }
+    };
+    Ok((rec.kind, name, key, table, out))
+}
+
+/// Encodes a record (for apply's inserts) as its table index and COPY row.
+pub fn encode_record(
+    kind: &str,
+    key: &str,
+    record: &serde_json::Value,
+) -> Result<(usize, Vec<u8>)> {
+    let Some(obj) = record.as_object() else {
+        bail!("{kind} {key:?}: the bundle's record is not a JSON object");
+    };
+    let mut out = Vec::new();
+    match schema::table_index(Kind::from_name(kind)) {
+        Some(i) => {
+            let row = to_row(&TABLES[i], obj).with_context(|| format!("{kind} {key:?}"))?;
+            copy_line(&mut out, &row.cells, Some(&row.extra));
+            Ok((i, out))
+        }
+        None => {
+            schema::storable(record).with_context(|| format!("{kind} {key:?}"))?;
+            let cells = [
+                schema::Cell::Text(kind.to_string()),
+                schema::Cell::Text(key.to_string()),
+                schema::Cell::Json(record.clone()),
+            ];
+            copy_line(&mut out, &cells, None);
+            Ok((TABLES.len(), out))
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The live-database target (issue 4) against a real PostgreSQL server: load, dump, restore,
+//! rollback, conflicts and a killed restore.
+//!
+//! When `DATABASE_URL` is set, it names a server where the tests may create and drop databases
+//! (one per test). Otherwise the tests start a throwaway cluster with `.ci/pg start` in a
+//! temporary folder (unix socket only, trust auth) and stop it when the test process ends: a
+//! watchdog child holds the other end of a pipe and runs `.ci/pg stop` (pg_ctl stop -m
+//! immediate, then removes the folder) as soon as the pipe closes, which happens however this
+//! process ends.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// A running server the tests may create databases on.
+struct Server {
+    /// A URL to a maintenance database (`postgres`), used to create the test databases.
+    admin_url: String,
+    /// The watchdog, whose stdin we hold: when it closes (this process ends), it stops the
+    /// cluster. It is never waited for: it outlives this process by design.
+    _watchdog: Option<std::process::Child>,
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                return Server {
+                    admin_url: url,
+                    _watchdog: None,
+                };
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = root.join(".ci/pg");
+        let dir = std::env::temp_dir().join(format!("lookmig-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The watchdog first, so that a cluster that started is always stopped.
+        #[allow(clippy::zombie_processes)]
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg("cat >/dev/null; exec \"$0\" stop \"$1\"")
+            .arg(&script)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the cluster watchdog");
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("running .ci/pg start");
+        assert!(
+            out.status.success(),
+            ".ci/pg start failed (is PostgreSQL installed? `apt-get install postgresql`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Server {
+            admin_url: url,
+            _watchdog: Some(watchdog),
+        }
+    })
+}
+
+/// A database of its own for one test, dropped at the end of the test.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    fn new(test: &str) -> TestDb {
+        let s = server();
+        let name = format!("lookmig_{test}_{}", std::process::id());
+        let mut c = postgres::Client::connect(&s.admin_url, postgres::NoTls)
+            .expect("connecting to the test server");
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        TestDb {
+            url: with_dbname(&s.admin_url, &name),
+            name,
+        }
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls)
+            .expect("connecting to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&server().admin_url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// The same server URL with another database name.
+fn with_dbname(url: &str, db: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, format!("?{q}")),
+            None => (rest, String::new()),
+        };
+        let authority = main.split('/').next().unwrap_or("");
+        format!("{scheme}://{authority}/{db}{query}")
+    } else {
+        format!("{url} dbname={db}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary, reading exports
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn lookmig(args: &[&str], url: Option<&str>) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookmig"));
+    cmd.args(args).env_remove("DATABASE_URL");
+    if let Some(u) = url {
+        cmd.env("DATABASE_URL", u);
+    }
+    let out = cmd.output().expect("running lookmig");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+#[track_caller]
+fn ok(args: &[&str], url: Option<&str>) -> Out {
+    let o = lookmig(args, url);
+    assert_eq!(
+        o.code, 0,
+        "lookmig {args:?} exited {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.code, o.stdout, o.stderr
+    );
+    o
+}
+
+/// An export as a multiset of records (canonical JSON → count): SPEC §7 compares records, not
+/// lines or field order.
+fn records(path: &Path) -> BTreeMap<String, usize> {
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .read_to_end(&mut raw)
+        .unwrap();
+    if raw.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        raw = zstd::decode_all(&raw[..]).unwrap();
+    }
+    let mut out = BTreeMap::new();
+    for line in raw.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(line).unwrap();
+        *out.entry(lookmig::record::canonical_json(&v)).or_default() += 1;
+    }
+    out
+}
+
+#[track_caller]
+fn same_records(a: &Path, b: &Path, what: &str) {
+    let (ra, rb) = (records(a), records(b));
+    if ra != rb {
+        let only_a: Vec<_> = ra.keys().filter(|k| !rb.contains_key(*k)).take(3).collect();
+        let only_b: Vec<_> = rb.keys().filter(|k| !ra.contains_key(*k)).take(3).collect();
+        panic!("{what}: {} and {} differ\nonly in the first: {only_a:#?}\nonly in the second: {only_b:#?}", a.display(), b.display());
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The whole cycle for one export: load → dump is the export; restore → dump is the offline
+/// restore; restoring again changes nothing; rollback → dump is the export.
+fn cycle(db: &TestDb, dir: &Path, export: &Path, migrate_args: &[String], label: &str) {
+    let url = Some(db.url.as_str());
+    let bundle = dir.join("bundle");
+    let offline = dir.join("offline.ndjson");
+    let dump = dir.join("dump.ndjson");
+    let mut margs: Vec<&str> = vec!["migrate", s(export), "-o", s(&bundle), "--overwrite"];
+    margs.extend(migrate_args.iter().map(String::as_str));
+    ok(&margs, None);
+    ok(
+        &[
+            "restore",
+            s(&bundle),
+            "--onto",
+            s(export),
+            "-o",
+            s(&offline),
+            "--overwrite",
+        ],
+        None,
+    );
+
+    ok(&["db", "load", s(export), "--replace"], url);
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(export, &dump, &format!("{label}: load then dump"));
+
+    let o = ok(&["restore", s(&bundle)], url);
+    assert!(o.stdout.contains("onto database"), "{}", o.stdout);
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(
+        &offline,
+        &dump,
+        &format!("{label}: restore onto the database vs offline"),
+    );
+
+    let o = ok(&["restore", s(&bundle), "--json"], url);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        summary["applied"], 0,
+        "{label}: restoring twice applied something: {summary}"
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&offline, &dump, &format!("{label}: restore twice"));
+
+    ok(&["rollback", s(&bundle)], url);
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(export, &dump, &format!("{label}: rollback"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn every_sample_loads_restores_and_rolls_back_like_offline() {
+    let db = TestDb::new("samples");
+    ok(&["db", "init"], Some(&db.url));
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut done = 0;
+    for dir in names {
+        if !dir.join("expected.ndjson").exists() {
+            continue; // the error samples: migrate refuses them
+        }
+        // The sample's extra migrate options; a word naming a file of the folder is that file.
+        let args: Vec<String> = std::fs::read_to_string(dir.join("args"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|w| {
+                if dir.join(w).is_file() {
+                    dir.join(w).to_string_lossy().into_owned()
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        cycle(
+            &db,
+            tmp.path(),
+            &dir.join("export.ndjson"),
+            &args,
+            &dir.file_name().unwrap().to_string_lossy(),
+        );
+        done += 1;
+    }
+    assert!(done >= 15, "only {done} samples ran");
+    let tmp = tempfile::tempdir().unwrap();
+    cycle(
+        &db,
+        tmp.path(),
+        &samples.join("demo.ndjson.zst"),
+        &[],
+        "demo",
+    );
+}
+
+#[test]
+fn a_generated_export_round_trips_with_and_without_recover_deleted() {
+    let db = TestDb::new("generated");
+    ok(&["db", "init"], Some(&db.url));
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("gen.ndjson.zst");
+    ok(
+        &[
+            "generate",
+            "--reports",
+            "800",
+            "--seed",
+            "11",
+            "--servers",
+            "3",
+            "-o",
+            s(&export),
+        ],
+        None,
+    );
+    cycle(&db, tmp.path(), &export, &[], "generated");
+    cycle(
+        &db,
+        tmp.path(),
+        &export,
+        &["--recover-deleted".to_string()],
+        "generated --recover-deleted",
+    );
+}
+
+#[test]
+fn init_is_idempotent_and_load_refuses_a_full_catalog_and_bad_lines() {
+    let db = TestDb::new("init");
+    let url = Some(db.url.as_str());
+    let o = lookmig(&["dump", "-o", "/dev/null", "--overwrite"], url);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("db init"), "{}", o.stderr);
+    ok(&["db", "init"], url);
+    assert!(ok(&["db", "init"], url).stdout.contains("already"));
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    ok(
+        &[
+            "db",
+            "load",
+            s(&sample.join("01-legacy-dashboard/export.ndjson")),
+        ],
+        url,
+    );
+    let o = lookmig(
+        &[
+            "db",
+            "load",
+            s(&sample.join("02-legacy-look/export.ndjson")),
+        ],
+        url,
+    );
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("--replace"), "{}", o.stderr);
+    for (name, needle) in [
+        ("18-malformed", ":3"),
+        ("19-duplicate-key", ":5"),
+        ("20-wrong-type", ":3"),
+    ] {
+        let o = lookmig(
+            &[
+                "db",
+                "load",
+                "--replace",
+                s(&sample.join(name).join("export.ndjson")),
+            ],
+            url,
+        );
+        assert_eq!(o.code, 1, "{name}");
+        assert!(o.stderr.contains(needle), "{name}: {}", o.stderr);
+    }
+    // Nothing of the refused loads is in the database: it still holds sample 01.
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("d.ndjson");
+    ok(&["dump", "-o", s(&dump)], url);
+    same_records(
+        &sample.join("01-legacy-dashboard/export.ndjson"),
+        &dump,
+        "after refused loads",
+    );
+}
+
+#[test]
+fn the_schema_has_the_catalog_keys() {
+    let db = TestDb::new("keys");
+    ok(&["db", "init"], Some(&db.url));
+    let mut c = db.client();
+    let mut bad = |sql: &str| {
+        let e = c.batch_execute(sql).expect_err(sql);
+        assert!(e.as_db_error().is_some(), "{sql}: {e}");
+    };
+    bad("INSERT INTO bi_report (oid, server_id, external_id) VALUES (1, 1, 'look/1'), (2, 1, 'look/1')");
+    bad("INSERT INTO field_value (subject_otype, subject_oid, field_id, value) VALUES ('t', 1, 3, '\"a\"'), ('t', 1, 3, '\"b\"')");
+    bad("INSERT INTO tag (subject_otype, subject_oid, name) VALUES ('t', 1, 'x'), ('t', 1, 'x')");
+    bad("INSERT INTO star (subject_otype, subject_oid, user_id) VALUES ('t', 1, 5), ('t', 1, 5)");
+    bad("INSERT INTO custom_field (id, field_type) VALUES (1, 'NUMBER')");
+    // A deleted version may keep the stable id its survivor takes (SPEC §3, see schema.rs).
+    c.batch_execute(
+        "INSERT INTO bi_report (oid, server_id, external_id, deleted) VALUES (1, 1, 'look/1', true), (2, 1, 'look/1', null)",
+    )
+    .unwrap();
+}
+
+/// A change of the bundle that puts over an existing field_value: (subject otype, oid, field).
+fn some_field_value_update(bundle: &Path) -> (String, i64, i64) {
+    let b = lookmig::bundle::open(bundle).unwrap();
+    let c = b
+        .changes()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.kind == "field_value" && c.prior.is_some() && c.record.is_some())
+        .expect("a field_value update in the bundle");
+    let p = c.prior.unwrap();
+    (
+        p["subject"]["otype"].as_str().unwrap().to_string(),
+        p["subject"]["oid"].as_i64().unwrap(),
+        p["field_id"].as_i64().unwrap(),
+    )
+}
+
+#[test]
+fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
+    let db = TestDb::new("conflict");
+    let url = Some(db.url.as_str());
+    let tmp = tempfile::tempdir().unwrap();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.ndjson.zst");
+    let bundle = tmp.path().join("bundle");
+    let dump = tmp.path().join("dump.ndjson");
+    let before = tmp.path().join("before.ndjson");
+    ok(&["migrate", s(&export), "-o", s(&bundle)], None);
+    ok(&["db", "init"], url);
+    ok(&["db", "load", s(&export)], url);
+    let (otype, oid, field) = some_field_value_update(&bundle);
+    let edit = format!(
+        "UPDATE field_value SET value = '\"edited in the catalog\"' WHERE subject_otype = '{otype}' AND subject_oid = {oid} AND field_id = {field}"
+    );
+
+    let key = format!("\"{otype}:{oid}:{field}\"");
+
+    // 1. Edited and committed before the restore.
+    db.client().batch_execute(&edit).unwrap();
+    ok(&["dump", "-o", s(&before)], url);
+    let o = lookmig(&["restore", s(&bundle)], url);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("1 conflict") && o.stderr.contains(&key),
+        "{}",
+        o.stderr
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&before, &dump, "a refused restore changed the database");
+
+    // 2. Edited by a session that holds the row while the restore starts: the restore waits
+    //    for the lock, then sees the committed edit and refuses.
+    ok(&["db", "load", "--replace", s(&export)], url);
+    let mut editor = db.client();
+    let mut tx = editor.transaction().unwrap();
+    tx.batch_execute(&edit).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_lookmig"))
+        .args(["restore", s(&bundle), "--database", &db.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watcher = db.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lookmig' AND datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restore never waited for the locked row"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tx.commit().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("1 conflict") && stderr.contains(&key),
+        "{stderr}"
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(
+        &before,
+        &dump,
+        "a restore refused after waiting changed the database",
+    );
+
+    // 3. --force applies over the edit.
+    ok(&["restore", s(&bundle), "--force"], url);
+}
+
+#[test]
+fn a_killed_restore_leaves_the_database_unchanged_and_a_second_one_succeeds() {
+    let db = TestDb::new("kill");
+    let url = Some(db.url.as_str());
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("gen.ndjson.zst");
+    let bundle = tmp.path().join("bundle");
+    let offline = tmp.path().join("offline.ndjson");
+    let dump = tmp.path().join("dump.ndjson");
+    ok(
+        &[
+            "generate",
+            "--reports",
+            "5000",
+            "--seed",
+            "5",
+            "-o",
+            s(&export),
+        ],
+        None,
+    );
+    ok(&["migrate", s(&export), "-o", s(&bundle)], None);
+    ok(
+        &[
+            "restore",
+            s(&bundle),
+            "--onto",
+            s(&export),
+            "-o",
+            s(&offline),
+        ],
+        None,
+    );
+    ok(&["db", "init"], url);
+    ok(&["db", "load", s(&export)], url);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookmig"))
+        .args(["restore", s(&bundle), "--database", &db.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it writes: its backend holds a row-exclusive lock on a catalog table
+    // (taken by the deletes and the COPY, after every row was locked and checked).
+    let mut watcher = db.client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let writing: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE a.application_name = 'lookmig' AND a.datname = current_database()
+                   AND l.mode = 'RowExclusiveLock' AND l.granted AND l.relation IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if writing > 0 {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the restore ended ({status}) before it could be killed mid-way; make the export larger");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restore never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the restore finished before the kill");
+
+    ok(&["dump", "-o", s(&dump)], url);
+    same_records(&export, &dump, "a killed restore changed the database");
+
+    // The server rolls back the dead session; the next restore waits for its locks and succeeds.
+    let o = ok(&["restore", s(&bundle), "--json"], url);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(summary["already_applied"], 0, "{summary}");
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&offline, &dump, "restore after a killed one");
+}
+
+#[test]
+fn the_password_never_appears_in_output_or_errors() {
+    let db = TestDb::new("secret");
+    // A URL with a password and a database that does not exist: the error names the database,
+    // never the password (trust auth ignores the password, so the server answers).
+    let bad = with_dbname(&db.url, "no_such_db").replacen("postgres@", "postgres:Sup3rS3cret@", 1);
+    let bad = if bad.contains("://") {
+        bad
+    } else {
+        format!("{bad} password=Sup3rS3cret")
+    };
+    for args in [
+        vec!["db", "init"],
+        vec!["dump", "-o", "/tmp/never.ndjson"],
+        vec!["restore", "nowhere.bundle"],
+    ] {
+        for (how, url) in [("--database", true), ("DATABASE_URL", false)] {
+            let mut a = args.clone();
+            if url {
+                a.extend(["--database", bad.as_str()]);
+            }
+            let o = lookmig(&a, if url { None } else { Some(&bad) });
+            assert_ne!(o.code, 0, "{args:?} {how}");
+            assert!(
+                !o.stderr.contains("Sup3rS3cret") && !o.stdout.contains("Sup3rS3cret"),
+                "{args:?} {how}: {}",
+                o.stderr
+            );
+        }
+    }
+    let o = lookmig(&["db", "init", "--database", &bad], None);
+    assert!(o.stderr.contains("no_such_db"), "{}", o.stderr);
+    let o = lookmig(&["restore", "--help"], Some(&bad));
+    assert!(!o.stdout.contains("Sup3rS3cret"), "{}", o.stdout);
+}
