@@ -277,8 +277,16 @@ pub fn open(dir: &Path) -> Result<Bundle> {
     })
 }
 
+/// Opens a file of a bundle. A change line holds a record twice (prior and record), and a merged
+/// record may have grown, so bundle files get four times the line limit of exports.
+fn bundle_input(path: &Path) -> Result<crate::input::Input> {
+    let mut input = crate::input::Input::new(&path.to_string_lossy())?;
+    input.max_line = input.max_line.saturating_mul(4);
+    Ok(input)
+}
+
 fn count_lines(path: &Path) -> Result<u64> {
-    let mut lines = crate::input::Input::new(&path.to_string_lossy())?.lines()?;
+    let mut lines = bundle_input(path)?.lines()?;
     let mut n = 0;
     while lines.next_line()?.is_some() {
         n += 1;
@@ -306,8 +314,7 @@ impl Bundle {
 
     fn read_ndjson<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Vec<T>> {
         let path = self.dir.join(name);
-        let input = crate::input::Input::new(&path.to_string_lossy())?;
-        let mut lines = input.lines()?;
+        let mut lines = bundle_input(&path)?.lines()?;
         let mut out = Vec::new();
         while let Some(l) = lines.next_line()? {
             out.push(serde_json::from_slice(&l.bytes).with_context(|| {

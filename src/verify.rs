@@ -79,7 +79,9 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
             return Ok(v);
         }
     }
-    let restored_input = Input::new(&restored.to_string_lossy())?;
+    let mut restored_input = Input::new(&restored.to_string_lossy())?;
+    // Restored records come from change lines, which bundle files may hold up to 4× the limit.
+    restored_input.max_line = restored_input.max_line.saturating_mul(4);
     if let Err(e) = restore::run(
         changes.clone(),
         &restored_input,

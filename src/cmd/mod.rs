@@ -13,6 +13,7 @@ use std::io::Write;
 
 /// Runs one parsed command.
 pub fn run(cmd: Command) -> Result<()> {
+    crate::input::set_max_line(usize::try_from(common(&cmd).max_line_bytes).unwrap_or(usize::MAX));
     match cmd {
         Command::Plan {
             export,
@@ -82,6 +83,18 @@ pub fn run(cmd: Command) -> Result<()> {
             overwrite: write.overwrite,
             level: write.level,
         }),
+    }
+}
+
+/// The options every command takes.
+fn common(cmd: &Command) -> &CommonArgs {
+    match cmd {
+        Command::Plan { common, .. }
+        | Command::Migrate { common, .. }
+        | Command::Inspect { common, .. }
+        | Command::Verify { common, .. }
+        | Command::Generate { common, .. } => common,
+        Command::Restore(a) | Command::Rollback(a) => &a.common,
     }
 }
 
