@@ -286,6 +286,12 @@ fn read_line_limited(
             out.clear();
             return Ok(ReadOutcome::TooLong);
         }
+        // Grow at most to the limit (plus the line end), never past it as doubling would.
+        let need = out.len() + take;
+        if need > out.capacity() {
+            let cap = (out.capacity() * 2).clamp(need, max.saturating_add(1).max(need));
+            out.reserve_exact(cap - out.len());
+        }
         out.extend_from_slice(&buf[..take]);
         r.consume(take);
         if done {

@@ -86,6 +86,18 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
+/// Refuses an export without a single record (an empty file, or only blank lines): there is
+/// nothing to migrate, and an empty file is more often a failed dump than a real catalog.
+pub fn require_records(input: &crate::input::Input) -> Result<()> {
+    if input.lines()?.next_line()?.is_none() {
+        anyhow::bail!(
+            "{}: the export is empty (no records); check that the dump finished",
+            input.name
+        );
+    }
+    Ok(())
+}
+
 /// The options every command takes.
 fn common(cmd: &Command) -> &CommonArgs {
     match cmd {
