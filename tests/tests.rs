@@ -16,3 +16,6 @@ mod errors;
 
 #[path = "it/commands.rs"]
 mod commands;
+
+#[path = "it/bad_input.rs"]
+mod bad_input;
