@@ -19,3 +19,6 @@ mod commands;
 
 #[path = "it/bad_input.rs"]
 mod bad_input;
+
+#[path = "it/faults.rs"]
+mod faults;
