@@ -486,6 +486,24 @@ fn check_depth(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a line with an invalid `\\uD800`–`\\uDFFF` escape (a lone surrogate), which the
+/// probe's raw values let through but a JSON tree refuses. Only lines holding such an escape are
+/// parsed in full, so ordinary lines cost a scan for backslashes.
+fn check_surrogates(bytes: &[u8]) -> Result<(), String> {
+    let surrogate = memchr::memchr_iter(b'\\', bytes).any(|i| {
+        bytes.get(i + 1) == Some(&b'u')
+            && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+            && matches!(
+                bytes.get(i + 3),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            )
+    });
+    if surrogate {
+        serde_json::from_slice::<Value>(bytes).map_err(|e| format!("malformed JSON ({e})"))?;
+    }
+    Ok(())
+}
+
 /// A post of a conversation, for validation.
 #[derive(serde::Deserialize)]
 struct RawPost<'a> {
@@ -504,6 +522,7 @@ impl<'a> Probe<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 ({e})"))?;
         check_depth(bytes)?;
+        check_surrogates(bytes)?;
         let trimmed = text.trim_start();
         if !trimmed.starts_with('{') {
             // Tell "not an object" apart from broken JSON.

@@ -22,3 +22,6 @@ mod bad_input;
 
 #[path = "it/faults.rs"]
 mod faults;
+
+#[path = "it/fuzz.rs"]
+mod fuzz;

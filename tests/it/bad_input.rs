@@ -613,3 +613,23 @@ fn max_errors_keeps_every_skipped_line_in_the_report() {
     assert_eq!(skipped[1]["line"], 14);
     assert_eq!(skipped[1]["text"], r#"{"kind":"bi_report","server_id":1}"#);
 }
+
+#[test]
+fn lone_surrogate_escape_is_malformed_json_not_a_crash() {
+    // `\ud800` alone is not a character: the probe let it through and the record builder
+    // panicked on an id-less unknown kind (found by the fuzz target `probe`).
+    refused_everywhere(
+        "bad.ndjson",
+        &with_line_13(br#"{"kind":"blob","a":"\ud800"}"#),
+        1,
+        &["bad.ndjson:13", "malformed JSON"],
+    );
+    refused_everywhere(
+        "bad.ndjson",
+        &with_line_13(
+            br#"{"kind":"tag","name":"\udfff","subject":{"otype":"bi_report","oid":101}}"#,
+        ),
+        1,
+        &["bad.ndjson:13", "malformed JSON"],
+    );
+}
