@@ -133,7 +133,7 @@ fn run_capped(cwd: &Path, kib: u64, args: &[&str]) -> util::Out {
         .args(args)
         .current_dir(cwd)
         // One malloc arena per thread would reserve 64 MiB of address space each.
-        .env("MALLOC_ARENA_MAX", "2")
+        .env("MALLOC_ARENA_MAX", "1")
         .output()
         .expect("sh runs");
     util::Out {
@@ -156,20 +156,20 @@ fn line_of_100_mb_is_refused_past_the_limit_in_bounded_memory() {
     dir.write("huge.ndjson", with_line_13(&line));
     drop(line);
     let before = dir.names();
-    // The default limit (64 MiB) refuses it, within 150 MiB of address space: the line is
-    // buffered only up to the limit, never whole.
+    // The default limit (64 MiB) refuses it, within 125 MiB of address space (it needs about
+    // 85): the line is buffered only up to the limit, never whole.
     run_capped(
         dir.path(),
-        150_000,
+        128_000,
         &["migrate", "huge.ndjson", "-o", "bundle"],
     )
     .code(1)
     .stderr_has("huge.ndjson:13: line longer than 67108864 bytes")
     .stderr_has("--max-line-bytes");
-    // A smaller limit, in much less memory.
+    // A smaller limit, in much less memory (it needs under 30 MiB).
     run_capped(
         dir.path(),
-        60_000,
+        48_000,
         &["plan", "huge.ndjson", "--max-line-bytes", "1000000"],
     )
     .code(1)
@@ -230,7 +230,7 @@ fn decompression_bomb_without_newlines_is_refused_fast() {
     let start = Instant::now();
     run_capped(
         dir.path(),
-        150_000,
+        128_000,
         &["migrate", "bomb.zst", "-o", "bundle"],
     )
     .code(1)
