@@ -267,14 +267,61 @@ pub fn open(dir: &Path) -> Result<Bundle> {
             );
         }
     }
+    check_counts(dir, &manifest)?;
     Ok(Bundle {
         dir: dir.to_path_buf(),
         manifest,
     })
 }
 
+/// The manifest's counts must agree with the checksummed files (the change and id-map record
+/// counts, and the report's counts), so that an edited count is refused like an edited file.
+fn check_counts(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let mpath = dir.join(MANIFEST);
+    let records = |name: &str| {
+        manifest
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.records)
+    };
+    let report: Value = std::fs::read(dir.join(REPORT))
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok())
+        .unwrap_or(Value::Null);
+    let rc = &report["counts"];
+    let expected = [
+        ("changes", records(CHANGES)),
+        ("idmap", records(IDMAP)),
+        ("put", rc["changes_put"].as_u64()),
+        ("delete", rc["changes_delete"].as_u64()),
+        ("conflicts", rc["conflicts"].as_u64()),
+        ("unresolved", rc["unresolved"].as_u64()),
+    ];
+    for (name, want) in expected {
+        let have = manifest.counts.get(name).and_then(Value::as_u64);
+        if have != want || want.is_none() {
+            damaged!(
+                "{}: counts.{name} is {}, but the bundle's files say {}; the manifest was changed",
+                mpath.display(),
+                have.map_or("missing".into(), |n| n.to_string()),
+                want.map_or("nothing".into(), |n| n.to_string())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens a file of a bundle. A change line holds a record twice (prior and record), and a merged
+/// record may have grown, so bundle files get four times the line limit of exports.
+fn bundle_input(path: &Path) -> Result<crate::input::Input> {
+    let mut input = crate::input::Input::new(&path.to_string_lossy())?;
+    input.max_line = input.max_line.saturating_mul(4);
+    Ok(input)
+}
+
 fn count_lines(path: &Path) -> Result<u64> {
-    let mut lines = crate::input::Input::new(&path.to_string_lossy())?.lines()?;
+    let mut lines = bundle_input(path)?.lines()?;
     let mut n = 0;
     while lines.next_line()?.is_some() {
         n += 1;
@@ -302,8 +349,7 @@ impl Bundle {
 
     fn read_ndjson<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Vec<T>> {
         let path = self.dir.join(name);
-        let input = crate::input::Input::new(&path.to_string_lossy())?;
-        let mut lines = input.lines()?;
+        let mut lines = bundle_input(&path)?.lines()?;
         let mut out = Vec::new();
         while let Some(l) = lines.next_line()? {
             out.push(serde_json::from_slice(&l.bytes).with_context(|| {

@@ -167,6 +167,11 @@ pub struct CommonArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Refuse any input line (export, id-map) longer than this many bytes, decompressed, instead
+    /// of buffering it: memory stays bounded on hostile input. Bundle files get four times it.
+    #[arg(long, value_name = "N", default_value_t = crate::input::DEFAULT_MAX_LINE as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: u64,
 }
 
 /// Options of commands that write a file or bundle.

@@ -3,18 +3,38 @@
 //!
 //! Migration reads its export twice (first the structure, then the records to change), so stdin
 //! is spooled to a temporary file once; everything else is streamed from disk each pass.
+//!
+//! Memory stays bounded on hostile input: a line is buffered only up to the line limit
+//! (`--max-line-bytes`, default 64 MiB) and refused as soon as it passes it, so neither a huge
+//! line nor a decompression bomb without line ends is followed into an out-of-memory kill. A bomb
+//! of many short lines is only a large export, streamed like any other.
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The zstd frame magic number, little-endian on disk.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
-/// Default refusal limit for one line (bytes); see [`Input::max_line`].
-pub const DEFAULT_MAX_LINE: usize = 256 << 20;
+/// Default refusal limit for one line (bytes), `--max-line-bytes`; see [`Input::max_line`].
+pub const DEFAULT_MAX_LINE: usize = 64 << 20;
+
+/// The line limit of this run, given to every [`Input`] it opens — also those the library opens
+/// itself (the `--id-map` file, bundle files), so one option bounds them all.
+static MAX_LINE: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_LINE);
+
+/// Sets the line limit of every input opened from now on (`--max-line-bytes`).
+pub fn set_max_line(bytes: usize) {
+    MAX_LINE.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// The line limit of this run.
+pub fn max_line() -> usize {
+    MAX_LINE.load(Ordering::Relaxed)
+}
 
 /// An input file that can be opened as many times as a command needs to read it.
 pub struct Input {
@@ -40,7 +60,7 @@ impl Input {
                 name: "<stdin>".into(),
                 path,
                 _spool: Some(spool),
-                max_line: DEFAULT_MAX_LINE,
+                max_line: max_line(),
             });
         }
         let path = PathBuf::from(arg);
@@ -53,7 +73,7 @@ impl Input {
             name: arg.to_string(),
             path,
             _spool: None,
-            max_line: DEFAULT_MAX_LINE,
+            max_line: max_line(),
         })
     }
 
@@ -239,45 +259,43 @@ enum ReadOutcome {
     TooLong,
 }
 
-/// Like `read_until(b'\n')`, but stops buffering past `max` bytes (the rest of the line is skipped).
+/// Like `read_until(b'\n')`, but never buffers more than `max` bytes (plus the line end): past
+/// the limit it stops at once with `TooLong`, without reading the rest of the line, so a line of
+/// any length (a decompression bomb) costs neither memory nor time beyond the limit.
 fn read_line_limited(
     r: &mut dyn BufRead,
     out: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<ReadOutcome> {
-    let mut any = false;
-    let mut too_long = false;
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {
-            return Ok(if !any {
+            return Ok(if out.is_empty() {
                 ReadOutcome::Eof
-            } else if too_long {
-                ReadOutcome::TooLong
             } else {
                 ReadOutcome::Line
             });
         }
-        any = true;
         let (take, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        if !too_long {
-            if out.len() + take > max + 1 {
-                too_long = true;
-                out.clear();
-            } else {
-                out.extend_from_slice(&buf[..take]);
-            }
+        // The line end does not count towards the limit.
+        let body = if done { take - 1 } else { take };
+        if out.len() + body > max {
+            out.clear();
+            return Ok(ReadOutcome::TooLong);
         }
+        // Grow at most to the limit (plus the line end), never past it as doubling would.
+        let need = out.len() + take;
+        if need > out.capacity() {
+            let cap = (out.capacity() * 2).clamp(need, max.saturating_add(1).max(need));
+            out.reserve_exact(cap - out.len());
+        }
+        out.extend_from_slice(&buf[..take]);
         r.consume(take);
         if done {
-            return Ok(if too_long {
-                ReadOutcome::TooLong
-            } else {
-                ReadOutcome::Line
-            });
+            return Ok(ReadOutcome::Line);
         }
     }
 }

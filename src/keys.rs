@@ -98,20 +98,31 @@ impl IdMap {
     /// NDJSON (objects with those fields) id-map; the format is told by the first byte.
     pub fn load(path: &str) -> Result<IdMap> {
         let input = crate::input::Input::new(path).context("opening the --id-map file")?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut input.open()?, &mut text)
-            .with_context(|| format!("{path}: reading the id-map (it must be UTF-8 text)"))?;
         let mut map = IdMap {
             sha256: input.sha256()?,
             ..IdMap::default()
         };
-        if text.trim_start().starts_with('{') {
-            for (i, line) in text.lines().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let no = i as u64 + 1;
-                let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        // Read through the one line reader, so the id-map is held to the line limit
+        // (`--max-line-bytes`) and every error names its line.
+        let mut lines = input.lines()?;
+        let mut next = lines.next_line()?;
+        let utf8 = |l: &crate::input::Line| -> Result<String> {
+            String::from_utf8(l.bytes.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{path}:{}: invalid UTF-8 in the id-map ({}); it must be UTF-8 text",
+                    l.no,
+                    e.utf8_error()
+                )
+            })
+        };
+        if next
+            .as_ref()
+            .is_some_and(|l| l.bytes.trim_ascii_start().starts_with(b"{"))
+        {
+            while let Some(l) = next {
+                let no = l.no;
+                let line = utf8(&l)?;
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
                     anyhow::anyhow!("{path}:{no}: malformed JSON in the id-map ({e})")
                 })?;
                 let field = |f: &str| v.get(f).and_then(|x| x.as_str()).map(str::to_string);
@@ -127,11 +138,18 @@ impl IdMap {
                     })?),
                 };
                 map.insert(path, no, server, legacy, stable)?;
+                next = lines.next_line()?;
             }
         } else {
+            // A first pass holds every line to the limit and to UTF-8; the CSV reader then
+            // streams the file.
+            while let Some(l) = next {
+                utf8(&l)?;
+                next = lines.next_line()?;
+            }
             let mut rdr = csv::ReaderBuilder::new()
                 .trim(csv::Trim::All)
-                .from_reader(text.as_bytes());
+                .from_reader(input.open()?);
             let headers = rdr
                 .headers()
                 .with_context(|| format!("{path}:1: reading the CSV header"))?

@@ -1,6 +1,13 @@
 //! One writer for every output: built beside the target and renamed into place last, so a
 //! reader never sees half a file or half a bundle; an existing target is refused unless the
 //! user asked to overwrite it.
+//!
+//! The work is written to `.lookmig-XXXXXX.tmp` beside the target, flushed to disk (fsync),
+//! renamed into place, and the directory is flushed too. A process killed at any point leaves
+//! the old target or the complete new one, never a mix; what it may leave is its
+//! `.lookmig-*.tmp` work, which no reader takes for an output and which is safe to delete (the
+//! next run does not delete it, since another run may be writing it). A replaced bundle
+//! directory is swapped with the new one in one step (Linux `renameat2(RENAME_EXCHANGE)`).
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -44,9 +51,7 @@ impl AtomicFile {
     /// Starts a new file beside `target`.
     pub fn create(target: &Target) -> Result<AtomicFile> {
         target.check()?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".lookmig-")
-            .suffix(".tmp")
+        let tmp = work_builder(0o666)
             .tempfile_in(target.parent())
             .with_context(|| {
                 format!("{}: cannot create a file beside it", target.path.display())
@@ -77,8 +82,63 @@ impl AtomicFile {
                 .map_err(|e| e.error)
         }
         .with_context(|| format!("{name}: moving the finished file into place"))?;
+        sync_dir(&self.target.parent());
         Ok(())
     }
+}
+
+/// A builder for work beside a target: named `.lookmig-XXXXXX.tmp`, with the permissions a new
+/// file or directory would get (`mode` less the umask), not tempfile's private 0600/0700.
+fn work_builder(mode: u32) -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(".lookmig-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
+/// Flushes a directory's entries (a rename) to disk. Best effort: some file systems refuse it.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Swaps two paths in one atomic step, where the system can.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// A writer for NDJSON lines, zstd-compressed when `compress` is set.
@@ -146,9 +206,7 @@ impl AtomicDir {
     /// Starts a new directory beside `target`.
     pub fn create(target: &Target) -> Result<AtomicDir> {
         target.check()?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".lookmig-")
-            .suffix(".tmp")
+        let tmp = work_builder(0o777)
             .tempdir_in(target.parent())
             .with_context(|| {
                 format!(
@@ -177,30 +235,43 @@ impl AtomicDir {
             f.sync_all()
                 .with_context(|| format!("{name}: writing to disk (is the disk full?)"))?;
         }
+        sync_dir(self.tmp.path());
         let tmp = self.tmp.keep();
-        let old = if self.target.path.exists() {
+        let parent = self.target.parent();
+        if self.target.path.exists() {
             if !self.target.overwrite {
                 let _ = std::fs::remove_dir_all(&tmp);
                 bail!("{name}: appeared while the bundle was being written; nothing was replaced");
             }
+            // One atomic swap: the new bundle takes the old one's place, the old one takes the
+            // work directory's name and is removed. A kill leaves one or the other in place.
+            if exchange(&tmp, &self.target.path).is_ok() {
+                sync_dir(&parent);
+                return remove_old(&tmp);
+            }
+            // No atomic swap here: move the old one aside first (a kill between the two renames
+            // leaves it as `.lookmig-*.old`, and no bundle at the target).
             let old = tmp.with_extension("old");
             std::fs::rename(&self.target.path, &old)
                 .with_context(|| format!("{name}: moving the old one aside"))?;
-            Some(old)
-        } else {
-            None
-        };
+            std::fs::rename(&tmp, &self.target.path)
+                .with_context(|| format!("{name}: moving the finished bundle into place"))?;
+            sync_dir(&parent);
+            return remove_old(&old);
+        }
         std::fs::rename(&tmp, &self.target.path)
             .with_context(|| format!("{name}: moving the finished bundle into place"))?;
-        if let Some(old) = old {
-            let p = Path::new(&old);
-            if p.is_dir() {
-                std::fs::remove_dir_all(p)
-            } else {
-                std::fs::remove_file(p)
-            }
-            .with_context(|| format!("{}: removing the replaced bundle", p.display()))?;
-        }
+        sync_dir(&parent);
         Ok(())
     }
+}
+
+/// Removes a replaced output (a bundle directory, or a file where one stood).
+fn remove_old(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+    .with_context(|| format!("{}: removing the replaced bundle", p.display()))
 }

@@ -444,6 +444,66 @@ fn one_of(name: &str, v: Option<&RawValue>, allowed: &[&str]) -> Result<(), Stri
     }
 }
 
+/// Deepest nesting of arrays and objects that serde_json builds into a tree (its recursion
+/// limit); the probe reads raw values without that limit, so it checks it here, or a deep line
+/// would pass the probe and fail (or panic) where the record is built later.
+pub const MAX_DEPTH: usize = 127;
+
+/// Refuses a line nested deeper than [`MAX_DEPTH`]. Cheap: lines with few brackets are not scanned.
+fn check_depth(bytes: &[u8]) -> Result<(), String> {
+    if memchr::memchr2_iter(b'[', b'{', bytes)
+        .nth(MAX_DEPTH)
+        .is_none()
+    {
+        return Ok(());
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            match b {
+                _ if esc => esc = false,
+                b'\\' => esc = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "malformed JSON (recursion limit exceeded: nested deeper than {MAX_DEPTH} levels at byte {})",
+                        i + 1
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a line with an invalid `\\uD800`–`\\uDFFF` escape (a lone surrogate), which the
+/// probe's raw values let through but a JSON tree refuses. Only lines holding such an escape are
+/// parsed in full, so ordinary lines cost a scan for backslashes.
+fn check_surrogates(bytes: &[u8]) -> Result<(), String> {
+    let surrogate = memchr::memchr_iter(b'\\', bytes).any(|i| {
+        bytes.get(i + 1) == Some(&b'u')
+            && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+            && matches!(
+                bytes.get(i + 3),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            )
+    });
+    if surrogate {
+        serde_json::from_slice::<Value>(bytes).map_err(|e| format!("malformed JSON ({e})"))?;
+    }
+    Ok(())
+}
+
 /// A post of a conversation, for validation.
 #[derive(serde::Deserialize)]
 struct RawPost<'a> {
@@ -461,6 +521,8 @@ impl<'a> Probe<'a> {
     /// Parses and validates a line (SPEC §1) without building a JSON tree.
     pub fn parse(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 ({e})"))?;
+        check_depth(bytes)?;
+        check_surrogates(bytes)?;
         let trimmed = text.trim_start();
         if !trimmed.starts_with('{') {
             // Tell "not an object" apart from broken JSON.
@@ -720,6 +782,23 @@ pub fn builtin_field(id: i64) -> Option<FieldDef> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nesting_limit_matches_serde_json() {
+        for depth in 1..140 {
+            let line = format!(
+                "{{\"kind\":\"x\",\"a\":\"[{{\\\"[\",\"b\":{}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            let tree = serde_json::from_str::<serde_json::Value>(&line).is_ok();
+            let probe = super::Probe::parse(line.as_bytes());
+            assert_eq!(probe.is_ok(), tree, "depth {depth}: {probe:?}");
+            if let Ok(p) = probe {
+                let _ = p.key();
+            }
+        }
+    }
+
     use super::*;
 
     fn rec(s: &str) -> Record {

@@ -72,6 +72,9 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         &opts(Direction::Restore),
     ) {
         Ok(_) => {}
+        // Bad input or I/O (a line over the limit, a full disk) is an error (exit 1), not a
+        // failed verification: only a change that does not apply breaks the law.
+        Err(e) if e.downcast_ref::<restore::Conflicts>().is_none() => return Err(e),
         Err(e) => {
             v.failures.push(format!(
                 "the change set does not apply to the export it was made from: {e:#}"
@@ -79,13 +82,18 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
             return Ok(v);
         }
     }
-    let restored_input = Input::new(&restored.to_string_lossy())?;
+    let mut restored_input = Input::new(&restored.to_string_lossy())?;
+    // Restored records come from change lines, which bundle files may hold up to 4× the limit.
+    restored_input.max_line = restored_input.max_line.saturating_mul(4);
     if let Err(e) = restore::run(
         changes.clone(),
         &restored_input,
         &target(&rolled),
         &opts(Direction::Rollback),
     ) {
+        if e.downcast_ref::<restore::Conflicts>().is_none() {
+            return Err(e);
+        }
         v.failures
             .push(format!("the change set does not roll back: {e:#}"));
         return Ok(v);

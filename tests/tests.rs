@@ -16,3 +16,12 @@ mod errors;
 
 #[path = "it/commands.rs"]
 mod commands;
+
+#[path = "it/bad_input.rs"]
+mod bad_input;
+
+#[path = "it/faults.rs"]
+mod faults;
+
+#[path = "it/fuzz.rs"]
+mod fuzz;

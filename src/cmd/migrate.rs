@@ -23,6 +23,7 @@ pub fn run(o: &Options) -> Result<()> {
     };
     target.check()?;
     let input = Input::new(&o.export)?;
+    super::require_records(&input)?;
     let outcome = crate::migrate::run(&input, &o.migrate)?;
     let n = outcome.changes.len();
     crate::bundle::write(

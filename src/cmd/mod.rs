@@ -14,6 +14,7 @@ use std::io::Write;
 
 /// Runs one parsed command.
 pub fn run(cmd: Command) -> Result<()> {
+    crate::input::set_max_line(usize::try_from(common(&cmd).max_line_bytes).unwrap_or(usize::MAX));
     match cmd {
         Command::Plan {
             export,
@@ -96,6 +97,30 @@ pub fn run(cmd: Command) -> Result<()> {
             overwrite: write.overwrite,
             level: write.level,
         }),
+    }
+}
+
+/// Refuses an export without a single record (an empty file, or only blank lines): there is
+/// nothing to migrate, and an empty file is more often a failed dump than a real catalog.
+pub fn require_records(input: &crate::input::Input) -> Result<()> {
+    if input.lines()?.next_line()?.is_none() {
+        anyhow::bail!(
+            "{}: the export is empty (no records); check that the dump finished",
+            input.name
+        );
+    }
+    Ok(())
+}
+
+/// The options every command takes.
+fn common(cmd: &Command) -> &CommonArgs {
+    match cmd {
+        Command::Plan { common, .. }
+        | Command::Migrate { common, .. }
+        | Command::Inspect { common, .. }
+        | Command::Verify { common, .. }
+        | Command::Generate { common, .. } => common,
+        Command::Restore(a) | Command::Rollback(a) => &a.common,
     }
 }
 

@@ -15,6 +15,7 @@ pub struct Options {
 /// Runs `plan`.
 pub fn run(o: &Options) -> Result<()> {
     let input = Input::new(&o.export)?;
+    super::require_records(&input)?;
     let outcome = crate::migrate::run(&input, &o.migrate)?;
     if o.json {
         out_json(&outcome.report)

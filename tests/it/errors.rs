@@ -469,6 +469,13 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
     }
     let packed = util::compress(text.as_bytes());
     std::fs::write(bundle.join("changes.ndjson.zst"), &packed).unwrap();
+    let puts = changes.iter().filter(|c| c["op"] == "put").count();
+    // The manifest's counts are checked against the report's, so the report agrees too.
+    let mut report = util::report(bundle);
+    report["counts"]["changes_put"] = puts.into();
+    report["counts"]["changes_delete"] = (changes.len() - puts).into();
+    let report = serde_json::to_vec(&report).unwrap();
+    std::fs::write(bundle.join("report.json"), &report).unwrap();
     let mpath = bundle.join("manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
     for f in m["files"].as_array_mut().unwrap() {
@@ -476,8 +483,10 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
             f["sha256"] = util::sha256_hex(&packed).into();
             f["records"] = changes.len().into();
         }
+        if f["name"] == "report.json" {
+            f["sha256"] = util::sha256_hex(&report).into();
+        }
     }
-    let puts = changes.iter().filter(|c| c["op"] == "put").count();
     m["counts"]["changes"] = changes.len().into();
     m["counts"]["put"] = puts.into();
     m["counts"]["delete"] = (changes.len() - puts).into();
