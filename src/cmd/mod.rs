@@ -119,7 +119,12 @@ fn common(cmd: &Command) -> &CommonArgs {
         | Command::Migrate { common, .. }
         | Command::Inspect { common, .. }
         | Command::Verify { common, .. }
-        | Command::Generate { common, .. } => common,
+        | Command::Generate { common, .. }
+        | Command::Dump { common, .. } => common,
+        Command::Db { command } => match command {
+            crate::cli::DbCommand::Init { common, .. }
+            | crate::cli::DbCommand::Load { common, .. } => common,
+        },
         Command::Restore(a) | Command::Rollback(a) => &a.common,
     }
 }
