@@ -285,11 +285,16 @@ fn check_counts(dir: &Path, manifest: &Manifest) -> Result<()> {
             .find(|f| f.name == name)
             .map(|f| f.records)
     };
-    let report: Value = std::fs::read(dir.join(REPORT))
+    #[derive(Deserialize, Default)]
+    struct CountsOnly {
+        #[serde(default)]
+        counts: Value,
+    }
+    let report: CountsOnly = File::open(dir.join(REPORT))
         .ok()
-        .and_then(|t| serde_json::from_slice(&t).ok())
-        .unwrap_or(Value::Null);
-    let rc = &report["counts"];
+        .and_then(|f| serde_json::from_reader(std::io::BufReader::new(f)).ok())
+        .unwrap_or_default();
+    let rc = &report.counts;
     let expected = [
         ("changes", records(CHANGES)),
         ("idmap", records(IDMAP)),
@@ -330,32 +335,28 @@ fn count_lines(path: &Path) -> Result<u64> {
 }
 
 impl Bundle {
-    /// Reads every change, in file order.
-    pub fn changes(&self) -> Result<Vec<Change>> {
-        self.read_ndjson(CHANGES)
-    }
-
-    /// Reads the id map.
-    pub fn idmap(&self) -> Result<Vec<Value>> {
-        self.read_ndjson(IDMAP)
-    }
-
-    /// Reads the report.
-    pub fn report(&self) -> Result<Value> {
-        let path = self.dir.join(REPORT);
-        let text = std::fs::read(&path).with_context(|| format!("{}: reading", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("{}: not valid JSON", path.display()))
-    }
-
-    fn read_ndjson<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Vec<T>> {
+    /// Calls `f` with each line (number, bytes) of one of the bundle's NDJSON files, streaming.
+    pub fn for_each_line(
+        &self,
+        name: &str,
+        mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let path = self.dir.join(name);
         let mut lines = bundle_input(&path)?.lines()?;
-        let mut out = Vec::new();
         while let Some(l) = lines.next_line()? {
-            out.push(serde_json::from_slice(&l.bytes).with_context(|| {
+            f(l.no, &l.bytes).with_context(|| {
                 format!("{}:{}: not a valid line of {name}", path.display(), l.no)
-            })?);
+            })?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Reads the parts of `report.json` that `T` names, streaming past the rest (the report of a
+    /// large catalog is large).
+    pub fn report_part<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        let path = self.dir.join(REPORT);
+        let file = File::open(&path).with_context(|| format!("{}: reading", path.display()))?;
+        serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
+            .with_context(|| format!("{}: not a valid report", path.display()))
     }
 }

@@ -125,6 +125,22 @@ impl Input {
         Ok(rx.into_iter())
     }
 
+    /// The bytes of the given lines (numbers sorted), read again: for the rare error path that
+    /// must quote lines it did not keep.
+    pub fn lines_at(&self, wanted: &[u64]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut lines = self.lines()?;
+        let mut next = wanted.iter().peekable();
+        while next.peek().is_some() {
+            let Some(l) = lines.next_line()? else { break };
+            while next.peek() == Some(&&l.no) {
+                out.push(l.bytes.clone());
+                next.next();
+            }
+        }
+        Ok(out)
+    }
+
     /// SHA-256 of the raw bytes of the file (compressed or not), as lowercase hex.
     pub fn sha256(&self) -> Result<String> {
         sha256_file(&self.path).with_context(|| format!("{}: reading to checksum", self.name))

@@ -334,7 +334,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     })?;
     if !dups.is_empty() {
         dups.sort_unstable();
-        let texts = lines_at(input, &dups)?;
+        let texts = input.lines_at(&dups)?;
         for (no, bytes) in dups.iter().zip(texts) {
             let msg = match Probe::parse(&bytes) {
                 Ok(p) => format!(
@@ -350,23 +350,6 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         s.skipped.sort_by_key(|k| k.line);
     }
     Ok(s)
-}
-
-/// The text of the given lines (sorted), read again from the input: the rare error path.
-fn lines_at(input: &Input, wanted: &[u64]) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(wanted.len());
-    let mut lines = input.lines()?;
-    let mut next = wanted.iter().peekable();
-    while let Some(l) = lines.next_line()? {
-        while next.peek() == Some(&&l.no) {
-            out.push(l.bytes.clone());
-            next.next();
-        }
-        if next.peek().is_none() {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 /// What the first pass learnt from one line.

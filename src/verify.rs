@@ -6,7 +6,7 @@
 //! The checks run the real restore and rollback on temporary files and then look at the result
 //! independently of the merge code, so a bug in the merge shows here instead of being repeated.
 
-use crate::bundle::{self, Bundle, Change};
+use crate::bundle::{self, Bundle};
 use crate::groups::{COLUMN, REPORT};
 use crate::input::Input;
 use crate::output::Target;
@@ -47,8 +47,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         ));
         return Ok(v);
     }
-    let changes = b.changes()?;
-    check_changes_sorted(&changes, &mut v);
+    let changed = changed_keys(&b, &mut v)?;
     let tmp = tempfile::tempdir().context("creating a temporary directory for the rehearsal")?;
     let restored = tmp.path().join("restored.ndjson");
     let rolled = tmp.path().join("rolled-back.ndjson");
@@ -65,12 +64,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         path: p.to_path_buf(),
         overwrite: false,
     };
-    match restore::run(
-        changes.clone(),
-        export,
-        &target(&restored),
-        &opts(Direction::Restore),
-    ) {
+    match restore::run(&b, export, &target(&restored), &opts(Direction::Restore)) {
         Ok(_) => {}
         // Bad input or I/O (a line over the limit, a full disk) is an error (exit 1), not a
         // failed verification: only a change that does not apply breaks the law.
@@ -86,7 +80,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
     // Restored records come from change lines, which bundle files may hold up to 4× the limit.
     restored_input.max_line = restored_input.max_line.saturating_mul(4);
     if let Err(e) = restore::run(
-        changes.clone(),
+        &b,
         &restored_input,
         &target(&rolled),
         &opts(Direction::Rollback),
@@ -103,21 +97,43 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         &Input::new(&rolled.to_string_lossy())?,
         &mut v.failures,
     )?;
-    outside_unchanged(export, &restored_input, &changes, &mut v.failures)?;
+    outside_unchanged(export, &restored_input, &changed, &mut v.failures)?;
     conservation(&b, export, &restored_input, &mut v)?;
     Ok(v)
 }
 
-fn check_changes_sorted(changes: &[Change], v: &mut Verdict) {
-    for w in changes.windows(2) {
-        if (&w[0].kind, &w[0].key) >= (&w[1].kind, &w[1].key) {
+/// The hashes of the (kind, key) of every change, sorted; checks on the way that the change
+/// set is sorted by (kind, key) with each key once.
+fn changed_keys(b: &Bundle, v: &mut Verdict) -> Result<Vec<u128>> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        kind: String,
+        key: String,
+    }
+    let path = b.dir.join(bundle::CHANGES);
+    let mut lines = Input::new(&path.to_string_lossy())?.lines()?;
+    let mut prev: Option<(String, String)> = None;
+    let mut out = Vec::new();
+    while let Some(l) = lines.next_line()? {
+        let h: Head = serde_json::from_slice(&l.bytes)
+            .with_context(|| format!("{}:{}: not a change line", path.display(), l.no))?;
+        let this = (h.kind, h.key);
+        if prev.as_ref().is_some_and(|p| *p >= this)
+            && !v
+                .failures
+                .iter()
+                .any(|f| f.starts_with("changes are not sorted"))
+        {
             v.failures.push(format!(
                 "changes are not sorted by (kind, key) at {} {:?}",
-                w[1].kind, w[1].key
+                this.0, this.1
             ));
-            return;
         }
+        out.push(SeenKeys::hash(&this.0, &this.1));
+        prev = Some(this);
     }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Hashes of every record's canonical JSON, sorted: equal when two exports hold the same records.
@@ -151,13 +167,10 @@ fn same_records(a: &Input, b: &Input, failures: &mut Vec<String>) -> Result<u64>
 fn outside_unchanged(
     export: &Input,
     restored: &Input,
-    changes: &[Change],
+    changed: &[u128],
     failures: &mut Vec<String>,
 ) -> Result<()> {
-    let changed: HashSet<u128> = changes
-        .iter()
-        .map(|c| SeenKeys::hash(&c.kind, &c.key))
-        .collect();
+    let is_changed = |k: &u128| changed.binary_search(k).is_ok();
     let mut before: HashMap<u128, u128> = HashMap::new();
     let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
@@ -165,7 +178,7 @@ fn outside_unchanged(
             continue;
         }; // skipped under --max-errors
         let k = SeenKeys::hash(r.kind_name(), &r.key());
-        if !changed.contains(&k) {
+        if !is_changed(&k) {
             before.insert(k, SeenKeys::hash("", &String::from_utf8_lossy(&l.bytes)));
         }
     }
@@ -175,7 +188,7 @@ fn outside_unchanged(
             continue;
         }; // skipped under --max-errors
         let k = SeenKeys::hash(r.kind_name(), &r.key());
-        if changed.contains(&k) {
+        if is_changed(&k) {
             continue;
         }
         match before.remove(&k) {
@@ -224,30 +237,43 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     let mut survivor_of: HashMap<(String, i64), i64> = HashMap::new();
     let mut refmap = RefMap::default();
     let mut multi: HashSet<(String, i64)> = HashSet::new();
-    for line in b.idmap()? {
-        let otype = line["otype"].as_str().unwrap_or("").to_string();
-        let (oid, surv) = (
-            line["oid"].as_i64().unwrap_or(0),
-            line["survivor_oid"].as_i64().unwrap_or(0),
-        );
-        if line["action"] == "retire" {
-            survivor_of.insert((otype.clone(), oid), surv);
-            multi.insert((otype.clone(), surv));
-            if otype == REPORT || otype == COLUMN {
-                refmap.insert(&otype, oid, surv);
+    #[derive(serde::Deserialize)]
+    struct IdMapRow {
+        otype: String,
+        oid: i64,
+        survivor_oid: i64,
+        action: String,
+    }
+    b.for_each_line(bundle::IDMAP, |_, bytes| {
+        let row: IdMapRow = serde_json::from_slice(bytes)?;
+        if row.action == "retire" {
+            survivor_of.insert((row.otype.clone(), row.oid), row.survivor_oid);
+            multi.insert((row.otype.clone(), row.survivor_oid));
+            if row.otype == REPORT || row.otype == COLUMN {
+                refmap.insert(&row.otype, row.oid, row.survivor_oid);
             }
         }
-    }
+        Ok(())
+    })?;
     refmap.finish();
     for s in multi.clone() {
         survivor_of.insert(s.clone(), s.1);
     }
-    let conflicts: HashSet<String> = b.report()?["conflicts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| canonical_json(&c["loser"]))
+    #[derive(serde::Deserialize)]
+    struct Loser {
+        loser: Value,
+    }
+    #[derive(serde::Deserialize)]
+    struct Losers {
+        conflicts: Vec<Loser>,
+    }
+    let losers: Losers = b.report_part()?;
+    let conflicts: HashSet<String> = losers
+        .conflicts
+        .iter()
+        .map(|c| canonical_json(&c.loser))
         .collect();
+    drop(losers);
 
     let mut fields = Fields::default();
     let mut held: Vec<Record> = Vec::new();

@@ -406,12 +406,16 @@ fn the_schema_has_the_catalog_keys() {
 /// A change of the bundle that puts over an existing field_value: (subject otype, oid, field).
 fn some_field_value_update(bundle: &Path) -> (String, i64, i64) {
     let b = lookmig::bundle::open(bundle).unwrap();
-    let c = b
-        .changes()
-        .unwrap()
-        .into_iter()
-        .find(|c| c.kind == "field_value" && c.prior.is_some() && c.record.is_some())
-        .expect("a field_value update in the bundle");
+    let mut found = None;
+    b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
+        let c: lookmig::bundle::Change = serde_json::from_slice(line)?;
+        if found.is_none() && c.kind == "field_value" && c.prior.is_some() && c.record.is_some() {
+            found = Some(c);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let c = found.expect("a field_value update in the bundle");
     let p = c.prior.unwrap();
     (
         p["subject"]["otype"].as_str().unwrap().to_string(),

@@ -2,7 +2,7 @@
 
 use super::{out, out_json};
 use crate::bundle::{self, Change, Op};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,26 +18,57 @@ pub struct Options {
 /// Runs `inspect`.
 pub fn run(o: &Options) -> Result<()> {
     let b = bundle::open(std::path::Path::new(&o.bundle))?;
-    let changes = b.changes()?;
-    let report = b.report()?;
+    // Changes are streamed: counted by kind and operation, the first `limit` kept to show.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        op: Op,
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        prior: &'a serde_json::value::RawValue,
+    }
     let mut by_kind: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
-    for c in &changes {
-        let op = match (c.op, &c.prior) {
+    let mut shown: Vec<Change> = Vec::new();
+    let mut total = 0usize;
+    b.for_each_line(bundle::CHANGES, |_, line| {
+        let h: Head = serde_json::from_slice(line)?;
+        let op = match (h.op, h.prior.get() == "null") {
             (Op::Delete, _) => "delete",
-            (Op::Put, None) => "create",
-            (Op::Put, Some(_)) => "update",
+            (Op::Put, true) => "create",
+            (Op::Put, false) => "update",
         };
         *by_kind
-            .entry(c.kind.clone())
+            .entry(h.kind.into_owned())
             .or_default()
             .entry(op)
             .or_default() += 1;
+        if o.limit == 0 || shown.len() < o.limit {
+            shown.push(serde_json::from_slice(line)?);
+        }
+        total += 1;
+        Ok(())
+    })?;
+    // Only what is shown of the report is read; the raw text is printed for --json.
+    #[derive(serde::Deserialize)]
+    struct Shown {
+        #[serde(default)]
+        groups: Vec<Box<serde_json::value::RawValue>>,
+        #[serde(default)]
+        conflicts: Vec<Box<serde_json::value::RawValue>>,
+        #[serde(default)]
+        unresolved: Vec<serde::de::IgnoredAny>,
     }
     if o.json {
+        let path = b.dir.join(bundle::REPORT);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: reading", path.display()))?;
+        let report: Box<serde_json::value::RawValue> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not valid JSON", path.display()))?;
         return out_json(&serde_json::json!({
             "manifest": b.manifest, "changes_by_kind": by_kind, "report": report,
         }));
     }
+    let report: Shown = b.report_part()?;
     let m = &b.manifest;
     let mut s = String::new();
     let _ = writeln!(s, "bundle {} made by {} (checksums OK)", o.bundle, m.tool);
@@ -48,26 +79,23 @@ pub fn run(o: &Options) -> Result<()> {
         let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
         let _ = writeln!(s, "  {kind:<18} {}", ops.join(", "));
     }
-    let groups = report["groups"].as_array().map_or(0, Vec::len);
-    let _ = writeln!(s, "groups with several versions: {groups}");
-    for g in report["groups"].as_array().into_iter().flatten().take(10) {
+    let parse = |r: &serde_json::value::RawValue| {
+        serde_json::from_str::<Value>(r.get()).unwrap_or(Value::Null)
+    };
+    let _ = writeln!(s, "groups with several versions: {}", report.groups.len());
+    for g in report.groups.iter().take(10).map(|g| parse(g)) {
         let _ = writeln!(
             s,
-            "  server {} {} {} <- oids {} (survivor {})",
-            g["server_id"], g["otype"], g["stable_external_id"], g["versions"], g["survivor_oid"]
+            "  server {} {} of {} <- oids {} (survivor {})",
+            g["server_id"],
+            g["otype"],
+            g["report_stable_external_id"],
+            g["versions"],
+            g["survivor_oid"]
         );
     }
-    let _ = writeln!(
-        s,
-        "conflicts: {}",
-        report["conflicts"].as_array().map_or(0, Vec::len)
-    );
-    for c in report["conflicts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(10)
-    {
+    let _ = writeln!(s, "conflicts: {}", report.conflicts.len());
+    for c in report.conflicts.iter().take(10).map(|c| parse(c)) {
         let _ = writeln!(
             s,
             "  {} {} on {}:{}: kept {} over {}",
@@ -79,18 +107,9 @@ pub fn run(o: &Options) -> Result<()> {
             crate::record::short(&c["loser"])
         );
     }
-    let _ = writeln!(
-        s,
-        "unresolved reports: {}",
-        report["unresolved"].as_array().map_or(0, Vec::len)
-    );
-    let limit = if o.limit == 0 {
-        changes.len()
-    } else {
-        o.limit.min(changes.len())
-    };
-    let _ = writeln!(s, "changes ({limit} of {}):", changes.len());
-    for c in &changes[..limit] {
+    let _ = writeln!(s, "unresolved reports: {}", report.unresolved.len());
+    let _ = writeln!(s, "changes ({} of {total}):", shown.len());
+    for c in &shown {
         let _ = writeln!(s, "  {}", describe(c));
     }
     out(&s)

@@ -56,7 +56,7 @@ pub fn run(o: &Options) -> Result<()> {
     target.check()?;
     let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
     let input = Input::new(onto)?;
-    let summary = match crate::restore::run(b.changes()?, &input, &target, &o.restore) {
+    let summary = match crate::restore::run(&b, &input, &target, &o.restore) {
         Err(e) if o.json => {
             if let Some(c) = e.downcast_ref::<crate::restore::Conflicts>() {
                 out_json(&c.0)?;

@@ -116,7 +116,7 @@ pub fn apply(
         chunk.push((c, key));
     }
     run.chunk(&mut tx, chunk_table, &mut chunk)?;
-    if !run.summary.conflicts.is_empty() && !opts.force {
+    if run.summary.conflict_count > 0 && !opts.force {
         bar.finish();
         drop(tx); // rolls back the deletes, releases the locks
         return Err(Conflicts(run.summary).into());
@@ -187,7 +187,7 @@ impl Run<'_> {
                     false
                 }
                 Step::Conflict => {
-                    self.summary.conflicts.push(Conflict {
+                    self.summary.conflict(Conflict {
                         kind: change.kind.clone(),
                         key: change.key.clone(),
                         line: None,
