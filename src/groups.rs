@@ -228,6 +228,7 @@ pub fn build(
         servers,
         ..Groups::default()
     };
+    g.reports.reserve_exact(reports.len());
     // (server, external_id) → report, for columns; AMBIGUOUS when several reports share one
     // (a deleted version left as it is may already hold the id its survivor takes).
     const AMBIGUOUS: u32 = u32::MAX;
@@ -319,7 +320,7 @@ pub fn build(
         stable: u32,
         of_survivor: bool,
     }
-    let mut cols: Vec<Col> = Vec::new();
+    let mut cols: Vec<Col> = Vec::with_capacity(columns.len());
     for (ci, c) in columns.iter().enumerate() {
         g.servers.entry(c.server_id).or_default().columns += 1;
         let ri = match by_external.get(&c.report) {
@@ -360,6 +361,7 @@ pub fn build(
                 (y.deleted, y.last_updated, y.oid),
             ))
     });
+    g.columns.reserve_exact(cols.len());
     let same = |a: &Col, b: &Col| {
         (a.stable, columns[a.idx as usize].suffix) == (b.stable, columns[b.idx as usize].suffix)
     };

@@ -62,7 +62,7 @@ pub struct Outcome {
 }
 
 /// Bytes of lines parsed per parallel batch.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 
 /// With `LOOKMIG_TIMING` set, prints how long each stage took on stderr (for profiling).
 pub fn timing(stage: &str) {
@@ -158,15 +158,7 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         ..Report::default()
     };
     let progress = Progress::new(opts.progress, "changing");
-    let (changes, idmap) = change(
-        input,
-        opts,
-        &scan.fields,
-        &groups,
-        &scan.bad_lines,
-        &mut report,
-        &progress,
-    )?;
+    let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress)?;
     progress.finish();
 
     let c = &mut report.counts;
@@ -178,7 +170,9 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     c.skipped_lines = report.skipped_lines.len() as u64;
     report.groups = groups.groups;
     report.unresolved = unresolved;
-    report.warnings = groups.warnings;
+    let mut warnings = groups.warnings;
+    warnings.append(&mut report.warnings);
+    report.warnings = warnings;
     report.counts.warnings = report.warnings.len() as u64;
 
     let mut options = serde_json::to_value(opts)?;
@@ -200,6 +194,9 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
 /// What the first pass keeps.
 #[derive(Default)]
 struct Scan {
+    /// Every report and column oid of the export, sorted: what a subject may point at.
+    known_reports: Vec<i64>,
+    known_columns: Vec<i64>,
     /// Server id → type.
     servers: BTreeMap<i64, String>,
     fields: Fields,
@@ -232,11 +229,7 @@ fn bad_line(
         );
     }
     bad.insert(line.no);
-    skipped.push(Skipped {
-        line: line.no,
-        error,
-        text: String::from_utf8_lossy(&line.bytes).into_owned(),
-    });
+    skipped.push(Skipped::new(line.no, error, &line.bytes));
     Ok(())
 }
 
@@ -319,6 +312,16 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         progress.add(batch.len() as u64);
     }
     s.stable_index = HashMap::new();
+    // Every report and column of the export, exactly sized (these lists are large).
+    s.known_reports = s
+        .reports
+        .iter()
+        .map(|r| r.oid)
+        .chain(s.unresolved.iter().map(|(u, _)| u.oid))
+        .collect();
+    s.known_reports.sort_unstable();
+    s.known_columns = s.columns.iter().map(|c| c.oid).collect();
+    s.known_columns.sort_unstable();
     // Duplicate keys: equal hashes sort next to each other, the earlier line first.
     let mut dups: Vec<u64> = Vec::new();
     let mut prev: Option<[u8; 16]> = None;
@@ -489,12 +492,14 @@ enum Decision {
 fn change(
     input: &Input,
     opts: &Options,
-    fields: &Fields,
+    scan: &Scan,
     groups: &Groups,
-    bad: &BTreeSet<u64>,
     report: &mut Report,
     progress: &Progress,
 ) -> Result<(Sorter, Sorter)> {
+    let (fields, bad) = (&scan.fields, &scan.bad_lines);
+    // Records whose subject is a report or column the export lacks: kept, counted, a few named.
+    let mut dangling: (u64, Vec<String>) = (0, Vec::new());
     let mut changes = Sorter::new(SORT_BYTES);
     let mut idmap = Sorter::new(SORT_BYTES / 2);
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
@@ -502,17 +507,23 @@ fn change(
     let mut more_bad = BTreeSet::new();
     for batch in input.batches(BATCH_BYTES)? {
         let batch = batch?;
-        let decisions: Vec<Decision> = batch
+        let decisions: Vec<(Decision, Option<String>)> = batch
             .par_iter()
             .map(|l| {
                 if bad.contains(&l.no) {
-                    Decision::Same
+                    (Decision::Same, None)
                 } else {
-                    decide(l, fields, groups)
+                    decide(l, fields, groups, scan)
                 }
             })
             .collect();
-        for (line, d) in batch.iter().zip(decisions) {
+        for (line, (d, lost)) in batch.iter().zip(decisions) {
+            if let Some(key) = lost {
+                dangling.0 += 1;
+                if dangling.1.len() < 5 {
+                    dangling.1.push(key);
+                }
+            }
             match d {
                 Decision::Same => {}
                 Decision::Lines(c, n) => {
@@ -595,6 +606,13 @@ fn change(
     })?;
     flush(&mut batch, &mut changes, report)?;
     timing("merge");
+    if dangling.0 > 0 {
+        report.warnings.push(format!(
+            "{} record(s) have a subject that is no report or column of the export (e.g. {}); kept as they are",
+            dangling.0,
+            dangling.1.join(", ")
+        ));
+    }
     Ok((changes, idmap))
 }
 
@@ -602,7 +620,7 @@ fn change(
 type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
 
 /// Bytes of pairs a sorter holds in memory before it spills a run to disk.
-const SORT_BYTES: usize = 16 << 20;
+const SORT_BYTES: usize = 8 << 20;
 
 fn push_raw(
     sorter: &mut Sorter,
@@ -673,11 +691,32 @@ fn merge_one(
 }
 
 /// Decides what happens to one line in the second pass.
-fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+fn decide(
+    line: &Line,
+    fields: &Fields,
+    groups: &Groups,
+    scan: &Scan,
+) -> (Decision, Option<String>) {
     let p = match Probe::parse(&line.bytes) {
         Ok(p) => p,
-        Err(e) => return Decision::Bad(e),
+        Err(e) => return (Decision::Bad(e), None),
     };
+    let dangling = p.subject().and_then(|(otype, oid)| {
+        let known = match otype.as_ref() {
+            REPORT => &scan.known_reports,
+            COLUMN => &scan.known_columns,
+            _ => return None,
+        };
+        known
+            .binary_search(&oid)
+            .is_err()
+            .then(|| format!("{} {}", p.kind_name, p.key()))
+    });
+    (decide_probed(&p, line, fields, groups), dangling)
+}
+
+/// [`decide`] for a line already read.
+fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> Decision {
     let r = &p.raw;
     if p.kind == Kind::FieldValue {
         if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
@@ -687,7 +726,7 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
         }
     }
     match p.kind {
-        Kind::BiReport | Kind::BiReportColumn => version_change(&p, groups),
+        Kind::BiReport | Kind::BiReportColumn => version_change(p, groups),
         _ => {
             if let Some((g, rank)) = p
                 .subject()
@@ -724,8 +763,8 @@ fn decide(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
             };
             match refs::rewrite_rich(&text, &groups.refs) {
                 Some((new, n)) => {
-                    let record = splice(&p, vec![(rich.expect("some"), json_string(&new))]);
-                    Decision::Lines(vec![raw_change(&p, Some(&record))], n)
+                    let record = splice(p, vec![(rich.expect("some"), json_string(&new))]);
+                    Decision::Lines(vec![raw_change(p, Some(&record))], n)
                 }
                 None => Decision::Same,
             }

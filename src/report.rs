@@ -16,6 +16,24 @@ pub struct Skipped {
     pub error: String,
     /// The line as it was (invalid UTF-8 replaced by U+FFFD).
     pub text: String,
+    /// The exact bytes in hex, when the line is not UTF-8 (so `text` could not hold them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_hex: Option<String>,
+}
+
+impl Skipped {
+    /// A skipped line, kept so that no byte of it is lost.
+    pub fn new(line: u64, error: String, bytes: &[u8]) -> Skipped {
+        let bytes_hex = std::str::from_utf8(bytes)
+            .is_err()
+            .then(|| crate::input::hex(bytes));
+        Skipped {
+            line,
+            error,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+            bytes_hex,
+        }
+    }
 }
 
 /// Totals over the whole export.

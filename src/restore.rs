@@ -302,11 +302,9 @@ fn skip(
             target.name
         );
     }
-    summary.skipped_lines.push(crate::report::Skipped {
-        line: no,
-        error,
-        text: String::from_utf8_lossy(bytes).into_owned(),
-    });
+    summary
+        .skipped_lines
+        .push(crate::report::Skipped::new(no, error, bytes));
     Ok(())
 }
 

@@ -572,6 +572,12 @@ fn subject_pointing_at_nothing_is_kept_as_it_is() {
             .all(|c| !c["key"].as_str().unwrap_or("").contains(":999:")),
         "the dangling record was changed"
     );
+    let warnings = util::report(&dir.join("bundle"))["warnings"].to_string();
+    assert!(
+        warnings.contains("1 record(s) have a subject that is no report or column of the export")
+            && warnings.contains("field_value bi_report:999:4"),
+        "the dangling record is not named in the report's warnings: {warnings}"
+    );
     dir.run(["verify", "bundle", "--export", "export.ndjson"])
         .ok();
     util::restore(
@@ -587,6 +593,32 @@ fn subject_pointing_at_nothing_is_kept_as_it_is() {
         kept.iter().any(|l| l.as_bytes() == dangling),
         "the dangling record was not kept byte for byte"
     );
+}
+
+#[test]
+fn a_skipped_line_that_is_not_utf8_keeps_its_exact_bytes_in_the_report() {
+    let dir = Dir::new();
+    let bytes = with_line_13(b"{\"kind\":\"tag\",\"name\":\"\xff\"}");
+    dir.write("export.ndjson", &bytes);
+    dir.run([
+        "migrate",
+        "export.ndjson",
+        "-o",
+        "bundle",
+        "--max-errors",
+        "1",
+    ])
+    .ok();
+    let skipped = &util::report(&dir.join("bundle"))["skipped_lines"][0];
+    assert_eq!(skipped["line"], 13);
+    let hex = skipped["bytes_hex"]
+        .as_str()
+        .expect("bytes_hex for a line that is not UTF-8");
+    let back: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(back, b"{\"kind\":\"tag\",\"name\":\"\xff\"}".to_vec());
 }
 
 #[test]
