@@ -214,10 +214,12 @@ fn version_order(a: (bool, i64, i64), b: (bool, i64, i64)) -> std::cmp::Ordering
         .then(b.2.cmp(&a.2))
 }
 
-/// Builds the groups from the reports and columns of the migrated servers. `stables` are the
-/// interned stable ids the reports point into; `counts` already holds what the scan counted.
+/// Builds the groups from the reports and columns of the migrated servers. `unresolved` holds
+/// the [`external_hash`] of each unresolved report; `stables` are the interned stable ids the
+/// reports point into; `servers` already holds what the scan counted.
 pub fn build(
     reports: &[ReportInfo],
+    unresolved: &[u64],
     columns: &[ColumnInfo],
     stables: Vec<String>,
     recover_deleted: bool,
@@ -232,12 +234,19 @@ pub fn build(
     // (server, external_id) → report, for columns; AMBIGUOUS when several reports share one
     // (a deleted version left as it is may already hold the id its survivor takes).
     const AMBIGUOUS: u32 = u32::MAX;
-    let mut by_external: HashMap<u64, u32> = HashMap::with_capacity(reports.len());
-    for (i, r) in reports.iter().enumerate() {
+    // An unresolved report: its columns stay as they are, like it.
+    const UNRESOLVED: u32 = u32::MAX - 1;
+    let mut by_external: HashMap<u64, u32> =
+        HashMap::with_capacity(reports.len() + unresolved.len());
+    let all = reports
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.external, i as u32));
+    for (external, i) in all.chain(unresolved.iter().map(|h| (*h, UNRESOLVED))) {
         by_external
-            .entry(r.external)
+            .entry(external)
             .and_modify(|e| *e = AMBIGUOUS)
-            .or_insert(i as u32);
+            .or_insert(i);
     }
 
     // Report groups: runs of equal stable index, in version order within.
@@ -332,6 +341,7 @@ pub fn build(
                 ));
                 continue;
             }
+            Some(&UNRESOLVED) => continue,
             Some(&ri) => ri,
             None => {
                 g.warnings.push(format!(

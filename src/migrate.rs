@@ -141,8 +141,13 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         );
     }
     let stables = std::mem::take(&mut scan.stables);
+    let unresolved_ids: Vec<u64> = unresolved
+        .iter()
+        .map(|u| groups::external_hash(u.server_id, &u.external_id))
+        .collect();
     let groups = groups::build(
         &scan.reports,
+        &unresolved_ids,
         &scan.columns,
         stables,
         opts.recover_deleted,

@@ -507,3 +507,20 @@ fn restore_copies_untouched_lines_byte_for_byte() {
         );
     }
 }
+
+/// Regression: the columns of an unresolved report were reported as naming "a report that is
+/// not a report of that server" (the lookup of reports held only resolved ones).
+#[test]
+fn columns_of_an_unresolved_report_draw_no_warning() {
+    let dir = Dir::new();
+    let export = sample_export(&dir, "06-unresolved");
+    let out = dir.run(["plan", &util::arg(&export), "--json"]).ok();
+    let report = out.json();
+    assert!(report["counts"]["unresolved"].as_u64().unwrap() > 0);
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!([]),
+        "{}",
+        report["warnings"]
+    );
+}
