@@ -952,7 +952,7 @@ impl Progress {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {msg}: {human_pos} lines ({per_sec}, {elapsed})",
+                "{spinner} {msg}: {human_pos} lines in {elapsed}",
             )
             .expect("a valid template"),
         );
