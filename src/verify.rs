@@ -10,7 +10,7 @@ use crate::bundle::{self, Bundle};
 use crate::groups::{COLUMN, REPORT};
 use crate::input::Input;
 use crate::output::Target;
-use crate::record::{canonical_json, parse_line, FieldDef, Kind, Record, SeenKeys, Subject};
+use crate::record::{canonical_json, FieldDef, Kind, Probe, Record, SeenKeys, Subject};
 use crate::refs::{self, Fields, RefMap};
 use crate::restore::{self, Direction};
 use anyhow::{Context, Result};
@@ -136,107 +136,136 @@ fn changed_keys(b: &Bundle, v: &mut Verdict) -> Result<Vec<u128>> {
     Ok(out)
 }
 
-/// Hashes of every record's canonical JSON, sorted: equal when two exports hold the same records.
-fn record_hashes(input: &Input) -> Result<Vec<u128>> {
-    let mut out = Vec::new();
+/// An order-free digest of an export's lines (count, sum and xor of their hashes): equal when
+/// two exports hold the same lines in any order. Restore and rollback write every record as
+/// the bundle or the export holds it, so the rolled-back export must give back the same bytes.
+fn digest(input: &Input) -> Result<(u64, u128, u128)> {
+    let (mut n, mut sum, mut xor) = (0u64, 0u128, 0u128);
     let mut lines = input.lines()?;
     while let Some(l) = lines.next_line()? {
-        out.push(match parse_line(&l.bytes) {
-            Ok(r) => SeenKeys::hash("", &canonical_json(&Value::Object(r.obj))),
-            // A line skipped under --max-errors is compared as it is.
-            Err(_) => SeenKeys::hash("\n", &String::from_utf8_lossy(&l.bytes)),
-        });
+        let h = SeenKeys::hash("line", &String::from_utf8_lossy(l.bytes.trim_ascii()));
+        n += 1;
+        sum = sum.wrapping_add(h);
+        xor ^= h;
     }
-    out.sort_unstable();
-    Ok(out)
+    Ok((n, sum, xor))
 }
 
 fn same_records(a: &Input, b: &Input, failures: &mut Vec<String>) -> Result<u64> {
-    let (x, y) = (record_hashes(a)?, record_hashes(b)?);
+    let (x, y) = (digest(a)?, digest(b)?);
     if x != y {
         failures.push(format!(
-            "restore then rollback does not give the export back ({} records before, {} after, or contents differ)",
-            x.len(),
-            y.len()
+            "restore then rollback does not give the export back ({} lines before, {} after, or contents differ)",
+            x.0, y.0
         ));
     }
-    Ok(x.len() as u64)
+    Ok(x.0)
 }
 
-/// Every record whose key the change set does not name is byte-identical after the restore.
+/// The (kind, key) hash of a line, or None for a line that is not a record (skipped under
+/// `--max-errors`, and copied through as it is).
+fn key_hash(bytes: &[u8]) -> Option<u128> {
+    let p = Probe::parse(bytes).ok()?;
+    Some(SeenKeys::hash(&p.kind_name, &p.key()))
+}
+
+/// Every record whose key the change set does not name is byte-identical after the restore,
+/// and in the same order: the two files, less the changed records, are walked side by side.
 fn outside_unchanged(
     export: &Input,
     restored: &Input,
     changed: &[u128],
     failures: &mut Vec<String>,
 ) -> Result<()> {
-    let is_changed = |k: &u128| changed.binary_search(k).is_ok();
-    let mut before: HashMap<u128, u128> = HashMap::new();
-    let mut lines = export.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let Ok(r) = parse_line(&l.bytes) else {
-            continue;
-        }; // skipped under --max-errors
-        let k = SeenKeys::hash(r.kind_name(), &r.key());
-        if !is_changed(&k) {
-            before.insert(k, SeenKeys::hash("", &String::from_utf8_lossy(&l.bytes)));
+    let untouched =
+        |bytes: &[u8]| key_hash(bytes).is_none_or(|k| changed.binary_search(&k).is_err());
+    let mut before = export.lines()?;
+    let mut after = restored.lines()?;
+    loop {
+        let a = loop {
+            match before.next_line()? {
+                Some(l) if !untouched(&l.bytes) => continue,
+                other => break other,
+            }
+        };
+        let b = loop {
+            match after.next_line()? {
+                Some(l) if !untouched(&l.bytes) => continue,
+                other => break other,
+            }
+        };
+        match (a, b) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) if a.bytes == b.bytes => {}
+            (Some(a), _) => {
+                failures.push(format!(
+                    "{}:{}: a record outside the change set differs or is missing after the restore",
+                    export.name, a.no
+                ));
+                return Ok(());
+            }
+            (None, Some(b)) => {
+                failures.push(format!(
+                    "line {} of the restored export is a record outside the change set that the export lacks",
+                    b.no
+                ));
+                return Ok(());
+            }
         }
     }
-    let mut lines = restored.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let Ok(r) = parse_line(&l.bytes) else {
-            continue;
-        }; // skipped under --max-errors
-        let k = SeenKeys::hash(r.kind_name(), &r.key());
-        if is_changed(&k) {
-            continue;
-        }
-        match before.remove(&k) {
-            Some(h) if h == SeenKeys::hash("", &String::from_utf8_lossy(&l.bytes)) => {}
-            _ => failures.push(format!(
-                "{} {:?} differs after the restore but is not in the change set",
-                r.kind_name(),
-                r.key()
-            )),
-        }
-    }
-    if !before.is_empty() {
-        failures.push(format!(
-            "{} record(s) outside the change set are missing after the restore",
-            before.len()
-        ));
-    }
-    Ok(())
 }
 
-/// One piece of curation that must be found on the survivor afterwards.
-struct Need {
-    survivor: Subject,
-    what: NeedKind,
-    /// The record it came from, for messages and for the conflict list.
-    record: Value,
-}
-
+/// What kind of evidence a piece of curation needs on its survivor.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum NeedKind {
-    /// A single value of a field (or a flag's reason), or a conflict in the report.
-    Single {
-        kind: &'static str,
-        merge: String,
-        value: Value,
-    },
-    /// An item of a multi-valued field.
-    Item { field: i64, item: Value },
+    /// A single value (or a flag's reason): equal on the survivor, or a reported conflict.
+    Single,
+    /// An item of a multi-valued field: in the survivor's list, or a reported conflict.
+    Item,
     /// A flag, tag or star: its merge key present on the survivor.
-    Present { kind: &'static str, merge: String },
-    /// A conversation by id, or another record by content, with the survivor as subject.
-    Moved { kind: String, id: String },
+    Present,
+    /// A conversation by id, or another record by content, now on the survivor.
+    Moved,
+}
+
+/// One piece of curation that must be found on its survivor afterwards, as hashes.
+struct Need {
+    kind: NeedKind,
+    /// Hash of what must be found.
+    hash: u128,
+    /// Hash of the record it came from, as the report's conflicts would list it.
+    record: u128,
+    /// Line of the export, to name it when it is missing.
+    line: u64,
+}
+
+fn subject_text(s: &Subject) -> String {
+    format!("{}:{}", s.otype, s.oid)
+}
+
+fn canonical_hash(v: &Value) -> u128 {
+    SeenKeys::hash("value", &canonical_json(v))
+}
+
+/// The merge key of a curation record (the same words as the merge rules use).
+fn merge_key(r: &Record) -> Option<String> {
+    match r.kind {
+        Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
+        Kind::TrustFlag => Some(format!(
+            "{} by user {}",
+            r.str("flag_type")?,
+            r.int("user_id")?
+        )),
+        Kind::Tag => Some(format!("tag {}", r.str("name")?)),
+        Kind::Star => Some(format!("star by user {}", r.int("user_id")?)),
+        _ => None,
+    }
 }
 
 fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -> Result<()> {
     // Participants of multi-version groups, from the id map (not from the merge code).
-    let mut survivor_of: HashMap<(String, i64), i64> = HashMap::new();
+    let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
     let mut refmap = RefMap::default();
-    let mut multi: HashSet<(String, i64)> = HashSet::new();
     #[derive(serde::Deserialize)]
     struct IdMapRow {
         otype: String,
@@ -246,19 +275,20 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     }
     b.for_each_line(bundle::IDMAP, |_, bytes| {
         let row: IdMapRow = serde_json::from_slice(bytes)?;
-        if row.action == "retire" {
-            survivor_of.insert((row.otype.clone(), row.oid), row.survivor_oid);
-            multi.insert((row.otype.clone(), row.survivor_oid));
-            if row.otype == REPORT || row.otype == COLUMN {
-                refmap.insert(&row.otype, row.oid, row.survivor_oid);
-            }
+        if row.action == "retire" && (row.otype == REPORT || row.otype == COLUMN) {
+            let column = row.otype == COLUMN;
+            survivor_of.insert((column, row.oid), row.survivor_oid);
+            survivor_of.insert((column, row.survivor_oid), row.survivor_oid);
+            refmap.insert(&row.otype, row.oid, row.survivor_oid);
         }
         Ok(())
     })?;
     refmap.finish();
-    for s in multi.clone() {
-        survivor_of.insert(s.clone(), s.1);
-    }
+    let participant = |otype: &str, oid: i64| match otype {
+        REPORT => survivor_of.get(&(false, oid)).copied(),
+        COLUMN => survivor_of.get(&(true, oid)).copied(),
+        _ => None,
+    };
     #[derive(serde::Deserialize)]
     struct Loser {
         loser: Value,
@@ -268,22 +298,23 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         conflicts: Vec<Loser>,
     }
     let losers: Losers = b.report_part()?;
-    let conflicts: HashSet<String> = losers
+    let conflicts: HashSet<u128> = losers
         .conflicts
         .iter()
-        .map(|c| canonical_json(&c.loser))
+        .map(|c| canonical_hash(&c.loser))
         .collect();
     drop(losers);
 
+    // Field definitions first: a value is judged by its field's type.
     let mut fields = Fields::default();
-    let mut held: Vec<Record> = Vec::new();
     let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
-        let Ok(r) = parse_line(&l.bytes) else {
+        let Ok(p) = Probe::parse(&l.bytes) else {
             continue;
-        }; // skipped under --max-errors
-        if r.kind == Kind::CustomField {
-            fields.insert(
+        };
+        if p.kind == Kind::CustomField {
+            let r = Record::from_validated(&l.bytes);
+            fields.insert_first(
                 r.int("id").unwrap_or(0),
                 FieldDef {
                     field_type: r.str("field_type").unwrap_or("").into(),
@@ -291,174 +322,170 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                 },
             );
         }
-        if r.subject()
-            .is_some_and(|s| survivor_of.contains_key(&(s.otype.clone(), s.oid)))
-        {
-            held.push(r);
-        }
-    }
-    let mut needs = Vec::new();
-    for mut r in held {
-        let s = r.subject().expect("held records have a subject");
-        let survivor = Subject {
-            oid: survivor_of[&(s.otype.clone(), s.oid)],
-            otype: s.otype,
-        };
-        let record = Value::Object(r.obj.clone());
-        refs::repair(&mut r, &fields, &refmap);
-        let what: Vec<NeedKind> = match r.kind {
-            Kind::FieldValue => {
-                let field = r.int("field_id").unwrap_or(0);
-                let value = r.obj["value"].clone();
-                let multi = match fields.get(field) {
-                    Some(d) => d.multi(),
-                    None => value.is_array(),
-                };
-                if multi {
-                    value
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|i| NeedKind::Item {
-                            field,
-                            item: i.clone(),
-                        })
-                        .collect()
-                } else if crate::merge::is_empty(&value) {
-                    vec![]
-                } else {
-                    vec![NeedKind::Single {
-                        kind: "field_value",
-                        merge: format!("field {field}"),
-                        value,
-                    }]
-                }
-            }
-            Kind::TrustFlag => {
-                let merge = format!(
-                    "{} by user {}",
-                    r.str("flag_type").unwrap_or(""),
-                    r.int("user_id").unwrap_or(0)
-                );
-                let reason = r.obj.get("reason").cloned().unwrap_or(Value::Null);
-                let mut w = vec![NeedKind::Present {
-                    kind: "trust_flag",
-                    merge: merge.clone(),
-                }];
-                if !crate::merge::is_empty(&reason) {
-                    w.push(NeedKind::Single {
-                        kind: "trust_flag",
-                        merge,
-                        value: reason,
-                    });
-                }
-                w
-            }
-            Kind::Tag => vec![NeedKind::Present {
-                kind: "tag",
-                merge: format!("tag {}", r.str("name").unwrap_or("")),
-            }],
-            Kind::Star => vec![NeedKind::Present {
-                kind: "star",
-                merge: format!("star by user {}", r.int("user_id").unwrap_or(0)),
-            }],
-            Kind::Conversation => vec![NeedKind::Moved {
-                kind: "conversation".into(),
-                id: r.key(),
-            }],
-            _ => {
-                r.set_subject(&survivor);
-                vec![NeedKind::Moved {
-                    kind: r.kind_name().to_string(),
-                    id: r.key(),
-                }]
-            }
-        };
-        needs.extend(what.into_iter().map(|what| Need {
-            survivor: survivor.clone(),
-            what,
-            record: record.clone(),
-        }));
     }
 
-    // The survivors' curation after the restore.
-    let survivors: HashSet<Subject> = needs.iter().map(|n| n.survivor.clone()).collect();
-    let mut after: HashMap<(Subject, String), Value> = HashMap::new();
-    let mut moved: HashSet<(Subject, String, String)> = HashSet::new();
-    let mut lines = restored.lines()?;
+    // What the export's group curation needs on its survivors.
+    let mut needs: Vec<Need> = Vec::new();
+    let mut survivors: HashSet<(bool, i64)> = HashSet::new();
+    let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
-        let Ok(r) = parse_line(&l.bytes) else {
-            continue;
-        }; // skipped under --max-errors
-        let Some(s) = r.subject().filter(|s| survivors.contains(s)) else {
+        let Ok(p) = Probe::parse(&l.bytes) else {
             continue;
         };
-        let merge = match r.kind {
-            Kind::FieldValue => Some((
-                format!("field {}", r.int("field_id").unwrap_or(0)),
-                r.obj["value"].clone(),
-            )),
-            Kind::TrustFlag => Some((
-                format!(
-                    "{} by user {}",
-                    r.str("flag_type").unwrap_or(""),
-                    r.int("user_id").unwrap_or(0)
-                ),
-                r.obj.get("reason").cloned().unwrap_or(Value::Null),
-            )),
-            Kind::Tag => Some((format!("tag {}", r.str("name").unwrap_or("")), Value::Null)),
-            Kind::Star => Some((
-                format!("star by user {}", r.int("user_id").unwrap_or(0)),
-                Value::Null,
-            )),
-            _ => None,
+        let Some(survivor) = p.subject().and_then(|(otype, oid)| {
+            participant(&otype, oid).map(|s| Subject {
+                otype: otype.into_owned(),
+                oid: s,
+            })
+        }) else {
+            continue;
         };
-        match merge {
-            Some((m, value)) => {
-                after.insert((s, m), value);
+        survivors.insert((survivor.otype == COLUMN, survivor.oid));
+        let mut r = Record::from_validated(&l.bytes);
+        let record = canonical_hash(&Value::Object(r.obj.clone()));
+        refs::repair(&mut r, &fields, &refmap);
+        let at = subject_text(&survivor);
+        let mut need = |kind, hash| {
+            needs.push(Need {
+                kind,
+                hash,
+                record,
+                line: l.no,
+            })
+        };
+        match (r.kind, merge_key(&r)) {
+            (Kind::FieldValue, Some(merge)) => {
+                let field = r.int("field_id").unwrap_or(0);
+                let value = &r.obj["value"];
+                let multi = fields.get(field).map_or(value.is_array(), |d| d.multi());
+                if multi {
+                    for item in value.as_array().into_iter().flatten() {
+                        need(
+                            NeedKind::Item,
+                            SeenKeys::hash(&format!("item {at} {merge}"), &canonical_json(item)),
+                        );
+                    }
+                } else if !crate::merge::is_empty(value) {
+                    need(
+                        NeedKind::Single,
+                        SeenKeys::hash(&format!("single {at} {merge}"), &canonical_json(value)),
+                    );
+                }
             }
-            None => {
-                moved.insert((s, r.kind_name().to_string(), r.key()));
+            (Kind::TrustFlag, Some(merge)) => {
+                need(
+                    NeedKind::Present,
+                    SeenKeys::hash("present", &format!("{at} {merge}")),
+                );
+                let reason = r.obj.get("reason").cloned().unwrap_or(Value::Null);
+                if !crate::merge::is_empty(&reason) {
+                    need(
+                        NeedKind::Single,
+                        SeenKeys::hash(&format!("single {at} {merge}"), &canonical_json(&reason)),
+                    );
+                }
+            }
+            (Kind::Tag | Kind::Star, Some(merge)) => {
+                need(
+                    NeedKind::Present,
+                    SeenKeys::hash("present", &format!("{at} {merge}")),
+                );
+            }
+            _ => {
+                // Conversations keep their id; other kinds are found by their whole content.
+                if r.kind != Kind::Conversation {
+                    r.set_subject(&survivor);
+                }
+                need(
+                    NeedKind::Moved,
+                    SeenKeys::hash("moved", &format!("{at} {} {}", r.kind_name(), r.key())),
+                );
             }
         }
     }
-    for n in needs {
-        v.curation_items += 1;
-        let ok = match &n.what {
-            NeedKind::Single { merge, value, .. } => {
-                match after.get(&(n.survivor.clone(), merge.clone())) {
-                    Some(a) if a == value => true,
-                    _ => conflicts.contains(&canonical_json(&n.record)),
-                }
-            }
-            NeedKind::Item { field, item } => {
-                after
-                    .get(&(n.survivor.clone(), format!("field {field}")))
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.contains(item))
-                    || conflicts.contains(&canonical_json(&n.record))
-            }
-            NeedKind::Present { merge, .. } => {
-                after.contains_key(&(n.survivor.clone(), merge.clone()))
-            }
-            NeedKind::Moved { kind, id } => {
-                moved.contains(&(n.survivor.clone(), kind.clone(), id.clone()))
-            }
+
+    // What the survivors hold after the restore, as the same hashes.
+    let mut found: HashSet<u128> = HashSet::new();
+    let mut lines = restored.lines()?;
+    while let Some(l) = lines.next_line()? {
+        let Ok(p) = Probe::parse(&l.bytes) else {
+            continue;
         };
-        if !ok {
-            let what = match &n.what {
-                NeedKind::Single { kind, merge, .. } | NeedKind::Present { kind, merge } => {
-                    format!("{kind} {merge}")
+        let Some((otype, oid)) = p.subject() else {
+            continue;
+        };
+        if !survivors.contains(&(otype == COLUMN, oid)) || (otype != REPORT && otype != COLUMN) {
+            continue;
+        }
+        let r = Record::from_validated(&l.bytes);
+        let at = format!("{otype}:{oid}");
+        match merge_key(&r) {
+            Some(merge) => {
+                found.insert(SeenKeys::hash("present", &format!("{at} {merge}")));
+                let value = match r.kind {
+                    Kind::FieldValue => r.obj["value"].clone(),
+                    Kind::TrustFlag => r.obj.get("reason").cloned().unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                found.insert(SeenKeys::hash(
+                    &format!("single {at} {merge}"),
+                    &canonical_json(&value),
+                ));
+                for item in value.as_array().into_iter().flatten() {
+                    found.insert(SeenKeys::hash(
+                        &format!("item {at} {merge}"),
+                        &canonical_json(item),
+                    ));
                 }
-                NeedKind::Item { field, item } => format!("item {item} of field {field}"),
-                NeedKind::Moved { kind, id } => format!("{kind} {id}"),
+            }
+            None => {
+                found.insert(SeenKeys::hash(
+                    "moved",
+                    &format!("{at} {} {}", r.kind_name(), r.key()),
+                ));
+            }
+        }
+    }
+    let mut lost: Vec<(u64, NeedKind)> = Vec::new();
+    for n in &needs {
+        v.curation_items += 1;
+        let ok = found.contains(&n.hash)
+            || (matches!(n.kind, NeedKind::Single | NeedKind::Item)
+                && conflicts.contains(&n.record));
+        if !ok {
+            lost.push((n.line, n.kind));
+        }
+    }
+    if !lost.is_empty() {
+        let lines: Vec<u64> = lost.iter().take(20).map(|(l, _)| *l).collect();
+        let mut sorted = lines.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let texts: HashMap<u64, Vec<u8>> = sorted
+            .iter()
+            .copied()
+            .zip(export.lines_at(&sorted)?)
+            .collect();
+        for (line, kind) in lost.iter().take(20) {
+            let what = match kind {
+                NeedKind::Single => "its value",
+                NeedKind::Item => "an item of its list",
+                NeedKind::Present => "its merge key",
+                NeedKind::Moved => "the record itself",
             };
+            let text = texts
+                .get(line)
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .unwrap_or_default();
             v.failures.push(format!(
-                "curation lost: {what} of {} is not on survivor {}:{} and is not a reported conflict",
-                crate::record::short(&n.record),
-                n.survivor.otype,
-                n.survivor.oid
+                "curation lost: {}:{line} ({}): {what} is not on its survivor and is not a reported conflict",
+                export.name,
+                crate::record::short(&serde_json::from_str(&text).unwrap_or(Value::String(text.clone())))
             ));
+        }
+        if lost.len() > 20 {
+            v.failures
+                .push(format!("curation lost: ... and {} more", lost.len() - 20));
         }
     }
     Ok(())
