@@ -69,7 +69,7 @@ pub fn is_empty(v: &Value) -> bool {
 }
 
 /// The merge key of a curation record within its group, or None when it never merges.
-fn merge_key(r: &Record) -> Option<String> {
+pub fn merge_key(r: &Record) -> Option<String> {
     match r.kind {
         Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
         Kind::TrustFlag => Some(format!(

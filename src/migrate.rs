@@ -18,7 +18,9 @@ use crate::input::{Input, Line};
 use crate::keys;
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
-use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record, SeenKeys};
+use crate::record::{
+    instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record, SeenKeys,
+};
 use crate::refs::{self, Fields};
 use crate::report::{Report, Skipped};
 use crate::sort::Sorter;
@@ -241,7 +243,7 @@ fn bad_line(
 fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
     // Record keys go through an external sort, so duplicate detection needs no table of keys.
-    let mut keys = Sorter::new(SORT_BYTES / 2);
+    let mut keys = DuplicateKeys::new(SORT_BYTES / 2);
     let mut first_seen_kind = false;
     for batch in input.batches(BATCH_BYTES)? {
         let batch = batch?;
@@ -273,9 +275,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                 bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
                 continue;
             }
-            let mut key = scanned.hash.to_be_bytes().to_vec();
-            key.extend_from_slice(&line.no.to_be_bytes());
-            keys.push(&key, &[])?;
+            keys.add_hash(scanned.hash, line.no)?;
             match scanned.other_kind {
                 Some(k) => *s.by_kind.entry(k).or_default() += 1,
                 None => {
@@ -327,32 +327,10 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     s.known_reports.sort_unstable();
     s.known_columns = s.columns.iter().map(|c| c.oid).collect();
     s.known_columns.sort_unstable();
-    // Duplicate keys: equal hashes sort next to each other, the earlier line first.
-    let mut dups: Vec<u64> = Vec::new();
-    let mut prev: Option<[u8; 16]> = None;
-    keys.finish(|k, _| {
-        let h: [u8; 16] = k[..16].try_into().expect("16-byte hash");
-        if prev == Some(h) {
-            dups.push(u64::from_be_bytes(
-                k[16..24].try_into().expect("line number"),
-            ));
-        }
-        prev = Some(h);
-        Ok(())
-    })?;
+    let dups = keys.finish(input)?;
     if !dups.is_empty() {
-        dups.sort_unstable();
-        let texts = input.lines_at(&dups)?;
-        for (no, bytes) in dups.iter().zip(texts) {
-            let msg = match Probe::parse(&bytes) {
-                Ok(p) => format!(
-                    "duplicate record key: {} {:?} occurs on an earlier line",
-                    p.kind_name,
-                    p.key()
-                ),
-                Err(e) => e,
-            };
-            let line = Line { no: *no, bytes };
+        for (no, msg, bytes) in dups {
+            let line = Line { no, bytes };
             bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, &line, msg)?;
         }
         s.skipped.sort_by_key(|k| k.line);

@@ -956,6 +956,70 @@ mod time_tests {
     }
 }
 
+/// Finds duplicate record keys (SPEC §1: a key occurs once per export) without a table of
+/// keys: (key hash, line number) pairs go through an external sort, and equal hashes meet.
+pub struct DuplicateKeys(crate::sort::Sorter);
+
+impl DuplicateKeys {
+    /// A finder that holds at most `memory` bytes before it spills to disk.
+    pub fn new(memory: usize) -> DuplicateKeys {
+        DuplicateKeys(crate::sort::Sorter::new(memory))
+    }
+
+    /// Notes the key of a record on a line.
+    pub fn add(&mut self, kind: &str, key: &str, line: u64) -> anyhow::Result<()> {
+        self.add_hash(SeenKeys::hash(kind, key), line)
+    }
+
+    /// Notes a key already hashed with [`SeenKeys::hash`].
+    pub fn add_hash(&mut self, hash: u128, line: u64) -> anyhow::Result<()> {
+        let mut k = hash.to_be_bytes().to_vec();
+        k.extend_from_slice(&line.to_be_bytes());
+        self.0.push(&k, &[])
+    }
+
+    /// Every line whose key an earlier line already had, with the message for it and its bytes
+    /// (read again from `input`), in line order.
+    pub fn finish(
+        self,
+        input: &crate::input::Input,
+    ) -> anyhow::Result<Vec<(u64, String, Vec<u8>)>> {
+        let mut dups = Vec::new();
+        let mut prev: Option<[u8; 16]> = None;
+        self.0.finish(|k, _| {
+            let h: [u8; 16] = k[..16].try_into().expect("16-byte hash");
+            if prev == Some(h) {
+                dups.push(u64::from_be_bytes(
+                    k[16..24].try_into().expect("line number"),
+                ));
+            }
+            prev = Some(h);
+            Ok(())
+        })?;
+        dups.sort_unstable();
+        let texts = if dups.is_empty() {
+            Vec::new()
+        } else {
+            input.lines_at(&dups)?
+        };
+        Ok(dups
+            .into_iter()
+            .zip(texts)
+            .map(|(no, bytes)| {
+                let msg = match Probe::parse(&bytes) {
+                    Ok(p) => format!(
+                        "duplicate record key: {} {:?} occurs on an earlier line",
+                        p.kind_name,
+                        p.key()
+                    ),
+                    Err(e) => e,
+                };
+                (no, msg, bytes)
+            })
+            .collect())
+    }
+}
+
 /// The record keys seen so far, to refuse a duplicate (SPEC §1: a key occurs once per export).
 /// Keys are kept as 128-bit hashes so millions of records fit in little memory.
 #[derive(Default)]

@@ -325,7 +325,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
         ))
     };
     // Duplicate keys of unchanged records are found after the pass, by sorting key hashes.
-    let mut keys = crate::sort::Sorter::new(8 << 20);
+    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
     let mut any_line = false;
     let progress = Progress::new(opts.progress, "restoring");
     for batch in target.batches(4 << 20)? {
@@ -358,9 +358,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             let found = index.find(&kind, &key)?;
             let write = match found {
                 None => {
-                    let mut k = SeenKeys::hash(&kind, &key).to_be_bytes().to_vec();
-                    k.extend_from_slice(&line.no.to_be_bytes());
-                    keys.push(&k, &[])?;
+                    keys.add(&kind, &key, line.no)?;
                     Write_::Keep
                 }
                 Some((i, _)) if index.seen[i] => {
@@ -470,31 +468,8 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
         }
     }
     // Duplicate keys among the records the change set does not name.
-    let mut dups = Vec::new();
-    let mut prev: Option<[u8; 16]> = None;
-    keys.finish(|k, _| {
-        let h: [u8; 16] = k[..16].try_into().expect("16-byte hash");
-        if prev == Some(h) {
-            dups.push(u64::from_be_bytes(
-                k[16..24].try_into().expect("line number"),
-            ));
-        }
-        prev = Some(h);
-        Ok(())
-    })?;
-    if !dups.is_empty() {
-        dups.sort_unstable();
-        for (no, bytes) in dups.iter().zip(target.lines_at(&dups)?) {
-            let e = match crate::record::Probe::parse(&bytes) {
-                Ok(p) => format!(
-                    "duplicate record key: {} {:?} occurs on an earlier line",
-                    p.kind_name,
-                    p.key()
-                ),
-                Err(e) => e,
-            };
-            skip(&mut summary, opts, target, *no, e, &bytes)?;
-        }
+    for (no, msg, bytes) in keys.finish(target)? {
+        skip(&mut summary, opts, target, no, msg, &bytes)?;
     }
     summary.skipped_lines.sort_by_key(|s| s.line);
     if summary.conflict_count > 0 && !opts.force {

@@ -247,21 +247,6 @@ fn canonical_hash(v: &Value) -> u128 {
     SeenKeys::hash("value", &canonical_json(v))
 }
 
-/// The merge key of a curation record (the same words as the merge rules use).
-fn merge_key(r: &Record) -> Option<String> {
-    match r.kind {
-        Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
-        Kind::TrustFlag => Some(format!(
-            "{} by user {}",
-            r.str("flag_type")?,
-            r.int("user_id")?
-        )),
-        Kind::Tag => Some(format!("tag {}", r.str("name")?)),
-        Kind::Star => Some(format!("star by user {}", r.int("user_id")?)),
-        _ => None,
-    }
-}
-
 fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -> Result<()> {
     // Participants of multi-version groups, from the id map (not from the merge code).
     let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
@@ -353,7 +338,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                 line: l.no,
             })
         };
-        match (r.kind, merge_key(&r)) {
+        match (r.kind, crate::merge::merge_key(&r)) {
             (Kind::FieldValue, Some(merge)) => {
                 let field = r.int("field_id").unwrap_or(0);
                 let value = &r.obj["value"];
@@ -419,7 +404,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         }
         let r = Record::from_validated(&l.bytes);
         let at = format!("{otype}:{oid}");
-        match merge_key(&r) {
+        match crate::merge::merge_key(&r) {
             Some(merge) => {
                 found.insert(SeenKeys::hash("present", &format!("{at} {merge}")));
                 let value = match r.kind {
