@@ -56,7 +56,23 @@ pub fn run(o: &Options) -> Result<()> {
     target.check()?;
     let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
     let input = Input::new(onto)?;
-    let summary = match crate::restore::run(&b, &input, &target, &o.restore) {
+    let result = crate::restore::run(&b, &input, &target, &o.restore);
+    report(
+        o,
+        result,
+        &format!("onto {onto}"),
+        &format!("lines written to {output}"),
+    )
+}
+
+/// Prints what a restore or rollback did (or, with `--json`, its conflicts before failing).
+fn report(
+    o: &Options,
+    result: Result<crate::restore::Summary>,
+    onto: &str,
+    written: &str,
+) -> Result<()> {
+    let summary = match result {
         Err(e) if o.json => {
             if let Some(c) = e.downcast_ref::<crate::restore::Conflicts>() {
                 out_json(&c.0)?;
@@ -74,14 +90,8 @@ pub fn run(o: &Options) -> Result<()> {
         "rolled back"
     };
     let mut s = format!(
-        "{verb} {} onto {}: {} changes, {} applied, {} already applied, {} lines written to {}",
-        o.bundle,
-        onto,
-        summary.changes,
-        summary.applied,
-        summary.already_applied,
-        summary.lines_written,
-        output
+        "{verb} {} {onto}: {} changes, {} applied, {} already applied, {} {written}",
+        o.bundle, summary.changes, summary.applied, summary.already_applied, summary.lines_written
     );
     if summary.forced > 0 {
         s += &format!(
@@ -108,29 +118,11 @@ fn run_database(o: &Options) -> Result<()> {
         progress: o.restore.progress,
     };
     let (total, changes) = crate::db::apply::changes_of(&b)?;
-    let summary = crate::db::apply::apply(&db, changes, total, &opts)?;
-    if o.json {
-        return out_json(&summary);
-    }
-    let verb = if o.restore.direction == Direction::Restore {
-        "restored"
-    } else {
-        "rolled back"
-    };
-    let mut s = format!(
-        "{verb} {} onto database {}: {} changes, {} applied, {} already applied, {} rows written, in one transaction",
-        o.bundle,
-        db.shown(),
-        summary.changes,
-        summary.applied,
-        summary.already_applied,
-        summary.lines_written
-    );
-    if summary.forced > 0 {
-        s += &format!(
-            "\n{} conflicting changes applied anyway (--force)",
-            summary.forced
-        );
-    }
-    out(&s)
+    let result = crate::db::apply::apply(&db, changes, total, &opts);
+    report(
+        o,
+        result,
+        &format!("onto database {}", db.shown()),
+        "rows written, in one transaction",
+    )
 }
