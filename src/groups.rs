@@ -47,13 +47,11 @@ pub struct ReportInfo {
     pub stable: u32,
     /// Its external_id already equals the stable one.
     pub already_stable: bool,
-    /// The rule that resolved it ([`crate::keys::Rule::name`]).
-    pub rule: &'static str,
+    /// The rule that resolved it.
+    pub rule: crate::keys::Rule,
     pub deleted: bool,
     /// [`time_key`] of `last_updated`.
     pub last_updated: i64,
-    /// Line number, to drop the report if its line is skipped later.
-    pub line: u64,
 }
 
 /// What the first pass keeps of a bi_report_column of a migrated server.
@@ -70,7 +68,6 @@ pub struct ColumnInfo {
     pub deleted: bool,
     /// [`time_key`] of `last_updated`.
     pub last_updated: i64,
-    pub line: u64,
 }
 
 /// What happens to one version (the `action` of `idmap.ndjson.zst`).

@@ -109,13 +109,19 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         .collect();
     let bad = &scan.bad_lines;
     let keep = |server: i64, line: u64| migrated.contains(&server) && !bad.contains(&line);
-    scan.reports.retain(|r| keep(r.server_id, r.line));
-    scan.columns.retain(|c| keep(c.server_id, c.line));
+    if !bad.is_empty() {
+        // A report or column line skipped after the scan kept it repeats an earlier line's key
+        // (its oid): the first line wins, as it does for every other kind.
+        first_by_oid(&mut scan.reports, |r| r.oid);
+        first_by_oid(&mut scan.columns, |c| c.oid);
+    }
+    scan.reports.retain(|r| migrated.contains(&r.server_id));
+    scan.columns.retain(|c| migrated.contains(&c.server_id));
     scan.unresolved.retain(|(u, line)| keep(u.server_id, *line));
     for r in &scan.reports {
         let c = servers.entry(r.server_id).or_default();
         c.reports += 1;
-        *c.by_rule.entry(r.rule.into()).or_default() += 1;
+        *c.by_rule.entry(r.rule.name().into()).or_default() += 1;
     }
     let mut unresolved: Vec<Unresolved> = scan.unresolved.drain(..).map(|(u, _)| u).collect();
     unresolved.sort();
@@ -303,15 +309,11 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                             s.stables.push(stable);
                             next
                         });
-                    info.line = line.no;
                     info.rule = rule;
                     s.reports.push(info);
                 }
                 Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
-                Kept::Column(mut c) => {
-                    c.line = line.no;
-                    s.columns.push(c);
-                }
+                Kept::Column(c) => s.columns.push(c),
             }
         }
         progress.add(batch.len() as u64);
@@ -338,6 +340,12 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     Ok(s)
 }
 
+/// Keeps the first item of each oid, in order.
+fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(oid(i)));
+}
+
 /// What the first pass learnt from one line.
 struct Scanned {
     hash: u128,
@@ -355,7 +363,7 @@ enum Kept {
     Report {
         info: ReportInfo,
         stable: String,
-        rule: &'static str,
+        rule: keys::Rule,
     },
     Unresolved(Unresolved),
     Column(ColumnInfo),
@@ -387,13 +395,12 @@ fn keep(p: &Probe, id_map: &IdMap) -> Kept {
                         external: groups::external_hash(server, &external),
                         stable: 0,
                         already_stable: stable == external,
-                        rule: "",
+                        rule,
                         deleted,
                         last_updated: last_updated(),
-                        line: 0,
                     },
                     stable,
-                    rule: rule.name(),
+                    rule,
                 },
                 None => Kept::Unresolved(Unresolved {
                     server_id: server,
@@ -415,7 +422,6 @@ fn keep(p: &Probe, id_map: &IdMap) -> Kept {
                 prefixed: prefixed.is_some(),
                 deleted,
                 last_updated: last_updated(),
-                line: 0,
             })
         }
         _ => Kept::Nothing,

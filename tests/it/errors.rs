@@ -553,3 +553,38 @@ fn zstd_on_stdin_is_detected() {
     util::migrate(dir.path(), &export, &dir.join("a"), &[]).ok();
     assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
 }
+
+/// A second bi_report line with an oid already seen is skipped under --max-errors, and the
+/// first line's report is the one migrated (the scan had kept both before the duplicate was
+/// known).
+#[test]
+fn a_duplicate_report_line_skipped_under_max_errors_leaves_the_first_one() {
+    let dir = Dir::new();
+    let mut export =
+        std::fs::read(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    export.extend_from_slice(
+        br#"{"kind":"bi_report","oid":101,"server_id":1,"external_id":"look_55_1","name":"impostor"}"#,
+    );
+    export.push(b'\n');
+    dir.write("export.ndjson", &export);
+    dir.run([
+        "migrate",
+        "export.ndjson",
+        "-o",
+        "bundle",
+        "--max-errors",
+        "1",
+    ])
+    .ok();
+    let report = util::report(&dir.join("bundle"));
+    assert_eq!(report["skipped_lines"].as_array().unwrap().len(), 1);
+    assert!(report["skipped_lines"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("impostor"));
+    let put = util::changes(&dir.join("bundle"))
+        .into_iter()
+        .find(|c| c["kind"] == "bi_report" && c["key"] == "101")
+        .expect("report 101 is re-keyed");
+    assert_eq!(put["record"]["external_id"], "dashboard/12");
+}
