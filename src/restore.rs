@@ -150,18 +150,13 @@ impl std::fmt::Display for Conflicts {
             self.0.conflict_count
         )?;
         for c in self.0.conflicts.iter().take(20) {
-            let show = |v: &Option<Value>| {
-                v.as_ref()
-                    .map_or("absent".to_string(), crate::record::short)
-            };
             writeln!(
                 f,
-                "  {} {:?}{}: expected {}, found {}",
+                "  {} {:?}{}: {}",
                 c.kind,
                 c.key,
                 c.line.map_or(String::new(), |l| format!(" (line {l})")),
-                show(&c.expected),
-                show(&c.found)
+                difference(c.expected.as_ref(), c.found.as_ref())
             )?;
         }
         if self.0.conflict_count > 20 {
@@ -179,6 +174,34 @@ impl std::fmt::Display for Conflicts {
 }
 
 impl std::error::Error for Conflicts {}
+
+/// What differs between the record a change expected and the one the target holds, field by
+/// field, so that a person sees the edit rather than two truncated records.
+fn difference(expected: Option<&Value>, found: Option<&Value>) -> String {
+    let short = |v: Option<&Value>| v.map_or("absent".to_string(), crate::record::short);
+    match (expected, found) {
+        (Some(Value::Object(e)), Some(Value::Object(f))) => {
+            let mut out: Vec<String> = e
+                .iter()
+                .filter(|(k, v)| f.get(*k) != Some(*v))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: expected {}, found {}",
+                        crate::record::short(v),
+                        short(f.get(k))
+                    )
+                })
+                .collect();
+            out.extend(
+                f.iter().filter(|(k, _)| !e.contains_key(*k)).map(|(k, v)| {
+                    format!("{k}: expected absent, found {}", crate::record::short(v))
+                }),
+            );
+            out.join("; ")
+        }
+        (e, f) => format!("expected {}, found {}", short(e), short(f)),
+    }
+}
 
 /// The change set on disk, indexed by a hash of (kind, key) so that memory holds 16 bytes per
 /// change: the lines themselves are read back from a temporary file when a target record

@@ -238,7 +238,9 @@ fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
     let run = util::restore(dir.path(), &bundle, &target, &out, &[]).code(3);
     run.stderr_has("conflict")
         .stderr_has("bi_report")
-        .stderr_has("\"101\"");
+        .stderr_has("\"101\"")
+        // The edit itself, not two truncated records.
+        .stderr_has("name: expected \"Sales overview\", found \"Sales overview (edited)\"");
     assert!(!out.exists(), "a conflicting restore wrote its output");
     assert_eq!(
         dir.names(),
