@@ -128,18 +128,10 @@ pub fn apply(
             .into_inner()
             .map_err(|e| e.into_error())
             .context("writing a temporary file")?;
-        std::io::Seek::rewind(&mut file)?;
         let cols = TABLES
             .get(t)
             .map_or("kind, key, record".to_string(), Table::column_list);
-        let name = table_name(t);
-        let mut w = tx
-            .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
-            .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
-        std::io::copy(&mut file, &mut w)
-            .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
-        w.finish()
-            .map_err(|e| db.error(&e, &format!("inserting into {name}")))?;
+        db.copy_into(&mut tx, table_name(t), &cols, &mut file)?;
         run.summary.lines_written += run.counts[t];
     }
     bar.message("committing");

@@ -14,7 +14,7 @@ use crate::record::{parse_line, Kind, SeenKeys};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Seek, Write};
+use std::io::{BufWriter, Write};
 
 /// Creates the schema in one transaction. Returns false when it was already there.
 pub fn init(db: &Database) -> Result<bool> {
@@ -96,14 +96,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
             Some(t) => (t.name, t.column_list()),
             None => (schema::OTHER, "kind, key, record".to_string()),
         };
-        file.rewind()?;
-        let mut w = tx
-            .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
-            .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
-        std::io::copy(&mut file, &mut w)
-            .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
-        w.finish()
-            .map_err(|e| db.error(&e, &format!("copying into {name}")))?;
+        db.copy_into(&mut tx, name, &cols, &mut file)?;
         bar.add(rows);
     }
     bar.message("analysing");

@@ -72,6 +72,26 @@ impl Database {
             .map_err(|e| self.error(&e, "cannot connect"))
     }
 
+    /// Copies a prepared file of rows (COPY text format) into a table, inside `tx`.
+    pub fn copy_into(
+        &self,
+        tx: &mut postgres::Transaction,
+        table: &str,
+        columns: &str,
+        rows: &mut std::fs::File,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::io::Seek::rewind(rows).context("reading a temporary file")?;
+        let mut w = tx
+            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
+            .map_err(|e| self.error(&e, &format!("starting COPY into {table}")))?;
+        std::io::copy(rows, &mut w)
+            .with_context(|| format!("database {}: copying into {table}", self.shown()))?;
+        w.finish()
+            .map_err(|e| self.error(&e, &format!("copying into {table}")))?;
+        Ok(())
+    }
+
     /// An error from the driver, with the database named and the password scrubbed.
     pub fn error(&self, e: &postgres::Error, what: &str) -> anyhow::Error {
         let mut text = e.to_string();
