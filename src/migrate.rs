@@ -296,11 +296,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                     s.servers.entry(id).or_insert(t);
                 }
                 Kept::Field(id, def) => s.fields.insert_first(id, def),
-                Kept::Report {
-                    mut info,
-                    stable,
-                    rule,
-                } => {
+                Kept::Report { mut info, stable } => {
                     let next = s.stables.len() as u32;
                     info.stable = *s
                         .stable_index
@@ -309,7 +305,6 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                             s.stables.push(stable);
                             next
                         });
-                    info.rule = rule;
                     s.reports.push(info);
                 }
                 Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
@@ -360,11 +355,7 @@ enum Kept {
     Nothing,
     Server(i64, String),
     Field(i64, FieldDef),
-    Report {
-        info: ReportInfo,
-        stable: String,
-        rule: keys::Rule,
-    },
+    Report { info: ReportInfo, stable: String },
     Unresolved(Unresolved),
     Column(ColumnInfo),
 }
@@ -400,7 +391,6 @@ fn keep(p: &Probe, id_map: &IdMap) -> Kept {
                         last_updated: last_updated(),
                     },
                     stable,
-                    rule,
                 },
                 None => Kept::Unresolved(Unresolved {
                     server_id: server,
