@@ -146,10 +146,6 @@ impl Record {
         self.obj.insert("subject".into(), s.to_value());
     }
 
-    /// The record as one line of compact JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.obj).expect("a JSON map always serialises")
-    }
 
     /// The record key of SPEC §1, as the string written in bundles.
     pub fn key(&self) -> String {

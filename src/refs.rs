@@ -55,10 +55,6 @@ impl RefMap {
         self.reports.is_empty() && self.columns.is_empty()
     }
 
-    /// How many retired versions the map holds.
-    pub fn len(&self) -> usize {
-        self.reports.len() + self.columns.len()
-    }
 }
 
 /// The field definitions of the export (custom_field lines over the built-ins).
