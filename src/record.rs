@@ -146,7 +146,6 @@ impl Record {
         self.obj.insert("subject".into(), s.to_value());
     }
 
-
     /// The record key of SPEC §1, as the string written in bundles.
     pub fn key(&self) -> String {
         let subject_key = |tail: String| match self.obj.get("subject").and_then(Subject::from_value)

@@ -54,7 +54,6 @@ impl RefMap {
     pub fn is_empty(&self) -> bool {
         self.reports.is_empty() && self.columns.is_empty()
     }
-
 }
 
 /// The field definitions of the export (custom_field lines over the built-ins).
