@@ -28,7 +28,7 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The options of `plan` and `migrate` (SPEC §8).
@@ -631,11 +631,12 @@ fn merge_one(
     groups: &Groups,
 ) -> GroupResult {
     let mut repaired = 0;
-    let mut before: HashMap<(String, String), &[u8]> = HashMap::with_capacity(raw.len());
+    // Each record's original bytes (the prior of its change) and its index among the items.
+    let mut before: HashMap<(String, String), (&[u8], usize)> = HashMap::with_capacity(raw.len());
     let mut items = Vec::with_capacity(raw.len());
-    for (rank, line, bytes) in raw {
+    for (i, (rank, line, bytes)) in raw.iter().enumerate() {
         let rec = Record::from_validated(bytes);
-        before.insert((rec.kind_name().to_string(), rec.key()), bytes);
+        before.insert((rec.kind_name().to_string(), rec.key()), (bytes, i));
         let mut after = rec.clone();
         repaired += refs::repair(&mut after, fields, &groups.refs);
         items.push(Item {
@@ -645,20 +646,26 @@ fn merge_one(
             after,
         });
     }
+    let originals: Vec<Map<String, Value>> =
+        items.iter().map(|i: &Item| i.before.obj.clone()).collect();
     let merged = merge::merge_group(&groups.survivor(g), items, fields);
     // The difference between the group's curation before and after, matched by key.
     let mut changes = Vec::new();
     for a in merged.records {
         let (kind, key) = (a.kind_name().to_string(), a.key());
         let prior = before.remove(&(kind.clone(), key.clone()));
-        let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
-        let same = prior
-            .is_some_and(|p| serde_json::from_slice::<Value>(p).ok() == Some(Value::Object(a.obj)));
-        if !same {
-            changes.push(change_line(&kind, &key, prior, Some(&record)));
+        if prior.is_some_and(|(_, i)| originals[i] == a.obj) {
+            continue;
         }
+        let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
+        changes.push(change_line(
+            &kind,
+            &key,
+            prior.map(|(p, _)| p),
+            Some(&record),
+        ));
     }
-    for ((kind, key), prior) in before {
+    for ((kind, key), (prior, _)) in before {
         changes.push(change_line(&kind, &key, Some(prior), None));
     }
     GroupResult {
