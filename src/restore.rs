@@ -294,7 +294,7 @@ impl ChangeIndex {
 }
 
 /// What to write for a target line.
-enum Write_ {
+enum Emit {
     /// The line as it is.
     Keep,
     /// Nothing: the record is deleted.
@@ -382,13 +382,13 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             let write = match found {
                 None => {
                     keys.add(&kind, &key, line.no)?;
-                    Write_::Keep
+                    Emit::Keep
                 }
                 Some((i, _)) if index.seen[i] => {
                     let e =
                         format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
                     skip(&mut summary, opts, target, line.no, e, &line.bytes)?;
-                    Write_::Keep
+                    Emit::Keep
                 }
                 Some((i, change)) => {
                     index.seen[i] = true;
@@ -401,8 +401,8 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                     };
                     let outcome = guard_raw(prior, record, Some(&line.bytes));
                     let apply = || match record.get() {
-                        "null" => Write_::Drop,
-                        r => Write_::Bytes(r.as_bytes().to_vec()),
+                        "null" => Emit::Drop,
+                        r => Emit::Bytes(r.as_bytes().to_vec()),
                     };
                     match outcome {
                         Step::Apply => {
@@ -411,7 +411,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                         }
                         Step::Already => {
                             summary.already_applied += 1;
-                            Write_::Keep
+                            Emit::Keep
                         }
                         Step::Conflict => {
                             summary.conflict(Conflict {
@@ -427,16 +427,16 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                                 summary.forced += 1;
                                 apply()
                             } else {
-                                Write_::Keep
+                                Emit::Keep
                             }
                         }
                     }
                 }
             };
             match write {
-                Write_::Keep => w.line(&line.bytes).map_err(werr)?,
-                Write_::Drop => continue,
-                Write_::Bytes(b) => w.line(&b).map_err(werr)?,
+                Emit::Keep => w.line(&line.bytes).map_err(werr)?,
+                Emit::Drop => continue,
+                Emit::Bytes(b) => w.line(&b).map_err(werr)?,
             }
             summary.lines_written += 1;
         }
