@@ -484,65 +484,81 @@ fn change(
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
     let mut held = Sorter::new(SORT_BYTES);
     let mut more_bad = BTreeSet::new();
-    for batch in input.batches(BATCH_BYTES)? {
-        let batch = batch?;
-        let decisions: Vec<(Decision, Option<String>)> = batch
-            .par_iter()
-            .map(|l| {
-                if bad.contains(&l.no) {
-                    (Decision::Same, None)
-                } else {
-                    decide(l, fields, groups, scan)
-                }
-            })
-            .collect();
-        for (line, (d, lost)) in batch.iter().zip(decisions) {
-            if let Some(key) = lost {
-                dangling.0 += 1;
-                if dangling.1.len() < 5 {
-                    dangling.1.push(key);
-                }
-            }
-            match d {
-                Decision::Same => {}
-                Decision::Lines(c, n) => {
-                    push_raw(&mut changes, c, &mut report.counts)?;
-                    report.counts.references_repaired += n;
-                }
-                Decision::Version {
-                    change,
-                    idmap: (key, row),
-                    column_rekeyed,
-                } => {
-                    push_raw(
-                        &mut changes,
-                        change.into_iter().collect(),
-                        &mut report.counts,
-                    )?;
-                    idmap.push(&key, &row)?;
-                    if let Some(server) = column_rekeyed {
-                        report.servers.entry(server).or_default().columns_rekeyed += 1;
+    // Workers decide a batch while this thread's sink folds the previous one into the sorters,
+    // in file order: the fold is sequential, and on its own it would leave a core idle.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(Vec<Line>, Vec<(Decision, Option<String>)>)>(1);
+        let sink = scope.spawn(|| -> Result<()> {
+            for (batch, decisions) in rx {
+                for (line, (d, lost)) in batch.iter().zip(decisions) {
+                    if let Some(key) = lost {
+                        dangling.0 += 1;
+                        if dangling.1.len() < 5 {
+                            dangling.1.push(key);
+                        }
+                    }
+                    match d {
+                        Decision::Same => {}
+                        Decision::Lines(c, n) => {
+                            push_raw(&mut changes, c, &mut report.counts)?;
+                            report.counts.references_repaired += n;
+                        }
+                        Decision::Version {
+                            change,
+                            idmap: (key, row),
+                            column_rekeyed,
+                        } => {
+                            push_raw(
+                                &mut changes,
+                                change.into_iter().collect(),
+                                &mut report.counts,
+                            )?;
+                            idmap.push(&key, &row)?;
+                            if let Some(server) = column_rekeyed {
+                                report.servers.entry(server).or_default().columns_rekeyed += 1;
+                            }
+                        }
+                        Decision::Member(g, rank) => {
+                            let mut key = Vec::with_capacity(16);
+                            key.extend_from_slice(&(g as u32).to_be_bytes());
+                            key.extend_from_slice(&(rank as u32).to_be_bytes());
+                            key.extend_from_slice(&line.no.to_be_bytes());
+                            held.push(&key, &line.bytes)?;
+                        }
+                        Decision::Bad(e) => bad_line(
+                            input,
+                            opts,
+                            &mut report.skipped_lines,
+                            &mut more_bad,
+                            line,
+                            e,
+                        )?,
                     }
                 }
-                Decision::Member(g, rank) => {
-                    let mut key = Vec::with_capacity(16);
-                    key.extend_from_slice(&(g as u32).to_be_bytes());
-                    key.extend_from_slice(&(rank as u32).to_be_bytes());
-                    key.extend_from_slice(&line.no.to_be_bytes());
-                    held.push(&key, &line.bytes)?;
-                }
-                Decision::Bad(e) => bad_line(
-                    input,
-                    opts,
-                    &mut report.skipped_lines,
-                    &mut more_bad,
-                    line,
-                    e,
-                )?,
+                progress.add(batch.len() as u64);
+            }
+            Ok(())
+        });
+        for batch in input.batches(BATCH_BYTES)? {
+            let batch = batch?;
+            let decisions: Vec<(Decision, Option<String>)> = batch
+                .par_iter()
+                .map(|l| {
+                    if bad.contains(&l.no) {
+                        (Decision::Same, None)
+                    } else {
+                        decide(l, fields, groups, scan)
+                    }
+                })
+                .collect();
+            if tx.send((batch, decisions)).is_err() {
+                break; // the sink stopped on an error, which join reports
             }
         }
-        progress.add(batch.len() as u64);
-    }
+        drop(tx);
+        sink.join().expect("the sink thread does not panic")
+    })?;
     timing("change");
     // Merge group by group, a batch of groups at a time in parallel.
     let mut batch: Vec<HeldGroup> = Vec::new();
