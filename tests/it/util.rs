@@ -195,22 +195,17 @@ pub fn migrate(cwd: &Path, export: &Path, bundle: &Path, extra: &[String]) -> Ou
 
 /// `lookmig restore BUNDLE --onto EXPORT -o OUT ARGS…`, run in `cwd`.
 pub fn restore(cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&str]) -> Out {
-    let mut a = vec![
-        "restore".to_string(),
-        arg(bundle),
-        "--onto".into(),
-        arg(onto),
-        "-o".into(),
-        arg(out),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    run(cwd, a)
+    apply("restore", cwd, bundle, onto, out, extra)
 }
 
 /// `lookmig rollback BUNDLE --onto EXPORT -o OUT ARGS…`, run in `cwd`.
 pub fn rollback(cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&str]) -> Out {
+    apply("rollback", cwd, bundle, onto, out, extra)
+}
+
+fn apply(verb: &str, cwd: &Path, bundle: &Path, onto: &Path, out: &Path, extra: &[&str]) -> Out {
     let mut a = vec![
-        "rollback".to_string(),
+        verb.to_string(),
         arg(bundle),
         "--onto".into(),
         arg(onto),
