@@ -19,41 +19,18 @@ pub const IDMAP: &str = "idmap.ndjson.zst";
 pub const REPORT: &str = "report.json";
 /// The manifest file.
 pub const MANIFEST: &str = "manifest.json";
-
-/// `put` or `delete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    Put,
-    Delete,
-}
-
-/// One changed record (SPEC §6): a put whose prior is null creates it; a delete removes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub op: Op,
-    pub kind: String,
-    pub key: String,
-    pub prior: Option<Value>,
-    pub record: Option<Value>,
-}
-
-impl Change {
-    /// The change that undoes this one (rollback): prior and record swap.
-    pub fn inverse(&self) -> Change {
-        Change {
-            op: if self.prior.is_none() {
-                Op::Delete
-            } else {
-                Op::Put
-            },
-            kind: self.kind.clone(),
-            key: self.key.clone(),
-            prior: self.record.clone(),
-            record: self.prior.clone(),
-        }
-    }
-}
+/// The groups with more than one version, one a line.
+pub const GROUPS: &str = "groups.ndjson.zst";
+/// The conflicts of the merge, one a line.
+pub const CONFLICTS: &str = "conflicts.ndjson.zst";
+/// The unresolved reports, one a line.
+pub const UNRESOLVED: &str = "unresolved.ndjson.zst";
+/// The warnings, one `{"warning": …}` a line.
+pub const WARNINGS: &str = "warnings.ndjson.zst";
+/// The lines skipped under `--max-errors`, verbatim, one a line.
+pub const SKIPPED: &str = "skipped.ndjson.zst";
+/// The format version this lookmig writes and reads.
+pub const VERSION: u64 = 2;
 
 /// One file of a bundle, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +54,7 @@ pub struct Manifest {
 
 /// What a bundle is written from.
 pub struct Contents<'a> {
-    /// The change lines in (kind, key) order.
+    /// The change lines in the order of [`crate::changeset`].
     pub changes: crate::sort::Sorter,
     /// The id-map lines in their order.
     pub idmap: crate::sort::Sorter,
@@ -92,23 +69,46 @@ pub struct Contents<'a> {
 /// Writes a bundle beside `target` and renames it into place.
 pub fn write(target: &Target, c: Contents) -> Result<()> {
     let dir = AtomicDir::create(target)?;
-    let changes = dir.join(CHANGES);
     let idmap_len = c.idmap.len();
     let n = c.changes.len();
+    let (level, threads) = (c.level, c.threads);
+    let r = c.report;
     let mut files = vec![
-        write_lines(&changes, CHANGES, n, c.level, c.threads, |w| {
+        write_lines(&dir.join(CHANGES), CHANGES, n, level, threads, |w| {
             c.changes.finish(|_, line| Ok(w.line(line)?))
         })?,
+        write_lines(&dir.join(IDMAP), IDMAP, idmap_len, level, threads, |w| {
+            c.idmap.finish(|_, line| Ok(w.line(line)?))
+        })?,
         write_lines(
-            &dir.join(IDMAP),
-            IDMAP,
-            c.idmap.len(),
-            c.level,
-            c.threads,
-            |w| c.idmap.finish(|_, line| Ok(w.line(line)?)),
+            &dir.join(GROUPS),
+            GROUPS,
+            r.groups.len(),
+            level,
+            threads,
+            |w| Ok(r.groups.for_each(|line| w.line(line))?),
         )?,
+        write_lines(
+            &dir.join(CONFLICTS),
+            CONFLICTS,
+            r.conflicts.len(),
+            level,
+            threads,
+            |w| Ok(r.conflicts.for_each(|line| w.line(line))?),
+        )?,
+        write_items(&dir.join(UNRESOLVED), UNRESOLVED, &r.unresolved, level)?,
+        write_items(
+            &dir.join(WARNINGS),
+            WARNINGS,
+            &r.warnings
+                .iter()
+                .map(|w| serde_json::json!({ "warning": w }))
+                .collect::<Vec<_>>(),
+            level,
+        )?,
+        write_items(&dir.join(SKIPPED), SKIPPED, &r.skipped_lines, level)?,
     ];
-    let report = serde_json::to_vec(c.report).context("serialising the report")?;
+    let report = serde_json::to_vec_pretty(&r.small()).context("serialising the report")?;
     std::fs::write(dir.join(REPORT), &report)
         .with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;
     files.push(FileEntry {
@@ -116,20 +116,24 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
         records: 1,
         sha256: crate::input::sha256_bytes(&report),
     });
-    let (puts, deletes) = (c.report.counts.changes_put, c.report.counts.changes_delete);
+    let k = &r.counts;
     let manifest = Manifest {
         format: "lookmig-bundle".into(),
-        version: 1,
+        version: VERSION,
         tool: format!("lookmig {}", env!("CARGO_PKG_VERSION")),
         input_sha256: c.input_sha256.clone(),
         options: c.options.clone(),
         counts: serde_json::json!({
-            "changes": puts + deletes,
-            "put": puts,
-            "delete": deletes,
+            "changes": k.changes_create + k.changes_update + k.changes_delete,
+            "create": k.changes_create,
+            "update": k.changes_update,
+            "delete": k.changes_delete,
             "idmap": idmap_len,
-            "conflicts": c.report.conflicts.len(),
-            "unresolved": c.report.unresolved.len(),
+            "groups": r.groups.len(),
+            "conflicts": r.conflicts.len(),
+            "unresolved": r.unresolved.len(),
+            "warnings": r.warnings.len(),
+            "skipped": r.skipped_lines.len(),
         }),
         files,
     };
@@ -138,6 +142,20 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
     std::fs::write(dir.join(MANIFEST), m)
         .with_context(|| format!("{}: writing {MANIFEST}", target.path.display()))?;
     dir.commit()
+}
+
+fn write_items<T: Serialize>(
+    path: &Path,
+    name: &str,
+    items: &[T],
+    level: i32,
+) -> Result<FileEntry> {
+    write_lines(path, name, items.len() as u64, level, 1, |w| {
+        for item in items {
+            w.line(&serde_json::to_vec(item)?)?;
+        }
+        Ok(())
+    })
 }
 
 fn write_lines(
@@ -202,11 +220,17 @@ pub fn open(dir: &Path) -> Result<Bundle> {
             mpath.display()
         ))
     })?;
-    if manifest.format != "lookmig-bundle" || manifest.version != 1 {
+    if manifest.format != "lookmig-bundle" {
         damaged!(
-            "{}: format {:?} version {} is not a bundle this lookmig reads (lookmig-bundle version 1)",
+            "{}: format {:?} is not a lookmig bundle (lookmig-bundle version {VERSION})",
             mpath.display(),
             manifest.format,
+        );
+    }
+    if manifest.version != VERSION {
+        damaged!(
+            "{}: lookmig-bundle version {} is not a bundle this lookmig reads (it reads version {VERSION}); migrate the export again with this lookmig: lookmig migrate EXPORT -o BUNDLE",
+            mpath.display(),
             manifest.version
         );
     }
@@ -226,7 +250,9 @@ pub fn open(dir: &Path) -> Result<Bundle> {
         }
         expected.push(&f.name);
     }
-    for required in [CHANGES, IDMAP, REPORT] {
+    for required in [
+        CHANGES, IDMAP, REPORT, GROUPS, CONFLICTS, UNRESOLVED, WARNINGS, SKIPPED,
+    ] {
         if !expected.contains(&required) {
             damaged!(
                 "{}: does not list {required}; the bundle is incomplete",
@@ -295,13 +321,24 @@ fn check_counts(dir: &Path, manifest: &Manifest) -> Result<()> {
         .and_then(|f| serde_json::from_reader(std::io::BufReader::new(f)).ok())
         .unwrap_or_default();
     let rc = &report.counts;
+    let sum = |names: &[&str]| names.iter().map(|n| rc[*n].as_u64()).sum::<Option<u64>>();
     let expected = [
         ("changes", records(CHANGES)),
+        (
+            "changes",
+            sum(&["changes_create", "changes_update", "changes_delete"]),
+        ),
         ("idmap", records(IDMAP)),
-        ("put", rc["changes_put"].as_u64()),
+        ("create", rc["changes_create"].as_u64()),
+        ("update", rc["changes_update"].as_u64()),
         ("delete", rc["changes_delete"].as_u64()),
+        ("groups", records(GROUPS)),
+        ("conflicts", records(CONFLICTS)),
         ("conflicts", rc["conflicts"].as_u64()),
+        ("unresolved", records(UNRESOLVED)),
         ("unresolved", rc["unresolved"].as_u64()),
+        ("warnings", records(WARNINGS)),
+        ("skipped", records(SKIPPED)),
     ];
     for (name, want) in expected {
         let have = manifest.counts.get(name).and_then(Value::as_u64);
@@ -335,6 +372,13 @@ fn count_lines(path: &Path) -> Result<u64> {
 }
 
 impl Bundle {
+    /// The bundle's id: the SHA-256 of its manifest, which holds every part's checksum. What
+    /// was signed off is what runs: `restore --expect ID` refuses any other bundle.
+    pub fn id(&self) -> Result<String> {
+        let path = self.dir.join(MANIFEST);
+        sha256_file(&path).with_context(|| format!("{}: reading", path.display()))
+    }
+
     /// Calls `f` with each line (number, bytes) of one of the bundle's NDJSON files, streaming.
     pub fn for_each_line(
         &self,
@@ -351,8 +395,33 @@ impl Bundle {
         Ok(())
     }
 
-    /// Reads the parts of `report.json` that `T` names, streaming past the rest (the report of a
-    /// large catalog is large).
+    /// Calls `f` with each item of one of the bundle's list parts ([`GROUPS`], [`CONFLICTS`],
+    /// …), parsed as `T`.
+    pub fn for_each_item<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_line(name, |_, line| f(serde_json::from_slice(line)?))
+    }
+
+    /// The first `limit` items of a list part (all when `limit` is 0).
+    pub fn items<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.for_each_line(name, |_, line| {
+            if limit == 0 || out.len() < limit {
+                out.push(serde_json::from_slice(line)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Reads the parts of `report.json` that `T` names.
     pub fn report_part<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let path = self.dir.join(REPORT);
         let file = File::open(&path).with_context(|| format!("{}: reading", path.display()))?;

@@ -198,7 +198,7 @@ pub struct RestoreArgs {
     /// The new export to write (`.zst` is compressed).
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<String>,
-    /// Apply the changes to this PostgreSQL database instead, in one transaction
+    /// Apply the changes to this PostgreSQL database instead
     /// (postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME).
     #[arg(
         long = "database",
@@ -210,6 +210,20 @@ pub struct RestoreArgs {
     /// Apply the changes even over conflicting records.
     #[arg(long)]
     pub force: bool,
+    /// Carry curation made since the export that refers to a retired version onto its survivor
+    /// (SPEC §4-§5) instead of refusing the restore.
+    #[arg(long)]
+    pub carry_new: bool,
+    /// Refuse the bundle unless its id (the SHA-256 of its manifest, shown by migrate and
+    /// inspect) is this one: what was signed off is what runs.
+    #[arg(long, value_name = "ID")]
+    pub expect: Option<String>,
+    /// Database: commit every N changes (resumable; without it, one transaction).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
+    /// Database: how long to wait for a row another session holds before stopping, naming it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub lock_timeout: f64,
     /// Copy up to N malformed target lines through unchanged (each listed) instead of failing.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_errors: u64,

@@ -1,5 +1,7 @@
 //! lookmig: migrate the curation of Looker reports across the connector's report-ID change.
 pub mod bundle;
+pub mod carry;
+pub mod changeset;
 pub mod cli;
 pub mod cmd;
 pub mod db;

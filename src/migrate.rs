@@ -9,7 +9,7 @@
 //! Lines are parsed in parallel batches (rayon) and folded in file order, so the result is the
 //! same whatever the thread count.
 
-use crate::bundle::Op;
+use crate::changeset::Op;
 use crate::groups::{
     self, Action, ColumnInfo, Groups, IdMapLine, ReportInfo, ServerCounts, Unresolved, COLUMN,
     REPORT,
@@ -625,7 +625,8 @@ fn push_raw(
     for c in changes {
         sorter.push(&c.sort, &c.line)?;
         match c.op {
-            Op::Put => counts.changes_put += 1,
+            Op::Create => counts.changes_create += 1,
+            Op::Update => counts.changes_update += 1,
             Op::Delete => counts.changes_delete += 1,
         }
     }
@@ -674,7 +675,7 @@ fn merge_one(
             continue;
         }
         let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
-        changes.push(change_line(
+        changes.extend(change_line(
             &kind,
             &key,
             prior.map(|(p, _)| p),
@@ -682,7 +683,7 @@ fn merge_one(
         ));
     }
     for ((kind, key), (prior, _)) in before {
-        changes.push(change_line(&kind, &key, Some(prior), None));
+        changes.extend(change_line(&kind, &key, Some(prior), None));
     }
     GroupResult {
         changes,
@@ -766,7 +767,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
             match refs::rewrite_rich(&text, &groups.refs) {
                 Some((new, n)) => {
                     let record = splice(p, vec![(rich.expect("some"), json_string(&new))]);
-                    Decision::Lines(vec![raw_change(p, Some(&record))], n)
+                    Decision::Lines(raw_change(p, Some(&record)).into_iter().collect(), n)
                 }
                 None => Decision::Same,
             }
@@ -801,7 +802,7 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     };
     let mut action = v.action;
     let change = match action {
-        Action::Retire => Some(raw_change(p, None)),
+        Action::Retire => raw_change(p, None),
         Action::Rekey => {
             let mut edits = Vec::new();
             if stable != legacy {
@@ -814,7 +815,7 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
                 action = Action::Keep;
                 None
             } else {
-                Some(raw_change(p, Some(&splice(p, edits))))
+                raw_change(p, Some(&splice(p, edits)))
             }
         }
         Action::Keep => None,
@@ -860,12 +861,14 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
         n => {
             let record = serde_json::to_vec(&after.obj).expect("a JSON map always serialises");
             Decision::Lines(
-                vec![change_line(
+                change_line(
                     rec.kind_name(),
                     &rec.key(),
                     Some(&line.bytes),
                     Some(&record),
-                )],
+                )
+                .into_iter()
+                .collect(),
                 n,
             )
         }
@@ -894,39 +897,27 @@ fn splice(p: &Probe, mut edits: Vec<(&RawValue, String)>) -> Vec<u8> {
 
 /// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
 /// a delete when None.
-fn raw_change(p: &Probe, record: Option<&[u8]>) -> RawChange {
+fn raw_change(p: &Probe, record: Option<&[u8]>) -> Option<RawChange> {
     change_line(&p.kind_name, &p.key(), Some(p.line), record)
 }
 
-/// A change line (SPEC §6) from raw JSON bytes, with its sort key (kind, key). A put whose
-/// prior is None creates the record.
-fn change_line(kind: &str, key: &str, prior: Option<&[u8]>, record: Option<&[u8]>) -> RawChange {
-    let mut sort = Vec::with_capacity(kind.len() + 1 + key.len());
+/// A change line (SPEC §6) from raw JSON bytes, with its sort key (phase, kind, key: the order
+/// of [`crate::changeset`]). A prior of None creates the record, a record of None deletes it;
+/// None when the two are equal.
+fn change_line(
+    kind: &str,
+    key: &str,
+    prior: Option<&[u8]>,
+    record: Option<&[u8]>,
+) -> Option<RawChange> {
+    let (op, line) = crate::changeset::encode(kind, key, prior, record)
+        .expect("validated records are JSON objects")?;
+    let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
+    sort.push(crate::changeset::phase(op, kind));
     sort.extend_from_slice(kind.as_bytes());
     sort.push(0);
     sort.extend_from_slice(key.as_bytes());
-    let op = if record.is_some() {
-        Op::Put
-    } else {
-        Op::Delete
-    };
-    let json = |v: Option<&[u8]>| v.map_or(&b"null"[..], |r| r.trim_ascii()).to_vec();
-    let mut line =
-        Vec::with_capacity(prior.map_or(0, <[u8]>::len) + record.map_or(0, <[u8]>::len) + 96);
-    line.extend_from_slice(if op == Op::Put {
-        b"{\"op\":\"put\",\"kind\":"
-    } else {
-        b"{\"op\":\"delete\",\"kind\":"
-    });
-    line.extend_from_slice(json_string(kind).as_bytes());
-    line.extend_from_slice(b",\"key\":");
-    line.extend_from_slice(json_string(key).as_bytes());
-    line.extend_from_slice(b",\"prior\":");
-    line.extend_from_slice(&json(prior));
-    line.extend_from_slice(b",\"record\":");
-    line.extend_from_slice(&json(record));
-    line.push(b'}');
-    RawChange { sort, line, op }
+    Some(RawChange { sort, line, op })
 }
 
 /// A change already serialised, with its sort key.

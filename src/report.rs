@@ -42,7 +42,8 @@ pub struct Counts {
     pub lines: u64,
     pub records_by_kind: BTreeMap<String, u64>,
     pub migrated_servers: Vec<i64>,
-    pub changes_put: u64,
+    pub changes_create: u64,
+    pub changes_update: u64,
     pub changes_delete: u64,
     /// Curation records of retired versions carried onto survivors, by kind.
     pub curation_carried: BTreeMap<String, u64>,
@@ -166,7 +167,23 @@ pub struct Report {
     pub skipped_lines: Vec<Skipped>,
 }
 
+/// What `report.json` holds: the counts and the summaries per server, small whatever the size
+/// of the catalog (the long lists are parts of their own, SPEC §6).
+#[derive(Debug, Serialize)]
+pub struct Small<'a> {
+    pub counts: &'a Counts,
+    pub servers: &'a BTreeMap<i64, ServerCounts>,
+}
+
 impl Report {
+    /// The part of the report that `report.json` holds.
+    pub fn small(&self) -> Small<'_> {
+        Small {
+            counts: &self.counts,
+            servers: &self.servers,
+        }
+    }
+
     /// A short summary for a person.
     pub fn summary(&self) -> String {
         let c = &self.counts;
@@ -209,8 +226,8 @@ impl Report {
         let _ = writeln!(s, "references repaired: {}", c.references_repaired);
         let _ = writeln!(
             s,
-            "changes: {} put, {} delete",
-            c.changes_put, c.changes_delete
+            "changes: {} create, {} update, {} delete",
+            c.changes_create, c.changes_update, c.changes_delete
         );
         let _ = writeln!(
             s,

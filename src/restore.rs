@@ -1,99 +1,92 @@
-//! Restore and rollback (SPEC §7): apply a change set onto a target, each change guarded by the
-//! record the target holds now, so that restoring twice changes nothing and a target edited
-//! since the export is a conflict, never overwritten (unless `--force`).
+//! Restore and rollback onto an export file (SPEC §7): the change set applied onto a copy of
+//! the target, each change judged by [`crate::changeset::Change::judge`] against the record the
+//! target holds now, so that restoring twice changes nothing and an edit made since the export
+//! is a conflict, never overwritten (unless `--force`).
 //!
-//! Offline the target is an export file and the result a new one: untouched lines are copied
-//! byte for byte, the header stays first, and records the change set creates come last.
+//! Records the bundle does not name are looked at too ([`crate::carry`]): one made after the
+//! export that refers to a retired version, or a version extracted after the export, is a
+//! conflict; with `--carry-new` such curation follows SPEC §4–§5, and what was carried is
+//! written beside the output (`OUT.carried.ndjson`) so that a rollback of that output undoes it.
+//!
+//! Untouched lines are copied byte for byte, the header stays first, an updated record is
+//! written where it stood, and records the change set creates come last.
 
-use crate::bundle::{Bundle, Change};
+use crate::bundle::Bundle;
+use crate::carry::{self, Newer, Retired};
+use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::input::Input;
 use crate::migrate::Progress;
 use crate::output::{AtomicFile, LineWriter, Target};
-use crate::record::SeenKeys;
+use crate::record::{Kind, Probe, Record, SeenKeys};
+use crate::refs::Fields;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 /// Which way the change set is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// prior → record.
+    /// before → after.
     Restore,
-    /// record → prior.
+    /// after → before.
     Rollback,
 }
 
-/// What one change does to the record a target holds now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The target holds `prior`: apply.
-    Apply,
-    /// The target already holds `record` (absent, for a delete): skip.
-    Already,
-    /// The target holds something else.
-    Conflict,
-}
-
-/// The guard of SPEC §7 for one change against the target's current record (None = absent).
-pub fn step(change: &Change, current: Option<&Value>) -> Step {
-    guard(change.prior.as_ref(), change.record.as_ref(), current)
-}
-
-/// The guard itself: apply where the target holds `prior`, skip where it already holds
-/// `record`, else a conflict. Records compare as JSON values (field order aside).
-pub fn guard(prior: Option<&Value>, record: Option<&Value>, current: Option<&Value>) -> Step {
-    if current == prior {
-        Step::Apply
-    } else if current == record {
-        Step::Already
-    } else {
-        Step::Conflict
-    }
-}
-
-/// [`guard`] on raw JSON: equal bytes decide at once, and only a record whose bytes differ from
-/// both sides is parsed to compare as values. `null` stands for absent.
-pub fn guard_raw(prior: &RawValue, record: &RawValue, current: Option<&[u8]>) -> Step {
-    let absent = |r: &RawValue| r.get() == "null";
-    let Some(cur) = current.map(<[u8]>::trim_ascii) else {
-        return guard(
-            (!absent(prior)).then_some(&Value::Null),
-            (!absent(record)).then_some(&Value::Null),
-            None,
-        );
-    };
-    if cur == prior.get().as_bytes() {
-        return Step::Apply;
-    }
-    if cur == record.get().as_bytes() {
-        return Step::Already;
-    }
-    let value = |r: &RawValue| {
-        (!absent(r))
-            .then(|| serde_json::from_str::<Value>(r.get()).ok())
-            .flatten()
-    };
-    let cur: Option<Value> = serde_json::from_slice(cur).ok();
-    guard(value(prior).as_ref(), value(record).as_ref(), cur.as_ref())
-}
-
-/// A change whose guard failed.
+/// A change whose guard failed, or a record of the target the bundle does not know.
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
     pub kind: String,
     pub key: String,
-    /// Line of the target holding the record, when it holds one.
+    /// Line of the target holding the record, when it holds one (file targets).
     pub line: Option<u64>,
-    /// What the change expected to find (None = absent).
-    pub expected: Option<Value>,
+    /// `create`, `update`, `delete`, or `newer` for a record the bundle does not name.
+    pub op: String,
+    /// What differs, or what the record refers to, for a person.
+    pub detail: String,
     /// What the target holds (None = absent).
     pub found: Option<Value>,
+    /// For a newer record: the retired versions it names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refers_to: Vec<String>,
+    /// For a newer record: a version the bundle does not know (the bundle is stale).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale_version: bool,
+}
+
+impl Conflict {
+    /// The conflict of a change judged against `current`.
+    pub fn of_change(c: &Change, current: Option<&RawRecord>, line: Option<u64>) -> Conflict {
+        Conflict {
+            kind: c.kind.clone(),
+            key: c.key.clone(),
+            line,
+            op: c.op.name().into(),
+            detail: c.explain(current),
+            found: current.map(|r| Value::Object(r.to_map())),
+            refers_to: Vec::new(),
+            stale_version: false,
+        }
+    }
+
+    /// The conflict of a record made after the export.
+    pub fn of_newer(n: &Newer, retired: &Retired) -> Conflict {
+        Conflict {
+            kind: n.kind.clone(),
+            key: n.key.clone(),
+            line: n.line,
+            op: "newer".into(),
+            detail: n.describe(retired),
+            found: None,
+            refers_to: n.refers_to.clone(),
+            stale_version: n.stale_version,
+        }
+    }
 }
 
 /// What a restore or rollback did.
@@ -105,8 +98,19 @@ pub struct Summary {
     /// Conflicting changes applied anyway under `--force`.
     pub forced: u64,
     pub lines_written: u64,
-    /// How many changes met a conflict.
+    /// How many conflicts were met (changes and newer records).
     pub conflict_count: u64,
+    /// Records made after the export that refer to retired versions (or stale versions).
+    pub newer: u64,
+    /// Newer records carried onto survivors with `--carry-new`, by kind.
+    pub carried: BTreeMap<String, u64>,
+    /// The changes that carried them (applied after the bundle's).
+    pub carry_changes: u64,
+    /// Conflicts of the merge while carrying (the winner kept, as in the migration's report).
+    pub carry_conflicts: Vec<crate::merge::Conflict>,
+    /// Where what was carried is recorded for a rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carried_record: Option<String>,
     /// The conflicts, each in full (the first [`MAX_LISTED`]).
     pub conflicts: Vec<Conflict>,
     /// Target lines that are not valid records, copied as they are under `--max-errors`.
@@ -120,8 +124,33 @@ impl Summary {
     /// Records a conflict.
     pub fn conflict(&mut self, c: Conflict) {
         self.conflict_count += 1;
+        if c.op == "newer" {
+            self.newer += 1;
+        }
         if self.conflicts.len() < MAX_LISTED {
             self.conflicts.push(c);
+        }
+    }
+
+    /// Counts one judged change; returns whether to write its result.
+    pub fn judged(&mut self, step: Step, force: bool, conflict: impl FnOnce() -> Conflict) -> bool {
+        self.changes += 1;
+        match step {
+            Step::Apply => {
+                self.applied += 1;
+                true
+            }
+            Step::Already => {
+                self.already_applied += 1;
+                false
+            }
+            Step::Conflict => {
+                self.conflict(conflict());
+                if force {
+                    self.forced += 1;
+                }
+                force
+            }
         }
     }
 }
@@ -136,6 +165,8 @@ pub struct Options {
     pub level: i32,
     /// Malformed target lines that may be copied through unchanged (and listed) instead of failing.
     pub max_errors: u64,
+    /// Carry curation made after the export onto the survivors instead of refusing it.
+    pub carry_new: bool,
 }
 
 /// Raised when conflicts stop a restore; the binary maps it to exit 3.
@@ -144,96 +175,65 @@ pub struct Conflicts(pub Summary);
 
 impl std::fmt::Display for Conflicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.0;
         writeln!(
             f,
             "{} conflict(s): the target changed since the export; nothing was written",
-            self.0.conflict_count
+            s.conflict_count
         )?;
-        for c in self.0.conflicts.iter().take(20) {
+        for c in s.conflicts.iter().take(20) {
             writeln!(
                 f,
-                "  {} {:?}{}: {}",
+                "  {} {} {:?}{}: {}",
+                c.op,
                 c.kind,
                 c.key,
                 c.line.map_or(String::new(), |l| format!(" (line {l})")),
-                difference(c.expected.as_ref(), c.found.as_ref())
+                c.detail
             )?;
         }
-        if self.0.conflict_count > 20 {
+        if s.conflict_count > 20 {
+            writeln!(f, "  ... and {} more (see --json)", s.conflict_count - 20)?;
+        }
+        let stale = s.conflicts.iter().any(|c| c.stale_version);
+        let refs = s.conflicts.iter().any(|c| !c.refers_to.is_empty());
+        if stale {
             writeln!(
                 f,
-                "  ... and {} more (see --json)",
-                self.0.conflict_count - 20
+                "the bundle is stale: report versions were extracted after the export it was made from; \
+                 dump a fresh export and migrate it again"
             )?;
         }
-        write!(
-            f,
-            "check the target, or pass --force to apply the change set over these records"
-        )
+        if refs {
+            writeln!(
+                f,
+                "records made after the export refer to versions the bundle retires: pass --carry-new to \
+                 carry them onto the survivors (SPEC §4-§5), or move them by hand, then restore again"
+            )?;
+        }
+        if s.conflict_count > s.newer {
+            write!(
+                f,
+                "check the records that changed, or pass --force to apply the change set over them"
+            )?;
+        } else {
+            write!(f, "nothing else stands in the way")?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for Conflicts {}
 
-/// What differs between the record a change expected and the one the target holds, field by
-/// field, so that a person sees the edit rather than two truncated records.
-fn difference(expected: Option<&Value>, found: Option<&Value>) -> String {
-    let short = |v: Option<&Value>| v.map_or("absent".to_string(), crate::record::short);
-    match (expected, found) {
-        (Some(Value::Object(e)), Some(Value::Object(f))) => {
-            let mut out: Vec<String> = e
-                .iter()
-                .filter(|(k, v)| f.get(*k) != Some(*v))
-                .map(|(k, v)| {
-                    format!(
-                        "{k}: expected {}, found {}",
-                        crate::record::short(v),
-                        short(f.get(k))
-                    )
-                })
-                .collect();
-            out.extend(
-                f.iter().filter(|(k, _)| !e.contains_key(*k)).map(|(k, v)| {
-                    format!("{k}: expected absent, found {}", crate::record::short(v))
-                }),
-            );
-            out.join("; ")
-        }
-        (e, f) => format!("expected {}, found {}", short(e), short(f)),
-    }
-}
-
-/// The change set on disk, indexed by a hash of (kind, key) so that memory holds 16 bytes per
-/// change: the lines themselves are read back from a temporary file when a target record
-/// matches.
-struct ChangeIndex {
+/// A change set indexed by a hash of (kind, key), the lines on disk: memory holds 16 bytes per
+/// change, and a change is read back when a target record matches it.
+pub struct ChangeIndex {
     file: File,
     /// (hash of kind and key, offset of the line in `file`), sorted.
     entries: Vec<(u64, u64)>,
     /// Per entry: a target record matched it.
     seen: Vec<bool>,
-}
-
-/// The head of a change line: enough to find it.
-#[derive(serde::Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-}
-
-/// A change line with its records as raw JSON.
-#[derive(serde::Deserialize)]
-struct RawChange<'a> {
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    key: Cow<'a, str>,
-    #[serde(borrow)]
-    prior: &'a RawValue,
-    #[serde(borrow)]
-    record: &'a RawValue,
+    invert: bool,
 }
 
 fn hash64(kind: &str, key: &str) -> u64 {
@@ -241,14 +241,18 @@ fn hash64(kind: &str, key: &str) -> u64 {
 }
 
 impl ChangeIndex {
-    fn load(bundle: &Bundle) -> Result<ChangeIndex> {
+    /// Indexes change lines; `invert` applies each one's inverse (rollback).
+    pub fn new(
+        invert: bool,
+        lines: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<ChangeIndex> {
         let file = tempfile::tempfile()
             .context("creating a temporary file for the change set (is TMPDIR full?)")?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut entries = Vec::new();
         let mut offset = 0u64;
-        bundle.for_each_line(crate::bundle::CHANGES, |_, line| {
-            let head: Head = serde_json::from_slice(line)?;
+        lines(&mut |line| {
+            let head = Head::parse(line)?;
             entries.push((hash64(&head.kind, &head.key), offset));
             w.write_all(&(line.len() as u32).to_le_bytes())?;
             w.write_all(line)?;
@@ -264,7 +268,25 @@ impl ChangeIndex {
             file,
             entries,
             seen,
+            invert,
         })
+    }
+
+    /// The change set of a bundle.
+    pub fn of_bundle(bundle: &Bundle, invert: bool) -> Result<ChangeIndex> {
+        ChangeIndex::new(invert, |f| {
+            crate::changeset::for_each(bundle, |_, line| f(line))
+        })
+    }
+
+    /// How many changes it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when it holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn read(&self, offset: u64) -> Result<Vec<u8>> {
@@ -275,8 +297,13 @@ impl ChangeIndex {
         Ok(line)
     }
 
-    /// The entry and line of the change for (kind, key), if the change set has one.
-    fn find(&self, kind: &str, key: &str) -> Result<Option<(usize, Vec<u8>)>> {
+    fn change(&self, line: &[u8]) -> Result<Change> {
+        let c = Change::parse(line).context("reading the change set")?;
+        Ok(if self.invert { c.inverse() } else { c })
+    }
+
+    /// The entry and the change for (kind, key), if the change set has one.
+    fn find(&self, kind: &str, key: &str) -> Result<Option<(usize, Change)>> {
         let h = hash64(kind, key);
         let start = self.entries.partition_point(|e| e.0 < h);
         for i in start..self.entries.len() {
@@ -284,23 +311,13 @@ impl ChangeIndex {
                 break;
             }
             let line = self.read(self.entries[i].1)?;
-            let head: Head = serde_json::from_slice(&line)?;
+            let head = Head::parse(&line)?;
             if head.kind == kind && head.key == key {
-                return Ok(Some((i, line)));
+                return Ok(Some((i, self.change(&line)?)));
             }
         }
         Ok(None)
     }
-}
-
-/// What to write for a target line.
-enum Emit {
-    /// The line as it is.
-    Keep,
-    /// Nothing: the record is deleted.
-    Drop,
-    /// These bytes.
-    Bytes(Vec<u8>),
 }
 
 /// Applies the change set of `bundle` onto the export `target`, writing `out`.
@@ -309,6 +326,265 @@ pub fn run(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) -> Res
         .num_threads(opts.threads)
         .build()?;
     pool.install(|| run_in_pool(bundle, target, out, opts))
+}
+
+/// Where a restore with `--carry-new` records what it carried: beside its output.
+pub fn carried_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".carried.ndjson");
+    PathBuf::from(name)
+}
+
+/// The first line of a carried record: which bundle it follows.
+#[derive(Serialize, serde::Deserialize)]
+struct CarriedHead {
+    kind: String,
+    bundle: String,
+    changes: u64,
+}
+
+fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) -> Result<Summary> {
+    let tmp = |what: &str| -> Result<tempfile::NamedTempFile> {
+        let dir = out
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        tempfile::Builder::new()
+            .prefix(".lookmig-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("{}: creating {what} (is the disk full?)", dir.display()))
+    };
+    let mut summary = Summary::default();
+    match opts.direction {
+        Direction::Rollback => {
+            // What a `--carry-new` restore carried is undone first, then the bundle.
+            let carried = carried_path(target.path());
+            let first = read_carried(&carried, &bundle.id()?)?;
+            let Some(lines) = first else {
+                let mut index = ChangeIndex::of_bundle(bundle, true)?;
+                apply_to(target, out, &mut index, None, opts, &mut summary, false)?;
+                return finish(summary, opts);
+            };
+            let mut cindex = ChangeIndex::new(true, |f| lines.iter().try_for_each(|l| f(l)))?;
+            let t = tmp("a temporary export")?;
+            let t_target = Target {
+                path: t.path().to_path_buf(),
+                overwrite: true,
+            };
+            let mut first_summary = Summary::default();
+            apply_to(
+                target,
+                &t_target,
+                &mut cindex,
+                None,
+                opts,
+                &mut first_summary,
+                false,
+            )?;
+            summary.carry_changes = first_summary.changes;
+            summary.carried_record = Some(carried.display().to_string());
+            if first_summary.conflict_count > 0 && !opts.force {
+                return Err(Conflicts(first_summary).into());
+            }
+            let mut index = ChangeIndex::of_bundle(bundle, true)?;
+            let mid = wide(Input::new(&t.path().to_string_lossy())?);
+            apply_to(&mid, out, &mut index, None, opts, &mut summary, false)?;
+            finish(summary, opts)
+        }
+        Direction::Restore => {
+            let retired = Retired::load(bundle)?;
+            let mut index = ChangeIndex::of_bundle(bundle, false)?;
+            let carried = carried_path(&out.path);
+            if !opts.carry_new {
+                let newer = apply_to(
+                    target,
+                    out,
+                    &mut index,
+                    Some(&retired),
+                    opts,
+                    &mut summary,
+                    false,
+                )?;
+                debug_assert!(newer.is_empty());
+                remove_stale(&carried)?;
+                return finish(summary, opts);
+            }
+            // Pass 1: the bundle, into a temporary export, keeping the newer records aside.
+            let t1 = tmp("a temporary export")?;
+            let t1_target = Target {
+                path: t1.path().to_path_buf(),
+                overwrite: true,
+            };
+            let newer = apply_to(
+                target,
+                &t1_target,
+                &mut index,
+                Some(&retired),
+                opts,
+                &mut summary,
+                true,
+            )?;
+            if summary.conflict_count > 0 && !opts.force {
+                return Err(Conflicts(summary).into());
+            }
+            let mid = wide(Input::new(&t1.path().to_string_lossy())?);
+            // Pass 2: the survivors' curation and the field definitions, as the bundle left them.
+            let newer_records: Vec<(u64, Record)> = newer
+                .into_iter()
+                .filter_map(|(no, bytes)| crate::record::parse_line(&bytes).ok().map(|r| (no, r)))
+                .filter(|(_, r)| !retired.is_stale(r))
+                .collect();
+            let survivors = carry::survivors_of(
+                &retired,
+                &newer_records
+                    .iter()
+                    .map(|(_, r)| r.clone())
+                    .collect::<Vec<_>>(),
+            );
+            let mut fields = Fields::default();
+            let mut current = Vec::new();
+            let mut lines = mid.lines()?;
+            while let Some(l) = lines.next_line()? {
+                let Ok(p) = Probe::parse(&l.bytes) else {
+                    continue;
+                };
+                if p.kind == Kind::CustomField {
+                    let r = Record::from_validated(&l.bytes);
+                    fields.insert_first(
+                        r.int("id").unwrap_or(0),
+                        crate::record::FieldDef {
+                            field_type: r.str("field_type").unwrap_or("").into(),
+                            allow_multiple: r.flag("allow_multiple"),
+                        },
+                    );
+                } else if let Some((otype, oid)) = p.subject() {
+                    let s = crate::record::Subject {
+                        otype: otype.into_owned(),
+                        oid,
+                    };
+                    if survivors
+                        .binary_search_by(|x| (&x.otype, x.oid).cmp(&(&s.otype, s.oid)))
+                        .is_ok()
+                    {
+                        current.push((l.no, Record::from_validated(&l.bytes)));
+                    }
+                }
+            }
+            let carried_set = carry::carry(&retired, &fields, newer_records, current)?;
+            summary.carried = carried_set.by_kind;
+            summary.carry_conflicts = carried_set.conflicts;
+            // Pass 3: what was carried, onto the result of pass 1.
+            let lines = carried_set.changes;
+            let mut cindex = ChangeIndex::new(false, |f| lines.iter().try_for_each(|l| f(l)))?;
+            let mut third = Summary::default();
+            apply_to(&mid, out, &mut cindex, None, opts, &mut third, false)?;
+            if third.conflict_count > 0 {
+                bail!(
+                    "carrying the newer curation met its own conflicts (a bug): {}",
+                    Conflicts(third)
+                );
+            }
+            summary.carry_changes = third.changes;
+            summary.lines_written = third.lines_written;
+            summary.skipped_lines = third
+                .skipped_lines
+                .clone()
+                .into_iter()
+                .chain(summary.skipped_lines)
+                .collect();
+            if lines.is_empty() {
+                remove_stale(&carried)?;
+            } else {
+                write_carried(&carried, &bundle.id()?, &lines)?;
+                summary.carried_record = Some(carried.display().to_string());
+            }
+            finish(summary, opts)
+        }
+    }
+}
+
+/// Inputs written by a pass hold records from change lines, which may be up to the bundle's
+/// line limit.
+fn wide(mut input: Input) -> Input {
+    input.max_line = input.max_line.saturating_mul(4);
+    input
+}
+
+fn finish(mut summary: Summary, opts: &Options) -> Result<Summary> {
+    summary.skipped_lines.sort_by_key(|s| s.line);
+    if summary.conflict_count > 0 && !opts.force {
+        return Err(Conflicts(summary).into());
+    }
+    Ok(summary)
+}
+
+fn remove_stale(carried: &Path) -> Result<()> {
+    match std::fs::remove_file(carried) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+            format!(
+                "{}: removing an earlier record of carried curation",
+                carried.display()
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn write_carried(path: &Path, bundle_id: &str, lines: &[Vec<u8>]) -> Result<()> {
+    let target = Target {
+        path: path.to_path_buf(),
+        overwrite: true,
+    };
+    let file = AtomicFile::create(&target)?;
+    let mut w = std::io::BufWriter::new(file.file());
+    let head = CarriedHead {
+        kind: "lookmig-carried".into(),
+        bundle: bundle_id.into(),
+        changes: lines.len() as u64,
+    };
+    serde_json::to_writer(&mut w, &head)?;
+    w.write_all(b"\n")?;
+    for l in lines {
+        w.write_all(l)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+        .with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    drop(w);
+    file.commit()
+}
+
+/// The change lines a `--carry-new` restore recorded beside `path`, if it is there and follows
+/// this bundle.
+fn read_carried(path: &Path, bundle_id: &str) -> Result<Option<Vec<Vec<u8>>>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: reading", path.display())),
+    };
+    let mut lines = std::io::BufReader::new(file).split(b'\n');
+    let Some(head) = lines.next() else {
+        return Ok(None);
+    };
+    let head: CarriedHead = serde_json::from_slice(&head?)
+        .with_context(|| format!("{}:1: not a record of carried curation", path.display()))?;
+    if head.bundle != bundle_id {
+        bail!(
+            "{}: records curation carried by another bundle ({}); roll that one back first, or move the file away",
+            path.display(),
+            head.bundle
+        );
+    }
+    let mut out = Vec::new();
+    for l in lines {
+        let l = l.with_context(|| format!("{}: reading", path.display()))?;
+        if !l.is_empty() {
+            out.push(l);
+        }
+    }
+    Ok(Some(out))
 }
 
 fn skip(
@@ -331,13 +607,30 @@ fn skip(
     Ok(())
 }
 
-fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) -> Result<Summary> {
-    let mut index = ChangeIndex::load(bundle)?;
-    let mut summary = Summary {
-        changes: index.entries.len() as u64,
-        ..Summary::default()
-    };
-    let rollback = opts.direction == Direction::Rollback;
+/// What the parallel part found for one target line.
+enum Seen {
+    Bad(String),
+    Record {
+        kind: String,
+        key: String,
+        change: Option<(usize, Box<Change>)>,
+        newer: Option<Newer>,
+    },
+}
+
+/// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
+/// conflict, or `--force`). With `retired`, records no change covers are checked for
+/// references to retired versions; those found are conflicts, or, with `keep_newer`, returned
+/// (line, bytes) for carrying.
+fn apply_to(
+    target: &Input,
+    out: &Target,
+    index: &mut ChangeIndex,
+    retired: Option<&Retired>,
+    opts: &Options,
+    summary: &mut Summary,
+    keep_newer: bool,
+) -> Result<Vec<(u64, Vec<u8>)>> {
     let file = AtomicFile::create(out)?;
     let compress = out.path.extension().is_some_and(|e| e == "zst");
     let mut w = LineWriter::new(file.file(), compress, opts.level, opts.threads)?;
@@ -347,28 +640,54 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             out.path.display()
         ))
     };
+    let mut kept_newer = Vec::new();
+    let mut candidates: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut fields = Fields::default();
     // Duplicate keys of unchanged records are found after the pass, by sorting key hashes.
     let mut keys = crate::record::DuplicateKeys::new(8 << 20);
     let mut any_line = false;
     let progress = Progress::new(opts.progress, "restoring");
     for batch in target.batches(4 << 20)? {
         let batch = batch?;
-        let parsed: Vec<Result<(String, String), String>> = batch
+        let index_ref = &*index;
+        let seen: Vec<Result<Seen>> = batch
             .par_iter()
             .map(|l| {
-                crate::record::Probe::parse(&l.bytes).map(|p| (p.kind_name.to_string(), p.key()))
+                let p = match Probe::parse(&l.bytes) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Seen::Bad(e)),
+                };
+                let (kind, key) = (p.kind_name.to_string(), p.key());
+                let change = index_ref.find(&kind, &key)?.map(|(i, c)| (i, Box::new(c)));
+                let newer = match (retired, &change) {
+                    (Some(r), None) if carry::may_refer(&l.bytes) => {
+                        carry::check(r, &Record::from_validated(&l.bytes), None, Some(l.no))
+                    }
+                    _ => None,
+                };
+                Ok(Seen::Record {
+                    kind,
+                    key,
+                    change,
+                    newer,
+                })
             })
             .collect();
-        for (line, p) in batch.iter().zip(parsed) {
-            let (kind, key) = match p {
-                Ok(ok) => ok,
-                Err(e) => {
+        for (line, s) in batch.iter().zip(seen) {
+            let (kind, key, change, newer) = match s? {
+                Seen::Bad(e) => {
                     // No change can name a line that is not a record: it goes through as it is.
-                    skip(&mut summary, opts, target, line.no, e, &line.bytes)?;
+                    skip(summary, opts, target, line.no, e, &line.bytes)?;
                     w.line(&line.bytes).map_err(werr)?;
                     summary.lines_written += 1;
                     continue;
                 }
+                Seen::Record {
+                    kind,
+                    key,
+                    change,
+                    newer,
+                } => (kind, key, change, newer),
             };
             if kind == "header" && std::mem::replace(&mut any_line, true) {
                 bail!(
@@ -378,72 +697,56 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                 );
             }
             any_line = true;
-            let found = index.find(&kind, &key)?;
-            let write = match found {
+            if kind == "custom_field" {
+                let r = Record::from_validated(&line.bytes);
+                fields.insert_first(
+                    r.int("id").unwrap_or(0),
+                    crate::record::FieldDef {
+                        field_type: r.str("field_type").unwrap_or("").into(),
+                        allow_multiple: r.flag("allow_multiple"),
+                    },
+                );
+            }
+            if newer.is_some() {
+                // Judged once every field definition is known.
+                candidates.push((line.no, line.bytes.clone()));
+            }
+            let write = match change {
                 None => {
                     keys.add(&kind, &key, line.no)?;
-                    Emit::Keep
+                    None
                 }
                 Some((i, _)) if index.seen[i] => {
                     let e =
                         format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
-                    skip(&mut summary, opts, target, line.no, e, &line.bytes)?;
-                    Emit::Keep
+                    skip(summary, opts, target, line.no, e, &line.bytes)?;
+                    None
                 }
                 Some((i, change)) => {
                     index.seen[i] = true;
-                    let c: RawChange =
-                        serde_json::from_slice(&change).context("reading the change set")?;
-                    let (prior, record) = if rollback {
-                        (c.record, c.prior)
+                    let current = RawRecord::parse(&line.bytes)
+                        .with_context(|| format!("{}:{}", target.name, line.no))?;
+                    let step = change.judge(Some(&current));
+                    if summary.judged(step, opts.force, || {
+                        Conflict::of_change(&change, Some(&current), Some(line.no))
+                    }) {
+                        Some(change.result(Some(&current)))
                     } else {
-                        (c.prior, c.record)
-                    };
-                    let outcome = guard_raw(prior, record, Some(&line.bytes));
-                    let apply = || match record.get() {
-                        "null" => Emit::Drop,
-                        r => Emit::Bytes(r.as_bytes().to_vec()),
-                    };
-                    match outcome {
-                        Step::Apply => {
-                            summary.applied += 1;
-                            apply()
-                        }
-                        Step::Already => {
-                            summary.already_applied += 1;
-                            Emit::Keep
-                        }
-                        Step::Conflict => {
-                            summary.conflict(Conflict {
-                                kind: c.kind.to_string(),
-                                key: c.key.to_string(),
-                                line: Some(line.no),
-                                expected: serde_json::from_str::<Option<Value>>(prior.get())
-                                    .ok()
-                                    .flatten(),
-                                found: serde_json::from_slice(&line.bytes).ok(),
-                            });
-                            if opts.force {
-                                summary.forced += 1;
-                                apply()
-                            } else {
-                                Emit::Keep
-                            }
-                        }
+                        None
                     }
                 }
             };
             match write {
-                Emit::Keep => w.line(&line.bytes).map_err(werr)?,
-                Emit::Drop => continue,
-                Emit::Bytes(b) => w.line(&b).map_err(werr)?,
+                None => w.line(&line.bytes).map_err(werr)?,
+                Some(None) => continue,
+                Some(Some(b)) => w.line(&b).map_err(werr)?,
             }
             summary.lines_written += 1;
         }
         progress.add(batch.len() as u64);
     }
     progress.finish();
-    // Changes whose record the target does not hold, in the change set's (kind, key) order.
+    // Changes whose record the target does not hold, in the change file's order.
     let mut rest: Vec<u64> = index
         .entries
         .iter()
@@ -453,52 +756,39 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
         .collect();
     rest.sort_unstable();
     for offset in rest {
-        let change = index.read(offset)?;
-        let c: RawChange = serde_json::from_slice(&change).context("reading the change set")?;
-        let (prior, record) = if rollback {
-            (c.record, c.prior)
-        } else {
-            (c.prior, c.record)
-        };
-        let write = match guard_raw(prior, record, None) {
-            Step::Apply => {
-                summary.applied += 1;
-                true
+        let change = index.change(&index.read(offset)?)?;
+        let step = change.judge(None);
+        if summary.judged(step, opts.force, || {
+            Conflict::of_change(&change, None, None)
+        }) {
+            if let Some(b) = change.result(None) {
+                w.line(&b).map_err(werr)?;
+                summary.lines_written += 1;
             }
-            Step::Already => {
-                summary.already_applied += 1;
-                false
-            }
-            Step::Conflict => {
-                summary.conflict(Conflict {
-                    kind: c.kind.to_string(),
-                    key: c.key.to_string(),
-                    line: None,
-                    expected: serde_json::from_str::<Option<Value>>(prior.get())
-                        .ok()
-                        .flatten(),
-                    found: None,
-                });
-                if opts.force {
-                    summary.forced += 1;
-                }
-                opts.force
-            }
-        };
-        if write && record.get() != "null" {
-            w.line(record.get().as_bytes()).map_err(werr)?;
-            summary.lines_written += 1;
         }
     }
     // Duplicate keys among the records the change set does not name.
     for (no, msg, bytes) in keys.finish(target)? {
-        skip(&mut summary, opts, target, no, msg, &bytes)?;
+        skip(summary, opts, target, no, msg, &bytes)?;
     }
-    summary.skipped_lines.sort_by_key(|s| s.line);
+    if let Some(r) = retired {
+        for (no, bytes) in candidates {
+            let rec = Record::from_validated(&bytes);
+            let Some(n) = carry::check(r, &rec, Some(&fields), Some(no)) else {
+                continue;
+            };
+            if keep_newer && !n.stale_version {
+                summary.newer += 1;
+                kept_newer.push((no, bytes));
+            } else {
+                summary.conflict(Conflict::of_newer(&n, r));
+            }
+        }
+    }
     if summary.conflict_count > 0 && !opts.force {
-        return Err(Conflicts(summary).into());
+        return Ok(kept_newer); // nothing is committed; the caller reports the conflicts
     }
     w.finish().map_err(werr)?;
     file.commit().context("finishing the restored export")?;
-    Ok(summary)
+    Ok(kept_newer)
 }

@@ -59,6 +59,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         progress: false,
         level: 3,
         max_errors,
+        carry_new: false,
     };
     let target = |p: &std::path::Path| Target {
         path: p.to_path_buf(),
@@ -103,36 +104,37 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
 }
 
 /// The hashes of the (kind, key) of every change, sorted; checks on the way that the change
-/// set is sorted by (kind, key) with each key once.
+/// set is in the order of [`crate::changeset`] (phase, kind, key) with each key once.
 fn changed_keys(b: &Bundle, v: &mut Verdict) -> Result<Vec<u128>> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        kind: String,
-        key: String,
-    }
-    let path = b.dir.join(bundle::CHANGES);
-    let mut lines = Input::new(&path.to_string_lossy())?.lines()?;
-    let mut prev: Option<(String, String)> = None;
+    let mut prev: Option<(u8, String, String)> = None;
     let mut out = Vec::new();
-    while let Some(l) = lines.next_line()? {
-        let h: Head = serde_json::from_slice(&l.bytes)
-            .with_context(|| format!("{}:{}: not a change line", path.display(), l.no))?;
-        let this = (h.kind, h.key);
+    crate::changeset::for_each(b, |_, line| {
+        let h = crate::changeset::Head::parse(line)?;
+        let this = (
+            crate::changeset::phase(h.op, &h.kind),
+            h.kind.into_owned(),
+            h.key.into_owned(),
+        );
         if prev.as_ref().is_some_and(|p| *p >= this)
             && !v
                 .failures
                 .iter()
-                .any(|f| f.starts_with("changes are not sorted"))
+                .any(|f| f.starts_with("changes are not in order"))
         {
             v.failures.push(format!(
-                "changes are not sorted by (kind, key) at {} {:?}",
-                this.0, this.1
+                "changes are not in order (phase, kind, key) at {} {:?}",
+                this.1, this.2
             ));
         }
-        out.push(SeenKeys::hash(&this.0, &this.1));
+        out.push(SeenKeys::hash(&this.1, &this.2));
         prev = Some(this);
-    }
+        Ok(())
+    })?;
     out.sort_unstable();
+    if out.windows(2).any(|w| w[0] == w[1]) {
+        v.failures
+            .push("the change set names one (kind, key) twice".into());
+    }
     Ok(out)
 }
 
@@ -278,17 +280,11 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     struct Loser {
         loser: Value,
     }
-    #[derive(serde::Deserialize)]
-    struct Losers {
-        conflicts: Vec<Loser>,
-    }
-    let losers: Losers = b.report_part()?;
-    let conflicts: HashSet<u128> = losers
-        .conflicts
-        .iter()
-        .map(|c| canonical_hash(&c.loser))
-        .collect();
-    drop(losers);
+    let mut conflicts: HashSet<u128> = HashSet::new();
+    b.for_each_item(bundle::CONFLICTS, |c: Loser| {
+        conflicts.insert(canonical_hash(&c.loser));
+        Ok(())
+    })?;
 
     // Field definitions first: a value is judged by its field's type.
     let mut fields = Fields::default();

@@ -403,20 +403,25 @@ fn the_schema_has_the_catalog_keys() {
     .unwrap();
 }
 
-/// A change of the bundle that puts over an existing field_value: (subject otype, oid, field).
+/// A change of the bundle that updates the value of an existing field_value: (subject otype,
+/// oid, field).
 fn some_field_value_update(bundle: &Path) -> (String, i64, i64) {
     let b = lookmig::bundle::open(bundle).unwrap();
     let mut found = None;
     b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
-        let c: lookmig::bundle::Change = serde_json::from_slice(line)?;
-        if found.is_none() && c.kind == "field_value" && c.prior.is_some() && c.record.is_some() {
+        let c = lookmig::changeset::Change::parse(line)?;
+        if found.is_none()
+            && c.kind == "field_value"
+            && c.op == lookmig::changeset::Op::Update
+            && c.set.iter().any(|(k, _)| k == "value")
+        {
             found = Some(c);
         }
         Ok(())
     })
     .unwrap();
     let c = found.expect("a field_value update in the bundle");
-    let p = c.prior.unwrap();
+    let p: serde_json::Value = serde_json::from_str(c.prior.unwrap().get()).unwrap();
     (
         p["subject"]["otype"].as_str().unwrap().to_string(),
         p["subject"]["oid"].as_i64().unwrap(),

@@ -1,7 +1,8 @@
 //! `lookmig inspect BUNDLE`: what a bundle will do, for a person (or `--json`).
 
 use super::{out, out_json};
-use crate::bundle::{self, Change, Op};
+use crate::bundle;
+use crate::changeset::{Change, Head, Op, RawRecord};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -18,46 +19,27 @@ pub struct Options {
 /// Runs `inspect`.
 pub fn run(o: &Options) -> Result<()> {
     let b = bundle::open(std::path::Path::new(&o.bundle))?;
+    let id = b.id()?;
     // Changes are streamed: counted by kind and operation, the first `limit` kept to show.
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        op: Op,
-        #[serde(borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        prior: &'a serde_json::value::RawValue,
-    }
     let mut by_kind: BTreeMap<String, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut shown: Vec<Change> = Vec::new();
     let mut total = 0usize;
-    b.for_each_line(bundle::CHANGES, |_, line| {
-        let h: Head = serde_json::from_slice(line)?;
-        let op = match (h.op, h.prior.get() == "null") {
-            (Op::Delete, _) => "delete",
-            (Op::Put, true) => "create",
-            (Op::Put, false) => "update",
-        };
+    crate::changeset::for_each(&b, |_, line| {
+        let h = Head::parse(line)?;
         *by_kind
             .entry(h.kind.into_owned())
             .or_default()
-            .entry(op)
+            .entry(h.op.name())
             .or_default() += 1;
         if o.limit == 0 || shown.len() < o.limit {
-            shown.push(serde_json::from_slice(line)?);
+            shown.push(Change::parse(line)?);
         }
         total += 1;
         Ok(())
     })?;
-    // Only what is shown of the report is read; the raw text is printed for --json.
-    #[derive(serde::Deserialize)]
-    struct Shown {
-        #[serde(default)]
-        groups: Vec<Box<serde_json::value::RawValue>>,
-        #[serde(default)]
-        conflicts: Vec<Box<serde_json::value::RawValue>>,
-        #[serde(default)]
-        unresolved: Vec<serde::de::IgnoredAny>,
-    }
+    let groups: Vec<Value> = b.items(bundle::GROUPS, 10)?;
+    let conflicts: Vec<Value> = b.items(bundle::CONFLICTS, 10)?;
+    let counts = &b.manifest.counts;
     if o.json {
         let path = b.dir.join(bundle::REPORT);
         let text = std::fs::read_to_string(&path)
@@ -65,13 +47,13 @@ pub fn run(o: &Options) -> Result<()> {
         let report: Box<serde_json::value::RawValue> = serde_json::from_str(&text)
             .with_context(|| format!("{}: not valid JSON", path.display()))?;
         return out_json(&serde_json::json!({
-            "manifest": b.manifest, "changes_by_kind": by_kind, "report": report,
+            "id": id, "manifest": b.manifest, "changes_by_kind": by_kind, "report": report,
         }));
     }
-    let report: Shown = b.report_part()?;
     let m = &b.manifest;
     let mut s = String::new();
     let _ = writeln!(s, "bundle {} made by {} (checksums OK)", o.bundle, m.tool);
+    let _ = writeln!(s, "bundle id {id} (restore --expect {id})");
     let _ = writeln!(s, "input export SHA-256 {}", m.input_sha256);
     let _ = writeln!(s, "options {}", m.options);
     let _ = writeln!(s, "changes by kind:");
@@ -79,11 +61,8 @@ pub fn run(o: &Options) -> Result<()> {
         let ops: Vec<String> = ops.iter().map(|(op, n)| format!("{n} {op}")).collect();
         let _ = writeln!(s, "  {kind:<18} {}", ops.join(", "));
     }
-    let parse = |r: &serde_json::value::RawValue| {
-        serde_json::from_str::<Value>(r.get()).unwrap_or(Value::Null)
-    };
-    let _ = writeln!(s, "groups with several versions: {}", report.groups.len());
-    for g in report.groups.iter().take(10).map(|g| parse(g)) {
+    let _ = writeln!(s, "groups with several versions: {}", counts["groups"]);
+    for g in &groups {
         let _ = writeln!(
             s,
             "  server {} {} of {} <- oids {} (survivor {})",
@@ -94,8 +73,8 @@ pub fn run(o: &Options) -> Result<()> {
             g["survivor_oid"]
         );
     }
-    let _ = writeln!(s, "conflicts: {}", report.conflicts.len());
-    for c in report.conflicts.iter().take(10).map(|c| parse(c)) {
+    let _ = writeln!(s, "conflicts: {}", counts["conflicts"]);
+    for c in &conflicts {
         let _ = writeln!(
             s,
             "  {} {} on {}:{}: kept {} over {}",
@@ -107,7 +86,7 @@ pub fn run(o: &Options) -> Result<()> {
             crate::record::short(&c["loser"])
         );
     }
-    let _ = writeln!(s, "unresolved reports: {}", report.unresolved.len());
+    let _ = writeln!(s, "unresolved reports: {}", counts["unresolved"]);
     let _ = writeln!(s, "changes ({} of {total}):", shown.len());
     for c in &shown {
         let _ = writeln!(s, "  {}", describe(c));
@@ -117,22 +96,36 @@ pub fn run(o: &Options) -> Result<()> {
 
 /// One line for a person: what a change does, field by field.
 fn describe(c: &Change) -> String {
-    match (&c.prior, &c.record) {
-        (Some(_), None) => format!("delete {} {}", c.kind, c.key),
-        (None, Some(r)) => format!("create {} {}: {}", c.kind, c.key, crate::record::short(r)),
-        (Some(Value::Object(p)), Some(Value::Object(r))) => {
+    let short = |r: &serde_json::value::RawValue| {
+        serde_json::from_str::<Value>(r.get())
+            .map(|v| crate::record::short(&v))
+            .unwrap_or_default()
+    };
+    match c.op {
+        Op::Delete => format!("delete {} {}", c.kind, c.key),
+        Op::Create => format!(
+            "create {} {}: {}",
+            c.kind,
+            c.key,
+            c.record.as_deref().map(short).unwrap_or_default()
+        ),
+        Op::Update => {
+            let prior = c
+                .prior
+                .as_deref()
+                .and_then(|p| RawRecord::parse(p.get().as_bytes()).ok());
             let mut diffs = Vec::new();
-            for (k, v) in r {
-                if p.get(k) != Some(v) {
-                    let old = p.get(k).map_or("absent".to_string(), crate::record::short);
-                    diffs.push(format!("{k}: {old} -> {}", crate::record::short(v)));
-                }
+            for (k, v) in &c.set {
+                let old = prior
+                    .as_ref()
+                    .and_then(|p| p.get(k))
+                    .map_or("absent".to_string(), short);
+                diffs.push(format!("{k}: {old} -> {}", short(v)));
             }
-            for k in p.keys().filter(|k| !r.contains_key(*k)) {
+            for k in &c.unset {
                 diffs.push(format!("{k}: removed"));
             }
             format!("update {} {}: {}", c.kind, c.key, diffs.join("; "))
         }
-        _ => format!("{:?} {} {}", c.op, c.kind, c.key),
     }
 }

@@ -39,11 +39,15 @@ pub fn run(o: &Options) -> Result<()> {
         },
     )?;
     crate::migrate::timing("bundle");
+    let id =
+        crate::input::sha256_file(&std::path::Path::new(&o.output).join(crate::bundle::MANIFEST))?;
     if o.json {
-        out_json(&serde_json::json!({ "bundle": o.output, "report": outcome.report }))
+        out_json(
+            &serde_json::json!({ "bundle": o.output, "id": id, "report": outcome.report.small() }),
+        )
     } else {
         out(&format!(
-            "{}wrote bundle {} ({} changes)\nnext: lookmig verify {} --export {}",
+            "{}wrote bundle {} ({} changes), id {id}\nnext: lookmig verify {} --export {}",
             outcome.report.summary(),
             o.output,
             n,

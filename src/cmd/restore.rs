@@ -20,6 +20,10 @@ pub struct Options {
     pub json: bool,
     pub overwrite: bool,
     pub restore: crate::restore::Options,
+    /// The bundle id that must match (`--expect`).
+    pub expect: Option<String>,
+    pub batch_size: Option<u64>,
+    pub lock_timeout: std::time::Duration,
 }
 
 impl Options {
@@ -39,7 +43,11 @@ impl Options {
                 progress: true,
                 level: a.write.level,
                 max_errors: a.max_errors,
+                carry_new: a.carry_new,
             },
+            expect: a.expect,
+            batch_size: a.batch_size,
+            lock_timeout: std::time::Duration::from_secs_f64(a.lock_timeout.max(0.001)),
         }
     }
 }
@@ -54,7 +62,10 @@ pub fn run(o: &Options) -> Result<()> {
         overwrite: o.overwrite,
     };
     target.check()?;
-    let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
+    let b = open(o)?;
+    if o.batch_size.is_some() {
+        bail!("--batch-size goes with --database URL; a restore onto a file writes it whole");
+    }
     let input = Input::new(onto)?;
     let result = crate::restore::run(&b, &input, &target, &o.restore);
     report(
@@ -63,6 +74,22 @@ pub fn run(o: &Options) -> Result<()> {
         &format!("onto {onto}"),
         &format!("lines written to {output}"),
     )
+}
+
+/// Opens the bundle, and with `--expect` refuses any other than the one signed off.
+fn open(o: &Options) -> Result<crate::bundle::Bundle> {
+    let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
+    if let Some(want) = &o.expect {
+        let id = b.id()?;
+        if !id.eq_ignore_ascii_case(want.trim()) {
+            return Err(crate::cli::Exit3(format!(
+                "{}: bundle id {id} is not the expected {want}; this is not the bundle that was signed off, nothing was touched",
+                o.bundle
+            ))
+            .into());
+        }
+    }
+    Ok(b)
 }
 
 /// Prints what a restore or rollback did (or, with `--json`, its conflicts before failing).
@@ -99,10 +126,42 @@ fn report(
             summary.forced
         );
     }
+    if !summary.carried.is_empty() {
+        let kinds: Vec<String> = summary
+            .carried
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        s += &format!(
+            "\ncarried onto survivors (--carry-new): {} record(s) made after the export ({}), by {} change(s)",
+            summary.newer,
+            kinds.join(", "),
+            summary.carry_changes
+        );
+        for c in summary.carry_conflicts.iter().take(10) {
+            s += &format!(
+                "\n  conflict while carrying: {} {} on {}:{}: kept {} over {}",
+                c.kind,
+                c.merge_key,
+                c.survivor.otype,
+                c.survivor.oid,
+                crate::record::short(&c.winner),
+                crate::record::short(&c.loser)
+            );
+        }
+    } else if summary.carry_changes > 0 {
+        s += &format!(
+            "\nundid {} change(s) that carried curation made after the export",
+            summary.carry_changes
+        );
+    }
+    if let Some(r) = &summary.carried_record {
+        s += &format!("\nwhat was carried is recorded in {r} (rollback reads it)");
+    }
     out(&s)
 }
 
-/// Restore or rollback onto the database, in one transaction.
+/// Restore or rollback onto the database.
 fn run_database(o: &Options) -> Result<()> {
     if o.output.is_some() {
         bail!("-o/--output goes with --onto EXPORT; a restore onto a database (--database) writes no file");
@@ -111,18 +170,19 @@ fn run_database(o: &Options) -> Result<()> {
         bail!("give --onto EXPORT -o OUT, or --database URL (or set DATABASE_URL)");
     };
     let db = crate::db::Database::parse(url)?;
-    let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
+    let b = open(o)?;
     let opts = crate::db::apply::Options {
         direction: o.restore.direction,
         force: o.restore.force,
         progress: o.restore.progress,
+        carry_new: o.restore.carry_new,
+        batch_size: o.batch_size,
+        lock_timeout: o.lock_timeout,
     };
-    let (total, changes) = crate::db::apply::changes_of(&b)?;
-    let result = crate::db::apply::apply(&db, changes, total, &opts);
-    report(
-        o,
-        result,
-        &format!("onto database {}", db.shown()),
-        "rows written, in one transaction",
-    )
+    let result = crate::db::apply::apply(&db, &b, &opts);
+    let how = match o.batch_size {
+        Some(n) => format!("rows written, in batches of {n} changes"),
+        None => "rows written, in one transaction".into(),
+    };
+    report(o, result, &format!("onto database {}", db.shown()), &how)
 }

@@ -1,41 +1,48 @@
-//! `restore --database` and `rollback --database`: apply a bundle's change set to the catalog
-//! held in the database, under the guards of SPEC §7 ([`crate::restore::step`]).
+//! `restore --database` and `rollback --database`: a bundle's change set applied to the catalog
+//! held in the database, each change judged by the one engine of [`crate::changeset`] against
+//! the row as it is now, with the row locked.
 //!
-//! Everything happens in one transaction:
-//! 1. the change set is read a batch at a time (it is sorted by kind, so a batch is one table);
-//!    every record it touches is read by its primary key with `SELECT … FOR UPDATE`, which locks
-//!    the rows that exist, and is rebuilt as dump would write it;
-//! 2. each change is judged by [`crate::restore::step`] against that record: applied when the row
-//!    holds `prior`, skipped when it already holds `record` (so restoring twice changes nothing),
-//!    a conflict otherwise — an edit made in the catalog since the export is never overwritten;
-//! 3. the rows the applied changes replace or remove are deleted right away (inside the
-//!    transaction), and their new records are spooled to temporary files;
-//! 4. any conflict rolls the transaction back (exit 3), unless `--force`; otherwise, once every
-//!    delete of every table is done, the new records are copied in (`COPY … FROM STDIN`).
-//!    An update is so a delete and an insert of the row
-//!    in the same transaction; because every delete comes before every insert, a re-keyed
-//!    survivor never collides on `UNIQUE (server_id, external_id)` with a version the same
-//!    change set retires, whatever the order of the changes;
-//! 5. commit. A failure, or a kill at any point before the commit, leaves the database as it
-//!    was: PostgreSQL rolls back a transaction whose connection is gone.
+//! **Order and transactions.** Changes are applied in the change file's order (its phases keep
+//! every state between two of them consistent: curation arrives on the survivor before it leaves
+//! the retired versions, and the retired versions leave before the survivors take their stable
+//! ids); a rollback goes backwards. Without `--batch-size` everything is one transaction. With
+//! `--batch-size N` every N changes are committed, and a table `lookmig_restore` records how far
+//! the restore got in the same transaction: a kill or a lost connection between two batches
+//! leaves a consistent catalog, and running the same command again resumes there. A restore in
+//! batches first judges every change without locking (nothing written), so that a conflict known
+//! at the start stops it before the first commit.
 //!
-//! A record that does not exist cannot be locked: if another session creates it while the
-//! restore runs, the insert fails on the primary key and the whole restore is rolled back.
+//! **Locks.** A batch reads the rows its changes touch a chunk at a time (one table, at most
+//! [`CHUNK`] keys) with `SELECT … FOR UPDATE`, judges them, and writes at once: `DELETE`, `COPY`
+//! for creates, and an `UPDATE` of only the columns that change (one statement per chunk and set
+//! of columns), so a curator's `UPDATE` of such a row waits for the commit and then lands on the
+//! restored row. Every row lock is held until its batch commits. `lock_timeout` bounds the wait
+//! for a row a curator's open transaction holds: the restore stops with the row named.
+//!
+//! **Newer records.** Before a batch that deletes retired versions commits, the curation tables
+//! are locked `IN SHARE ROW EXCLUSIVE MODE` (reads go on; other writers wait until the commit)
+//! and every row that refers to a retired version — by its subject, an OBJECT_SET member or a
+//! mention — is looked for ([`crate::carry`]): such a row was made after the export. It is a
+//! conflict, or with `--carry-new` it is carried onto the survivor under SPEC §4–§5 in the same
+//! transaction, and the changes that carried it are recorded in `lookmig_carried` for a rollback.
 
-use super::load::encode_record;
 use super::schema::{self, Cell, Table, Ty, OTHER, TABLES};
 use super::{Bar, Database};
-use crate::bundle::Change;
-use crate::record::Kind;
-use crate::restore::{step, Conflict, Conflicts, Direction, Step, Summary};
+use crate::bundle::Bundle;
+use crate::carry::{self, Newer, Retired};
+use crate::changeset::{Change, Op, RawRecord};
+use crate::record::{Kind, Record, Subject};
+use crate::restore::{Conflict, Conflicts, Direction, Summary};
 use anyhow::{bail, Context, Result};
 use postgres::types::ToSql;
 use postgres::Transaction;
-use serde_json::Value;
-use std::collections::HashMap;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 
-/// How many keys one SELECT or DELETE names.
-const BATCH: usize = 5000;
+/// How many keys one statement names.
+pub const CHUNK: usize = 5000;
 
 /// Options of a restore or rollback onto a database.
 #[derive(Debug, Clone)]
@@ -43,99 +50,205 @@ pub struct Options {
     pub direction: Direction,
     pub force: bool,
     pub progress: bool,
+    /// Carry curation made after the export onto the survivors instead of refusing it.
+    pub carry_new: bool,
+    /// Commit every N changes (None: one transaction).
+    pub batch_size: Option<u64>,
+    /// How long to wait for a row another session holds before stopping.
+    pub lock_timeout: std::time::Duration,
 }
+
+/// lookmig's own bookkeeping tables, made when first needed.
+pub const BOOKKEEPING: &str = "
+CREATE TABLE IF NOT EXISTS lookmig_restore (
+  bundle_id text NOT NULL,
+  direction text NOT NULL CHECK (direction IN ('restore', 'rollback')),
+  next_change bigint NOT NULL,
+  total bigint NOT NULL,
+  state text NOT NULL CHECK (state IN ('running', 'done')),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (bundle_id, direction)
+);
+COMMENT ON TABLE lookmig_restore IS 'lookmig: how far a restore or rollback of a bundle got (one row per bundle and direction); next_change is the number of changes committed';
+CREATE TABLE IF NOT EXISTS lookmig_carried (
+  bundle_id text NOT NULL,
+  seq integer NOT NULL,
+  change jsonb NOT NULL,
+  line text NOT NULL,
+  carried_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (bundle_id, seq)
+);
+COMMENT ON TABLE lookmig_carried IS 'lookmig: the changes restore --carry-new made to carry curation made after the export onto survivors; rollback undoes them first and deletes them';
+";
 
 /// The key of a record in its table: the key columns' values.
 type KeyCells = Vec<Cell>;
 
-/// Reads the change set of a bundle one change at a time (the bundle was checked by
-/// [`crate::bundle::open`]); with the number of changes its manifest lists.
-pub fn changes_of(
-    b: &crate::bundle::Bundle,
-) -> Result<(u64, impl Iterator<Item = Result<Change>>)> {
-    let path = b.dir.join(crate::bundle::CHANGES);
-    let total = b
-        .manifest
-        .files
-        .iter()
-        .find(|f| f.name == crate::bundle::CHANGES)
-        .map_or(0, |f| f.records);
-    let input = crate::input::Input::new(&path.to_string_lossy())?;
-    let mut lines = input.lines()?;
-    let iter = std::iter::from_fn(move || match lines.next_line() {
-        Ok(None) => None,
-        Ok(Some(l)) => Some(
-            serde_json::from_slice::<Change>(&l.bytes)
-                .with_context(|| format!("{}:{}: not a valid change", path.display(), l.no)),
-        ),
-        Err(e) => Some(Err(e)),
-    });
-    Ok((total, iter))
+/// The bundle's change lines in the order they are applied, on disk (8 bytes of memory each).
+struct Changes {
+    file: std::fs::File,
+    /// (offset, length) of each line, in the order of application.
+    at: Vec<(u64, u32)>,
+    invert: bool,
 }
 
-/// Applies `changes` (as the bundle holds them, `total` of them) to the database, in one
-/// transaction. Memory stays bounded: changes are read, locked and judged a batch at a time,
-/// the rows they replace are deleted at once (inside the transaction, so nobody sees it before
-/// the commit, and a conflict found later rolls it back), and the new rows wait in temporary
-/// files until every delete is done.
-pub fn apply(
-    db: &Database,
-    changes: impl Iterator<Item = Result<Change>>,
-    total: u64,
-    opts: &Options,
-) -> Result<Summary> {
+impl Changes {
+    fn load(b: &Bundle, invert: bool) -> Result<Changes> {
+        let file = tempfile::tempfile()
+            .context("creating a temporary file for the change set (is TMPDIR full?)")?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut at = Vec::new();
+        let mut offset = 0u64;
+        crate::changeset::for_each(b, |_, line| {
+            w.write_all(line)?;
+            at.push((offset, line.len() as u32));
+            offset += line.len() as u64;
+            Ok(())
+        })?;
+        w.flush()
+            .context("writing a temporary file (is TMPDIR full?)")?;
+        drop(w);
+        if invert {
+            at.reverse();
+        }
+        Ok(Changes { file, at, invert })
+    }
+
+    fn get(&self, i: usize) -> Result<Change> {
+        let (offset, len) = self.at[i];
+        let mut line = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut line, offset)?;
+        let c = Change::parse(&line).context("reading the change set")?;
+        Ok(if self.invert { c.inverse() } else { c })
+    }
+}
+
+/// Applies (or undoes) `bundle` on the database.
+pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> {
+    let id = bundle.id()?;
+    let restore = opts.direction == Direction::Restore;
+    let changes = Changes::load(bundle, !restore)?;
+    let retired = if restore {
+        Retired::load(bundle)?
+    } else {
+        Retired::default()
+    };
     let mut client = db.connect()?;
     super::check_schema(db, &mut client)?;
-    let mut tx = client
-        .transaction()
-        .map_err(|e| db.error(&e, "starting a transaction"))?;
-    let bar = Bar::new(opts.progress, "checking and deleting", Some(total));
+    client
+        .batch_execute(BOOKKEEPING)
+        .map_err(|e| db.error(&e, "creating lookmig's bookkeeping tables"))?;
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = {}",
+            opts.lock_timeout.as_millis().max(1)
+        ))
+        .map_err(|e| db.error(&e, "setting lock_timeout"))?;
+    let direction = if restore { "restore" } else { "rollback" };
+    let other = if restore { "rollback" } else { "restore" };
+    let total = changes.at.len() as u64;
+    // Where an earlier run of the same command stopped.
+    let row = client
+        .query_opt(
+            "SELECT next_change, state FROM lookmig_restore WHERE bundle_id = $1 AND direction = $2",
+            &[&id, &direction],
+        )
+        .map_err(|e| db.error(&e, "reading lookmig_restore"))?;
+    let mut start = match row {
+        Some(r) if r.get::<_, String>(1) == "running" => r.get::<_, i64>(0) as u64,
+        _ => 0,
+    };
+    if start > total {
+        start = 0;
+    }
     let mut run = Run {
         db,
         opts,
+        retired: &retired,
         summary: Summary::default(),
-        spools: (0..=TABLES.len()).map(|_| None).collect(),
-        counts: vec![0; TABLES.len() + 1],
+        bundle_id: &id,
     };
-    let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(BATCH);
-    let mut chunk_table = usize::MAX;
-    for c in changes {
-        let c = c?;
-        let c = if opts.direction == Direction::Rollback {
-            c.inverse()
-        } else {
-            c
+    run.summary.already_applied = 0;
+    let bar = Bar::new(opts.progress, direction, Some(total));
+    if opts.batch_size.is_some() && start == 0 {
+        // Judge everything first, without locks and without writing: a conflict known now stops
+        // the restore before its first commit.
+        bar.message("checking");
+        let mut check = Run {
+            db,
+            opts,
+            retired: &retired,
+            summary: Summary::default(),
+            bundle_id: &id,
         };
-        let (t, key) = key_cells(&c)?;
-        if t != chunk_table || chunk.len() >= BATCH {
-            let n = chunk.len() as u64;
-            run.chunk(&mut tx, chunk_table, &mut chunk)?;
-            bar.add(n);
-            chunk_table = t;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(|e| db.error(&e, "starting a transaction"))?;
+        check.range(&mut tx, &changes, 0, total, true, &bar)?;
+        if restore {
+            check.newer(&mut tx, &changes, 0, total, true, true)?;
         }
-        chunk.push((c, key));
+        drop(tx);
+        if check.summary.conflict_count > 0 && !opts.force {
+            bar.finish();
+            return Err(Conflicts(check.summary).into());
+        }
+        bar.message(direction);
     }
-    run.chunk(&mut tx, chunk_table, &mut chunk)?;
-    if run.summary.conflict_count > 0 && !opts.force {
-        bar.finish();
-        drop(tx); // rolls back the deletes, releases the locks
-        return Err(Conflicts(run.summary).into());
+    let batch = opts.batch_size.unwrap_or(u64::MAX).max(1);
+    run.summary.changes = start; // changes committed by an earlier run
+    run.summary.already_applied = start;
+    let mut from = start;
+    let mut first = true;
+    loop {
+        let to = from.saturating_add(batch).min(total);
+        let last = to == total;
+        let mut tx = client
+            .transaction()
+            .map_err(|e| db.error(&e, "starting a transaction"))?;
+        if first {
+            tx.execute(
+                "DELETE FROM lookmig_restore WHERE bundle_id = $1 AND direction = $2",
+                &[&id, &other],
+            )
+            .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+            if !restore {
+                run.uncarry(&mut tx)?;
+            }
+            first = false;
+        }
+        run.range(&mut tx, &changes, from, to, false, &bar)?;
+        if restore {
+            run.newer(&mut tx, &changes, from, to, last, false)?;
+        }
+        if run.summary.conflict_count > 0 && !opts.force {
+            bar.finish();
+            drop(tx); // rolls the batch back, releases its locks
+            return Err(Conflicts(run.summary).into());
+        }
+        let state = if last { "done" } else { "running" };
+        tx.execute(
+            "INSERT INTO lookmig_restore (bundle_id, direction, next_change, total, state) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (bundle_id, direction) DO UPDATE SET \
+             next_change = EXCLUDED.next_change, total = EXCLUDED.total, state = EXCLUDED.state, \
+             updated_at = now()",
+            &[&id, &direction, &(to as i64), &(total as i64), &state],
+        )
+        .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+        tx.commit().map_err(|e| db.error(&e, "committing"))?;
+        crate::migrate::timing("batch");
+        if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_AFTER_BATCH_MS") {
+            // Tests: a window between two commits to kill the process in.
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
+        if last {
+            break;
+        }
+        from = to;
     }
-    bar.message("inserting");
-    for (t, spool) in run.spools.into_iter().enumerate() {
-        let Some(spool) = spool else { continue };
-        let mut file = spool
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("writing a temporary file")?;
-        let cols = TABLES
-            .get(t)
-            .map_or("kind, key, record".to_string(), Table::column_list);
-        db.copy_into(&mut tx, table_name(t), &cols, &mut file)?;
-        run.summary.lines_written += run.counts[t];
-    }
-    bar.message("committing");
-    tx.commit().map_err(|e| db.error(&e, "committing"))?;
     bar.finish();
     Ok(run.summary)
 }
@@ -144,93 +257,615 @@ pub fn apply(
 struct Run<'a> {
     db: &'a Database,
     opts: &'a Options,
+    retired: &'a Retired,
     summary: Summary,
-    /// The new rows of each table, in COPY text format.
-    spools: Vec<Option<std::io::BufWriter<std::fs::File>>>,
-    counts: Vec<u64>,
+    bundle_id: &'a str,
+}
+
+/// What one chunk writes.
+#[derive(Default)]
+struct Writes {
+    deletes: Vec<KeyCells>,
+    creates: Vec<u8>,
+    /// Updates by the set of columns they change: (keys, new rows).
+    updates: BTreeMap<Vec<usize>, Vec<(KeyCells, schema::Row)>>,
+    /// Updates of unknown kinds: (kind, key, record).
+    other_updates: Vec<(String, String, Value)>,
 }
 
 impl Run<'_> {
-    /// Locks, reads and judges one batch of changes of table `t`, and deletes the rows the
-    /// applied ones replace; empties `chunk`.
+    /// Judges (and unless `dry`, applies) changes `from..to`, a chunk of one table at a time.
+    fn range(
+        &mut self,
+        tx: &mut Transaction,
+        changes: &Changes,
+        from: u64,
+        to: u64,
+        dry: bool,
+        bar: &Bar,
+    ) -> Result<()> {
+        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
+        let mut chunk_table = usize::MAX;
+        for i in from..to {
+            let c = changes.get(i as usize)?;
+            let (t, key) = key_cells(&c)?;
+            if t != chunk_table || chunk.len() >= CHUNK {
+                let n = chunk.len() as u64;
+                self.chunk(tx, chunk_table, &mut chunk, dry)?;
+                bar.add(n);
+                chunk_table = t;
+            }
+            chunk.push((c, key));
+        }
+        let n = chunk.len() as u64;
+        self.chunk(tx, chunk_table, &mut chunk, dry)?;
+        bar.add(n);
+        Ok(())
+    }
+
+    /// Locks, reads, judges and writes one chunk of changes of table `t`; empties `chunk`.
     fn chunk(
         &mut self,
         tx: &mut Transaction,
         t: usize,
         chunk: &mut Vec<(Change, KeyCells)>,
+        dry: bool,
     ) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
-        let db = self.db;
         let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
-        let current = select_for_update(db, tx, t, &keys)?;
-        let mut deletes: Vec<&KeyCells> = Vec::new();
+        let current = self.select(tx, t, &keys, !dry)?;
+        let mut w = Writes::default();
         for (change, key) in chunk.iter() {
-            self.summary.changes += 1;
             let found = current.get(&(change.kind.clone(), change.key.clone()));
-            let write = match step(change, found) {
-                Step::Apply => {
-                    self.summary.applied += 1;
-                    true
-                }
-                Step::Already => {
-                    self.summary.already_applied += 1;
-                    false
-                }
-                Step::Conflict => {
-                    self.summary.conflict(Conflict {
-                        kind: change.kind.clone(),
-                        key: change.key.clone(),
-                        line: None,
-                        expected: change.prior.clone(),
-                        found: found.cloned(),
-                    });
-                    if self.opts.force {
-                        self.summary.forced += 1;
-                    }
-                    self.opts.force
-                }
-            };
-            if !write {
+            let bytes = found.map(|v| serde_json::to_vec(v).expect("a JSON value serialises"));
+            let cur = bytes
+                .as_deref()
+                .map(RawRecord::parse)
+                .transpose()
+                .context("a row rebuilt as a record")?;
+            let step = change.judge(cur.as_ref());
+            let write = self.summary.judged(step, self.opts.force, || {
+                Conflict::of_change(change, cur.as_ref(), None)
+            });
+            if !write || dry {
                 continue;
             }
-            if found.is_some() {
-                deletes.push(key);
-            }
-            if let Some(rec) = &change.record {
-                let (rt, bytes) = encode_record(&change.kind, &change.key, rec)?;
-                let spool = match &mut self.spools[rt] {
-                    Some(s) => s,
-                    slot => slot.insert(std::io::BufWriter::with_capacity(
-                        1 << 20,
-                        tempfile::tempfile().context("creating a temporary file")?,
-                    )),
-                };
-                std::io::Write::write_all(spool, &bytes)
-                    .context("writing a temporary file (is the disk full?)")?;
-                self.counts[rt] += 1;
-            }
+            self.write(&mut w, t, change, key, cur.as_ref())?;
         }
-        if !deletes.is_empty() {
-            let (sql, params) = keyed(t, "DELETE FROM", "", &deletes);
-            let p: Vec<&(dyn ToSql + Sync)> = params
-                .iter()
-                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            tx.execute(&sql, &p)
-                .map_err(|e| db.error(&e, &format!("deleting from {}", table_name(t))))?;
+        if !dry {
+            self.flush(tx, t, w)?;
         }
         chunk.clear();
         Ok(())
     }
+
+    /// Plans the write of one applied change.
+    fn write(
+        &mut self,
+        w: &mut Writes,
+        t: usize,
+        change: &Change,
+        key: &KeyCells,
+        cur: Option<&RawRecord>,
+    ) -> Result<()> {
+        let after = change.result(cur);
+        match (after, cur) {
+            (None, Some(_)) => w.deletes.push(key.clone()),
+            (None, None) => {}
+            (Some(rec), None) => {
+                let v: Value = serde_json::from_slice(&rec)?;
+                let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
+                w.creates.extend_from_slice(&row);
+                self.summary.lines_written += 1;
+            }
+            (Some(rec), Some(cur)) if change.op == Op::Create => {
+                // A forced create over a record that differs: replaced whole.
+                let _ = cur;
+                w.deletes.push(key.clone());
+                let v: Value = serde_json::from_slice(&rec)?;
+                let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
+                w.creates.extend_from_slice(&row);
+                self.summary.lines_written += 1;
+            }
+            (Some(rec), Some(cur)) => {
+                let new: Map<String, Value> = serde_json::from_slice(&rec)?;
+                self.summary.lines_written += 1;
+                match TABLES.get(t) {
+                    None => w.other_updates.push((
+                        change.kind.clone(),
+                        change.key.clone(),
+                        Value::Object(new),
+                    )),
+                    Some(table) => {
+                        let old = schema::to_row(table, &cur.to_map())?;
+                        let row = schema::to_row(table, &new)
+                            .with_context(|| format!("{} {:?}", change.kind, change.key))?;
+                        let mut cols: Vec<usize> = (0..row.cells.len())
+                            .filter(|&i| row.cells[i] != old.cells[i])
+                            .collect();
+                        if row.extra != old.extra {
+                            cols.push(row.cells.len()); // `extra`
+                        }
+                        if !cols.is_empty() {
+                            w.updates.entry(cols).or_default().push((key.clone(), row));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the writes of a chunk: deletes, then updates, then creates.
+    fn flush(&mut self, tx: &mut Transaction, t: usize, w: Writes) -> Result<()> {
+        let db = self.db;
+        if !w.deletes.is_empty() {
+            let keys: Vec<&KeyCells> = w.deletes.iter().collect();
+            let (sql, params) = keyed(t, "DELETE FROM", "", &keys);
+            tx.execute(&sql, &refs(&params))
+                .map_err(|e| db.error(&e, &format!("deleting from {}", table_name(t))))?;
+        }
+        for (cols, rows) in &w.updates {
+            let table = &TABLES[t];
+            let (sql, params) = update_sql(table, cols, rows);
+            tx.execute(&sql, &refs(&params))
+                .map_err(|e| db.error(&e, &format!("updating {}", table.name)))?;
+        }
+        for (kind, key, rec) in &w.other_updates {
+            tx.execute(
+                &format!("UPDATE {OTHER} SET record = $3 WHERE kind = $1 AND key = $2"),
+                &[kind, key, rec],
+            )
+            .map_err(|e| db.error(&e, &format!("updating {OTHER}")))?;
+        }
+        if !w.creates.is_empty() {
+            let cols = TABLES
+                .get(t)
+                .map_or("kind, key, record".to_string(), Table::column_list);
+            let name = table_name(t);
+            let mut copy = tx
+                .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
+                .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
+            copy.write_all(&w.creates)
+                .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
+            copy.finish()
+                .map_err(|e| db.error(&e, &format!("copying into {name}")))?;
+        }
+        Ok(())
+    }
+
+    /// Reads (and with `lock`, locks) the rows with these keys, as records by (kind, key). A row
+    /// another session holds longer than `lock_timeout` stops the restore, naming it.
+    fn select(
+        &self,
+        tx: &mut Transaction,
+        t: usize,
+        keys: &[&KeyCells],
+        lock: bool,
+    ) -> Result<HashMap<(String, String), Value>> {
+        let cols = TABLES
+            .get(t)
+            .map_or("kind, key, record".to_string(), Table::column_list);
+        let tail = if lock { " FOR UPDATE" } else { "" };
+        let (sql, params) = keyed(t, &format!("SELECT {cols} FROM"), tail, keys);
+        let rows = match tx.query(&sql, &refs(&params)) {
+            Ok(rows) => rows,
+            Err(e) if is_lock_timeout(&e) => {
+                return Err(self.locked(t, keys, &e));
+            }
+            Err(e) => return Err(self.db.error(&e, &format!("reading {}", table_name(t)))),
+        };
+        rows_to_records(t, rows)
+    }
+
+    /// The error for a lock wait that ran out: which rows another session holds (looked up
+    /// with `SKIP LOCKED` in a session of its own), and what to do.
+    fn locked(&self, t: usize, keys: &[&KeyCells], e: &postgres::Error) -> anyhow::Error {
+        let mut named = Vec::new();
+        if let Ok(mut c) = self.db.connect() {
+            let cols = TABLES
+                .get(t)
+                .map_or("kind, key, record".to_string(), Table::column_list);
+            let (sql, params) = keyed(
+                t,
+                &format!("SELECT {cols} FROM"),
+                " FOR UPDATE SKIP LOCKED",
+                keys,
+            );
+            if let Ok(mut tx) = c.transaction() {
+                if let Ok(rows) = tx.query(&sql, &refs(&params)) {
+                    if let Ok(free) = rows_to_records(t, rows) {
+                        for k in keys {
+                            let desc = describe_key(t, k);
+                            let kk = key_string(t, k);
+                            if !free.keys().any(|(_, key)| *key == kk) {
+                                named.push(desc);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let rows = if named.is_empty() {
+            format!("a row of {}", table_name(t))
+        } else {
+            named.into_iter().take(5).collect::<Vec<_>>().join(", ")
+        };
+        let mut err = self.db.error(e, "waiting for a row lock");
+        err = err.context(format!(
+            "{rows} is held by another session's open transaction (waited lock_timeout = {} ms); \
+             nothing of this batch was written: let that transaction finish (or end it), then run \
+             the same command again{}",
+            self.opts.lock_timeout.as_millis(),
+            if self.opts.batch_size.is_some() {
+                " — it resumes after the last committed batch"
+            } else {
+                ""
+            }
+        ));
+        err
+    }
+
+    /// Looks for rows that refer to retired versions (and versions the bundle does not know)
+    /// once the retired versions of changes `from..to` are gone, with the curation tables locked
+    /// against writers. Conflicts, or with `--carry-new` carried. `full` looks at object sets and
+    /// mentions too (a scan of the rich text), which the last batch always does.
+    fn newer(
+        &mut self,
+        tx: &mut Transaction,
+        changes: &Changes,
+        from: u64,
+        to: u64,
+        full: bool,
+        dry: bool,
+    ) -> Result<()> {
+        // The retired versions this batch deletes (all of them for a full look).
+        let mut gone: Vec<Subject> = Vec::new();
+        for i in from..to {
+            let c = changes.get(i as usize)?;
+            if c.op == Op::Delete && carry::is_versioned(&c.kind) {
+                if let Ok(oid) = c.key.parse::<i64>() {
+                    if self.retired.survivor(&c.kind, oid).is_some() {
+                        gone.push(Subject {
+                            otype: c.kind.clone(),
+                            oid,
+                        });
+                    }
+                }
+            }
+        }
+        if gone.is_empty() && !full {
+            return Ok(());
+        }
+        let db = self.db;
+        if !dry {
+            tx.batch_execute(&format!(
+                "LOCK TABLE field_value, trust_flag, tag, star, conversation, article, bi_report, bi_report_column, {OTHER} IN SHARE ROW EXCLUSIVE MODE"
+            ))
+            .map_err(|e| {
+                if is_lock_timeout(&e) {
+                    db.error(&e, "locking the curation tables against writers (another session holds a conflicting lock; run again)")
+                } else {
+                    db.error(&e, "locking the curation tables")
+                }
+            })?;
+        }
+        let mut found: Vec<Record> = Vec::new();
+        let by_subject = |otype: &str| -> Vec<i64> {
+            gone.iter()
+                .filter(|s| s.otype == otype)
+                .map(|s| s.oid)
+                .collect()
+        };
+        let all_retired = full;
+        for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
+            let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
+            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+                let oids: Vec<i64> = if all_retired {
+                    Vec::new()
+                } else {
+                    by_subject(otype)
+                };
+                if !all_retired && oids.is_empty() {
+                    continue;
+                }
+                let cols = TABLES[ti].column_list();
+                let rows = if all_retired {
+                    tx.query(
+                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1"),
+                        &[&otype],
+                    )
+                } else {
+                    tx.query(
+                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid = ANY($2)"),
+                        &[&otype, &oids],
+                    )
+                }
+                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                for r in rows_to_records(ti, rows)?.into_values() {
+                    found.push(value_record(r));
+                }
+            }
+        }
+        if full {
+            // Object sets and mentions, wherever they may be.
+            let scans = [
+                ("field_value", "value::text LIKE '%bi\\_report%'"),
+                ("article", "body ILIKE '%data-oid%'"),
+                ("trust_flag", "reason ILIKE '%data-oid%'"),
+                ("conversation", "posts::text ILIKE '%data-oid%'"),
+            ];
+            for (t, cond) in scans {
+                let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
+                let cols = TABLES[ti].column_list();
+                let rows = tx
+                    .query(&format!("SELECT {cols} FROM {t} WHERE {cond}"), &[])
+                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                for r in rows_to_records(ti, rows)?.into_values() {
+                    found.push(value_record(r));
+                }
+            }
+            let rows = tx
+                .query(
+                    &format!("SELECT kind, key, record FROM {OTHER} WHERE record->'subject'->>'otype' IN ('bi_report', 'bi_report_column')"),
+                    &[],
+                )
+                .map_err(|e| db.error(&e, &format!("reading {OTHER}")))?;
+            for r in rows_to_records(TABLES.len(), rows)?.into_values() {
+                found.push(value_record(r));
+            }
+            // Versions extracted after the export.
+            for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
+                let cols = TABLES[ti].column_list();
+                let rows = tx
+                    .query(&format!("SELECT {cols} FROM {}", TABLES[ti].name), &[])
+                    .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
+                for r in rows_to_records(ti, rows)?.into_values() {
+                    let rec = value_record(r);
+                    debug_assert_eq!(rec.kind, kind);
+                    if self.retired.is_stale(&rec) {
+                        found.push(rec);
+                    }
+                }
+            }
+        }
+        // Each record once, in key order.
+        found.sort_by_key(|a| (a.kind_name().to_string(), a.key()));
+        found.dedup_by(|a, b| a.kind_name() == b.kind_name() && a.key() == b.key());
+        let fields = read_fields(db, tx)?;
+        let newer: Vec<(Newer, Record)> = found
+            .into_iter()
+            .filter_map(|r| carry::check(self.retired, &r, Some(&fields), None).map(|n| (n, r)))
+            .collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
+        if !self.opts.carry_new || dry {
+            for (n, _) in &newer {
+                if self.opts.carry_new && !n.stale_version {
+                    continue; // the dry run leaves what --carry-new will carry
+                }
+                self.summary.conflict(Conflict::of_newer(n, self.retired));
+            }
+            return Ok(());
+        }
+        let mut carried = Vec::new();
+        for (n, r) in newer {
+            if n.stale_version {
+                self.summary.conflict(Conflict::of_newer(&n, self.retired));
+            } else {
+                self.summary.newer += 1;
+                carried.push((0u64, r));
+            }
+        }
+        self.carry(tx, carried)
+    }
+
+    /// Carries newer records onto their survivors in this transaction, and records how.
+    fn carry(&mut self, tx: &mut Transaction, newer: Vec<(u64, Record)>) -> Result<()> {
+        if newer.is_empty() {
+            return Ok(());
+        }
+        let db = self.db;
+        let records: Vec<Record> = newer.iter().map(|(_, r)| r.clone()).collect();
+        let survivors = carry::survivors_of(self.retired, &records);
+        let mut current = Vec::new();
+        for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
+            let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
+            let cols = TABLES[ti].column_list();
+            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+                let oids: Vec<i64> = survivors
+                    .iter()
+                    .filter(|s| s.otype == otype)
+                    .map(|s| s.oid)
+                    .collect();
+                if oids.is_empty() {
+                    continue;
+                }
+                let rows = tx
+                    .query(
+                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid = ANY($2)"),
+                        &[&otype, &oids],
+                    )
+                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                for r in rows_to_records(ti, rows)?.into_values() {
+                    current.push((0u64, value_record(r)));
+                }
+            }
+        }
+        let fields = read_fields(db, tx)?;
+        let carried = carry::carry(self.retired, &fields, newer, current)?;
+        for (k, n) in carried.by_kind {
+            *self.summary.carried.entry(k).or_default() += n;
+        }
+        self.summary.carry_conflicts.extend(carried.conflicts);
+        let seq0: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM lookmig_carried WHERE bundle_id = $1",
+                &[&self.bundle_id],
+            )
+            .map_err(|e| db.error(&e, "reading lookmig_carried"))?
+            .get(0);
+        let mut parsed = Vec::new();
+        for (i, line) in carried.changes.iter().enumerate() {
+            let c = Change::parse(line)?;
+            let v: Value = serde_json::from_slice(line)?;
+            let text = String::from_utf8_lossy(line).into_owned();
+            tx.execute(
+                "INSERT INTO lookmig_carried (bundle_id, seq, change, line) VALUES ($1, $2, $3, $4)",
+                &[&self.bundle_id, &(seq0 + 1 + i as i32), &v, &text],
+            )
+            .map_err(|e| db.error(&e, "writing lookmig_carried"))?;
+            parsed.push(c);
+        }
+        self.summary.carry_changes += parsed.len() as u64;
+        self.apply_list(tx, parsed)
+    }
+
+    /// Applies a short list of changes (carried curation, or its undoing), in order.
+    fn apply_list(&mut self, tx: &mut Transaction, list: Vec<Change>) -> Result<()> {
+        let before = self.summary.clone();
+        for c in list {
+            let (t, key) = key_cells(&c)?;
+            let mut chunk = vec![(c, key)];
+            self.chunk(tx, t, &mut chunk, false)?;
+        }
+        // These are not the bundle's changes: only their conflicts count.
+        let conflicts = self.summary.conflict_count - before.conflict_count;
+        let (forced, written) = (self.summary.forced, self.summary.lines_written);
+        let mut s = before;
+        s.conflict_count += conflicts;
+        s.conflicts = self.summary.conflicts.clone();
+        s.forced = forced;
+        s.lines_written = written;
+        s.carried = self.summary.carried.clone();
+        s.carry_conflicts = self.summary.carry_conflicts.clone();
+        s.carry_changes = self.summary.carry_changes;
+        s.newer = self.summary.newer;
+        self.summary = s;
+        Ok(())
+    }
+
+    /// Undoes what `--carry-new` carried for this bundle (before the bundle itself is undone).
+    fn uncarry(&mut self, tx: &mut Transaction) -> Result<()> {
+        let db = self.db;
+        let rows = tx
+            .query(
+                "SELECT line FROM lookmig_carried WHERE bundle_id = $1 ORDER BY seq DESC",
+                &[&self.bundle_id],
+            )
+            .map_err(|e| db.error(&e, "reading lookmig_carried"))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<Change> = rows
+            .iter()
+            .map(|r| Change::parse(r.get::<_, String>(0).as_bytes()).map(|c| c.inverse()))
+            .collect::<Result<_>>()?;
+        self.summary.carry_changes = list.len() as u64;
+        self.apply_list(tx, list)?;
+        tx.execute(
+            "DELETE FROM lookmig_carried WHERE bundle_id = $1",
+            &[&self.bundle_id],
+        )
+        .map_err(|e| db.error(&e, "writing lookmig_carried"))?;
+        Ok(())
+    }
+}
+
+fn value_record(v: Value) -> Record {
+    let Value::Object(obj) = v else {
+        unreachable!("rows are rebuilt as objects")
+    };
+    let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
+    Record { kind, obj }
+}
+
+/// The custom field definitions, for carrying values under their field's type.
+fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Fields> {
+    let mut fields = crate::refs::Fields::default();
+    let rows = tx
+        .query(
+            "SELECT id, field_type, coalesce(allow_multiple, false) FROM custom_field",
+            &[],
+        )
+        .map_err(|e| db.error(&e, "reading custom_field"))?;
+    for r in rows {
+        fields.insert(
+            r.get(0),
+            crate::record::FieldDef {
+                field_type: r.get(1),
+                allow_multiple: r.get(2),
+            },
+        );
+    }
+    Ok(fields)
+}
+
+fn is_lock_timeout(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
+fn rows_to_records(t: usize, rows: Vec<postgres::Row>) -> Result<HashMap<(String, String), Value>> {
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        match TABLES.get(t) {
+            Some(table) => {
+                let rec = super::read_row(table, &row)?;
+                let Value::Object(obj) = rec else {
+                    unreachable!("read_row builds objects")
+                };
+                let key = schema::key_of(Kind::from_name(table.kind), obj.clone());
+                out.insert((table.kind.to_string(), key), Value::Object(obj));
+            }
+            None => {
+                out.insert(
+                    (row.try_get(0)?, row.try_get(1)?),
+                    row.try_get::<_, Value>(2)?,
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn table_name(t: usize) -> &'static str {
     TABLES.get(t).map_or(OTHER, |t| t.name)
 }
 
-/// The table of a change and its key columns' values (taken from its prior or its record).
+/// A row's key for a person: `bi_report oid=1`.
+fn describe_key(t: usize, k: &KeyCells) -> String {
+    let cols: Vec<&str> = TABLES
+        .get(t)
+        .map_or(vec!["kind", "key"], |tb| tb.key.to_vec());
+    let vals: Vec<String> = cols
+        .iter()
+        .zip(k)
+        .map(|(c, v)| match v {
+            Cell::Int(i) => format!("{c}={i}"),
+            Cell::Text(s) => format!("{c}={s:?}"),
+            _ => format!("{c}=?"),
+        })
+        .collect();
+    format!("{} {}", table_name(t), vals.join(" "))
+}
+
+/// The record key of a table key (for matching rows read back).
+fn key_string(t: usize, k: &KeyCells) -> String {
+    let text = |c: &Cell| match c {
+        Cell::Int(i) => i.to_string(),
+        Cell::Text(s) => s.clone(),
+        _ => String::new(),
+    };
+    match (TABLES.get(t), k.as_slice()) {
+        (None, [_, key]) => text(key),
+        (_, cells) => cells.iter().map(text).collect::<Vec<_>>().join(":"),
+    }
+}
+
+/// The table of a change and its key columns' values (taken from its record or prior).
 fn key_cells(c: &Change) -> Result<(usize, KeyCells)> {
     let Some(rec) = c.record.as_ref().or(c.prior.as_ref()) else {
         bail!(
@@ -245,10 +880,9 @@ fn key_cells(c: &Change) -> Result<(usize, KeyCells)> {
             vec![Cell::Text(c.kind.clone()), Cell::Text(c.key.clone())],
         )),
         Some(t) => {
-            let obj = rec
-                .as_object()
+            let obj: Map<String, Value> = serde_json::from_str(rec.get())
                 .with_context(|| format!("{} {:?}: not a JSON object", c.kind, c.key))?;
-            let row = schema::to_row(&TABLES[t], obj)
+            let row = schema::to_row(&TABLES[t], &obj)
                 .with_context(|| format!("{} {:?}", c.kind, c.key))?;
             Ok((
                 t,
@@ -263,6 +897,117 @@ fn key_cells(c: &Change) -> Result<(usize, KeyCells)> {
 }
 
 type Params = Vec<Box<dyn ToSql + Sync>>;
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// An array parameter holding column `j` of every row, and its SQL cast.
+fn column_param(ty: Ty, cells: &[&Cell], n: usize) -> (Box<dyn ToSql + Sync>, String) {
+    match ty {
+        Ty::Int => {
+            let v: Vec<Option<i64>> = cells
+                .iter()
+                .map(|c| if let Cell::Int(i) = c { Some(*i) } else { None })
+                .collect();
+            (Box::new(v), format!("${n}::bigint[]"))
+        }
+        Ty::Bool => {
+            let v: Vec<Option<bool>> = cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Bool(b) = c {
+                        Some(*b)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            (Box::new(v), format!("${n}::boolean[]"))
+        }
+        Ty::Json => {
+            let v: Vec<Option<Value>> = cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Json(j) = c {
+                        Some(j.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            (Box::new(v), format!("${n}::jsonb[]"))
+        }
+        Ty::Text | Ty::Subject => {
+            let v: Vec<Option<String>> = cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Text(s) = c {
+                        Some(s.clone())
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            (Box::new(v), format!("${n}::text[]"))
+        }
+    }
+}
+
+/// One `UPDATE … FROM unnest(…)` setting columns `cols` (an index past the last column is
+/// `extra`) of every row, matched by key.
+fn update_sql(table: &Table, cols: &[usize], rows: &[(KeyCells, schema::Row)]) -> (String, Params) {
+    let names = table.columns();
+    let types = table.column_types();
+    let key_pos = table.key_positions();
+    let mut params: Params = Vec::new();
+    let mut casts = Vec::new();
+    let mut aliases = Vec::new();
+    for (j, p) in key_pos.iter().enumerate() {
+        let cells: Vec<&Cell> = rows.iter().map(|(k, _)| &k[j]).collect();
+        let (b, cast) = column_param(types[*p], &cells, params.len() + 1);
+        params.push(b);
+        casts.push(cast);
+        aliases.push(format!("k{j}"));
+    }
+    let mut sets = Vec::new();
+    for &c in cols {
+        let alias = format!("v{c}");
+        if c == names.len() {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|(_, r)| Value::Object(r.extra.clone()))
+                .collect();
+            params.push(Box::new(v));
+            casts.push(format!("${}::jsonb[]", params.len()));
+            sets.push(format!("extra = u.{alias}"));
+        } else {
+            let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
+            let (b, cast) = column_param(types[c], &cells, params.len() + 1);
+            params.push(b);
+            casts.push(cast);
+            sets.push(format!("{} = u.{alias}", names[c]));
+        }
+        aliases.push(alias);
+    }
+    let on: Vec<String> = key_pos
+        .iter()
+        .enumerate()
+        .map(|(j, p)| format!("t.{} = u.k{j}", names[*p]))
+        .collect();
+    let sql = format!(
+        "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}",
+        table.name,
+        sets.join(", "),
+        casts.join(", "),
+        aliases.join(", "),
+        on.join(" AND ")
+    );
+    (sql, params)
+}
 
 /// `<verb> <table> WHERE <key in the given keys><tail>` and its array parameters.
 fn keyed(t: usize, verb: &str, tail: &str, keys: &[&KeyCells]) -> (String, Params) {
@@ -287,30 +1032,10 @@ fn keyed(t: usize, verb: &str, tail: &str, keys: &[&KeyCells]) -> (String, Param
     let mut params: Params = Vec::new();
     let mut casts = Vec::new();
     for (j, ty) in types.iter().enumerate() {
-        match ty {
-            Ty::Int => {
-                let v: Vec<i64> = keys
-                    .iter()
-                    .map(|k| if let Cell::Int(i) = k[j] { i } else { 0 })
-                    .collect();
-                params.push(Box::new(v));
-                casts.push(format!("${}::bigint[]", j + 1));
-            }
-            _ => {
-                let v: Vec<String> = keys
-                    .iter()
-                    .map(|k| {
-                        if let Cell::Text(s) = &k[j] {
-                            s.clone()
-                        } else {
-                            String::new()
-                        }
-                    })
-                    .collect();
-                params.push(Box::new(v));
-                casts.push(format!("${}::text[]", j + 1));
-            }
-        }
+        let cells: Vec<&Cell> = keys.iter().map(|k| &k[j]).collect();
+        let (b, cast) = column_param(*ty, &cells, j + 1);
+        params.push(b);
+        casts.push(cast);
     }
     let sql = if key_cols.len() == 1 {
         format!(
@@ -325,44 +1050,4 @@ fn keyed(t: usize, verb: &str, tail: &str, keys: &[&KeyCells]) -> (String, Param
         )
     };
     (sql, params)
-}
-
-/// Locks and reads the rows with these keys, as records by (kind, key).
-fn select_for_update(
-    db: &Database,
-    tx: &mut Transaction,
-    t: usize,
-    keys: &[&KeyCells],
-) -> Result<HashMap<(String, String), Value>> {
-    let cols = TABLES
-        .get(t)
-        .map_or("kind, key, record".to_string(), Table::column_list);
-    let (sql, params) = keyed(t, &format!("SELECT {cols} FROM"), " FOR UPDATE", keys);
-    let p: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-        .collect();
-    let rows = tx
-        .query(&sql, &p)
-        .map_err(|e| db.error(&e, &format!("reading {}", table_name(t))))?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        match TABLES.get(t) {
-            Some(table) => {
-                let rec = super::read_row(table, &row)?;
-                let Value::Object(obj) = rec else {
-                    unreachable!("read_row builds objects")
-                };
-                let key = schema::key_of(Kind::from_name(table.kind), obj.clone());
-                out.insert((table.kind.to_string(), key), Value::Object(obj));
-            }
-            None => {
-                out.insert(
-                    (row.try_get(0)?, row.try_get(1)?),
-                    row.try_get::<_, Value>(2)?,
-                );
-            }
-        }
-    }
-    Ok(out)
 }

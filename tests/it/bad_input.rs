@@ -451,8 +451,8 @@ fn manifest_renaming_a_part_outside_the_bundle_is_refused() {
 #[test]
 fn manifest_with_an_edited_count_is_refused() {
     let (dir, export, bundle) = migrated();
-    edit_manifest(&bundle, |m| m["counts"]["put"] = 1000.into());
-    bundle_refused(&dir, &export, &bundle, "counts.put");
+    edit_manifest(&bundle, |m| m["counts"]["create"] = 1000.into());
+    bundle_refused(&dir, &export, &bundle, "counts.create");
 }
 
 #[test]

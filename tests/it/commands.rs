@@ -67,7 +67,14 @@ fn migrate_json_names_the_bundle_and_holds_the_report() {
         .ok()
         .json();
     assert_eq!(out["bundle"], "b");
-    assert_eq!(out["report"], util::report(&dir.join("b")));
+    let small: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("b/report.json")).unwrap()).unwrap();
+    assert_eq!(out["report"], small);
+    assert_eq!(
+        out["id"],
+        util::sha256_hex(&std::fs::read(dir.join("b/manifest.json")).unwrap()).as_str(),
+        "the bundle id is the SHA-256 of its manifest"
+    );
 }
 
 #[test]
@@ -76,18 +83,22 @@ fn bundle_manifest_describes_every_file() {
     let export = sample_export(&dir, "10-collapse-versions");
     dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
     let b = dir.join("b");
-    assert_eq!(
-        util::names(&b),
-        [
-            "changes.ndjson.zst",
-            "idmap.ndjson.zst",
-            "manifest.json",
-            "report.json"
-        ]
-    );
+    let parts = [
+        "changes.ndjson.zst",
+        "conflicts.ndjson.zst",
+        "groups.ndjson.zst",
+        "idmap.ndjson.zst",
+        "report.json",
+        "skipped.ndjson.zst",
+        "unresolved.ndjson.zst",
+        "warnings.ndjson.zst",
+    ];
+    let mut with_manifest = parts.to_vec();
+    with_manifest.insert(4, "manifest.json");
+    assert_eq!(util::names(&b), with_manifest);
     let m = util::manifest(&b);
     assert_eq!(m["format"], "lookmig-bundle");
-    assert_eq!(m["version"], 1);
+    assert_eq!(m["version"], 2);
     assert_eq!(
         m["input_sha256"],
         util::sha256_hex(&std::fs::read(&export).unwrap()).as_str()
@@ -95,10 +106,7 @@ fn bundle_manifest_describes_every_file() {
     let files = m["files"].as_array().expect("manifest files");
     let mut listed: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
     listed.sort();
-    assert_eq!(
-        listed,
-        ["changes.ndjson.zst", "idmap.ndjson.zst", "report.json"]
-    );
+    assert_eq!(listed, parts);
     for f in files {
         let name = f["name"].as_str().unwrap();
         let bytes = std::fs::read(b.join(name)).unwrap();
@@ -122,10 +130,22 @@ fn changes_are_sorted_and_well_formed() {
     dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
     let changes = util::changes(&dir.join("b"));
     assert!(!changes.is_empty());
-    let keys: Vec<(String, String)> = changes
+    // The documented order: curation creates and updates, curation deletes, version deletes,
+    // version creates and updates; (kind, key) within each.
+    let phase = |c: &serde_json::Value| {
+        let versioned = c["kind"] == "bi_report" || c["kind"] == "bi_report_column";
+        match (versioned, c["op"] == "delete") {
+            (false, false) => 0,
+            (false, true) => 1,
+            (true, true) => 2,
+            (true, false) => 3,
+        }
+    };
+    let keys: Vec<(u8, String, String)> = changes
         .iter()
         .map(|c| {
             (
+                phase(c),
                 c["kind"].as_str().unwrap().to_string(),
                 c["key"].as_str().expect("key is a string").to_string(),
             )
@@ -134,24 +154,49 @@ fn changes_are_sorted_and_well_formed() {
     for w in keys.windows(2) {
         assert!(
             w[0] < w[1],
-            "changes not sorted by (kind, key): {:?} then {:?}",
+            "changes not in (phase, kind, key) order: {:?} then {:?}",
             w[0],
             w[1]
         );
     }
+    assert!(
+        keys.iter().any(|k| k.0 == 1) && keys.iter().any(|k| k.0 == 3),
+        "the sample has curation deletes and re-keys: {keys:?}"
+    );
     for c in &changes {
         match c["op"].as_str() {
-            Some("put") => assert!(c["record"].is_object(), "put without a record: {c}"),
+            Some("create") => {
+                assert!(c["record"].is_object(), "create without a record: {c}");
+                assert!(c.get("prior").is_none(), "create with a prior: {c}");
+            }
+            Some("update") => {
+                assert!(c["prior"].is_object(), "update without a prior: {c}");
+                assert!(c.get("record").is_none(), "update with a whole record: {c}");
+                let set = c["set"].as_object().expect("set is an object");
+                for (k, v) in set {
+                    assert_ne!(
+                        &c["prior"][k], v,
+                        "set holds a field that does not change: {c}"
+                    );
+                }
+                for k in c["unset"].as_array().into_iter().flatten() {
+                    assert!(
+                        c["prior"].get(k.as_str().unwrap()).is_some(),
+                        "unset of an absent field: {c}"
+                    );
+                }
+                assert_ne!(
+                    c["prior"],
+                    util::after(c),
+                    "an update that changes nothing: {c}"
+                );
+            }
             Some("delete") => {
                 assert!(c["prior"].is_object(), "delete without a prior: {c}");
-                assert!(c["record"].is_null(), "delete with a record: {c}");
+                assert!(c.get("record").is_none(), "delete with a record: {c}");
             }
             _ => panic!("bad op: {c}"),
         }
-        assert_ne!(
-            c["prior"], c["record"],
-            "a change that changes nothing: {c}"
-        );
     }
     let idmap = util::values(&dir.join("b/idmap.ndjson.zst"));
     assert_eq!(idmap.len(), 3, "{idmap:?}");
@@ -215,14 +260,12 @@ fn inspect_json_counts_the_changes() {
     let changes = util::changes(&dir.join("b"));
     let j = dir.run(["inspect", "--json", "b"]).ok().json();
     assert_eq!(j["manifest"], util::manifest(&dir.join("b")));
-    assert_eq!(j["report"], util::report(&dir.join("b")));
+    let small: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("b/report.json")).unwrap()).unwrap();
+    assert_eq!(j["report"], small);
     let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for c in &changes {
-        let op = match (c["op"].as_str(), c["prior"].is_null()) {
-            (Some("delete"), _) => "delete",
-            (_, true) => "create",
-            _ => "update",
-        };
+        let op = c["op"].as_str().unwrap();
         *expected
             .entry(c["kind"].as_str().unwrap().into())
             .or_default()
@@ -245,7 +288,7 @@ fn verify_json_lists_no_failures_for_a_fresh_bundle() {
         .ok()
         .json();
     assert_eq!(v["failures"], serde_json::json!([]), "{v}");
-    assert_eq!(v["files"], 4, "{v}");
+    assert_eq!(v["files"], 9, "{v}");
     assert!(v["curation_items"].as_u64().unwrap_or(0) > 0, "{v}");
 }
 

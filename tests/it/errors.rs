@@ -90,7 +90,7 @@ fn max_errors_skips_the_bad_line_and_keeps_it_verbatim_in_the_report() {
     assert!(
         changes
             .iter()
-            .any(|c| c["kind"] == "bi_report" && c["record"]["external_id"] == "dashboard/13"),
+            .any(|c| c["kind"] == "bi_report" && util::after(c)["external_id"] == "dashboard/13"),
         "report 102 was not re-keyed: {changes:?}"
     );
 }
@@ -215,18 +215,53 @@ fn verify_against_another_export_fails_with_exit_3() {
         .stderr_has("other.ndjson");
 }
 
-/// Sample 01 with the name of report 101 (whose external_id the bundle re-keys) edited.
+/// Sample 01 with the external_id of report 101 — the field the bundle re-keys — changed
+/// since the export (and its name too, which the bundle does not touch).
 fn edited_target(dir: &Dir) -> PathBuf {
     let text =
         std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
-    assert!(text.contains("\"name\":\"Sales overview\""));
+    let old = "\"external_id\":\"dashboard_12_1700000000\",\"name\":\"Sales overview\"";
+    assert!(text.contains(old));
     dir.write(
         "edited.ndjson",
         text.replace(
-            "\"name\":\"Sales overview\"",
-            "\"name\":\"Sales overview (edited)\"",
+            old,
+            "\"external_id\":\"dashboard_12_1800000000\",\"name\":\"Sales overview (edited)\"",
         ),
     )
+}
+
+/// Guards by field (SPEC §7): a field the update does not touch may have changed since the
+/// export; the update applies and the edit is kept.
+#[test]
+fn restore_keeps_an_edit_of_a_field_the_bundle_does_not_touch() {
+    let (dir, _export, bundle) = migrated("10-collapse-versions");
+    let text = std::fs::read_to_string(util::sample("10-collapse-versions").join("export.ndjson"))
+        .unwrap();
+    let target = dir.write(
+        "renamed.ndjson",
+        text.replace(
+            "\"name\":\"Sales v3\"",
+            "\"name\":\"renamed after the export\"",
+        ),
+    );
+    let out = dir.join("out.ndjson");
+    util::restore(dir.path(), &bundle, &target, &out, &[]).ok();
+    let survivor = util::values(&out)
+        .into_iter()
+        .find(|r| r["kind"] == "bi_report" && r["oid"] == 103)
+        .expect("the survivor in the restored export");
+    assert_eq!(survivor["external_id"], "dashboard/12");
+    assert_eq!(survivor["name"], "renamed after the export");
+    // And back: the rollback restores the legacy id and keeps the rename too.
+    let back = dir.join("back.ndjson");
+    util::rollback(dir.path(), &bundle, &out, &back, &[]).ok();
+    let r = util::values(&back)
+        .into_iter()
+        .find(|r| r["kind"] == "bi_report" && r["oid"] == 103)
+        .unwrap();
+    assert_eq!(r["external_id"], "dashboard_12_1700000000");
+    assert_eq!(r["name"], "renamed after the export");
 }
 
 #[test]
@@ -240,7 +275,7 @@ fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
         .stderr_has("bi_report")
         .stderr_has("\"101\"")
         // The edit itself, not two truncated records.
-        .stderr_has("name: expected \"Sales overview\", found \"Sales overview (edited)\"");
+        .stderr_has("external_id: expected \"dashboard_12_1700000000\" (or \"dashboard/12\"), found \"dashboard_12_1800000000\"");
     assert!(!out.exists(), "a conflicting restore wrote its output");
     assert_eq!(
         dir.names(),
@@ -265,7 +300,10 @@ fn restore_conflicts_are_listed_in_full_with_json() {
     assert_eq!(conflicts.len(), 1, "{summary}");
     assert_eq!(conflicts[0]["kind"], "bi_report");
     assert_eq!(conflicts[0]["key"], "101");
-    assert_eq!(conflicts[0]["found"]["name"], "Sales overview (edited)");
+    assert_eq!(
+        conflicts[0]["found"]["external_id"],
+        "dashboard_12_1800000000"
+    );
 }
 
 #[test]
@@ -282,6 +320,10 @@ fn restore_with_force_applies_over_conflicts() {
         .find(|r| r["kind"] == "bi_report" && r["oid"] == 101)
         .expect("report 101 in the restored export");
     assert_eq!(report["external_id"], "dashboard/12");
+    assert_eq!(
+        report["name"], "Sales overview (edited)",
+        "--force overwrites only the fields the change sets"
+    );
 }
 
 #[test]
@@ -471,13 +513,15 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
     }
     let packed = util::compress(text.as_bytes());
     std::fs::write(bundle.join("changes.ndjson.zst"), &packed).unwrap();
-    let puts = changes.iter().filter(|c| c["op"] == "put").count();
+    let count = |op: &str| changes.iter().filter(|c| c["op"] == op).count();
     // The manifest's counts are checked against the report's, so the report agrees too.
-    let mut report = util::report(bundle);
-    report["counts"]["changes_put"] = puts.into();
-    report["counts"]["changes_delete"] = (changes.len() - puts).into();
+    let rpath = bundle.join("report.json");
+    let mut report: Value = serde_json::from_slice(&std::fs::read(&rpath).unwrap()).unwrap();
+    for op in ["create", "update", "delete"] {
+        report["counts"][format!("changes_{op}")] = count(op).into();
+    }
     let report = serde_json::to_vec(&report).unwrap();
-    std::fs::write(bundle.join("report.json"), &report).unwrap();
+    std::fs::write(&rpath, &report).unwrap();
     let mpath = bundle.join("manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
     for f in m["files"].as_array_mut().unwrap() {
@@ -490,8 +534,9 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
         }
     }
     m["counts"]["changes"] = changes.len().into();
-    m["counts"]["put"] = puts.into();
-    m["counts"]["delete"] = (changes.len() - puts).into();
+    for op in ["create", "update", "delete"] {
+        m["counts"][op] = count(op).into();
+    }
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
@@ -501,8 +546,9 @@ fn verify_catches_a_curation_item_the_change_set_loses() {
     let mut changes = util::changes(&bundle);
     let before = changes.len();
     // The tag `pii` of the retired versions moves to the survivor 103; drop that put.
-    changes
-        .retain(|c| !(c["kind"] == "tag" && c["op"] == "put" && c["key"] == "bi_report:103:pii"));
+    changes.retain(|c| {
+        !(c["kind"] == "tag" && c["op"] == "create" && c["key"] == "bi_report:103:pii")
+    });
     assert_eq!(
         changes.len(),
         before - 1,
@@ -522,9 +568,12 @@ fn manifest_of_another_version_is_refused() {
     let (dir, export, bundle) = migrated("10-collapse-versions");
     let mpath = bundle.join("manifest.json");
     let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m["version"] = 2.into();
+    m["version"] = 1.into();
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    assert_bundle_refused(&dir, &export, &bundle, "version");
+    assert_bundle_refused(&dir, &export, &bundle, "version 1");
+    dir.run(["inspect", &arg(&bundle)])
+        .code(1)
+        .stderr_has("migrate the export again");
 }
 
 #[test]
@@ -588,5 +637,5 @@ fn a_duplicate_report_line_skipped_under_max_errors_leaves_the_first_one() {
         .into_iter()
         .find(|c| c["kind"] == "bi_report" && c["key"] == "101")
         .expect("report 101 is re-keyed");
-    assert_eq!(put["record"]["external_id"], "dashboard/12");
+    assert_eq!(util::after(&put)["external_id"], "dashboard/12");
 }

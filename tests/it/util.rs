@@ -344,11 +344,47 @@ pub fn changes(bundle: &Path) -> Vec<Value> {
     values(&bundle.join("changes.ndjson.zst"))
 }
 
-/// The report of a bundle (`report.json`), parsed.
+/// The record a change leaves (SPEC §6): a create's `record`, an update's `prior` with `set`
+/// and `unset` applied, null for a delete.
+pub fn after(c: &Value) -> Value {
+    match c["op"].as_str() {
+        Some("create") => c["record"].clone(),
+        Some("update") => {
+            let mut r = c["prior"]
+                .as_object()
+                .expect("an update has a prior")
+                .clone();
+            for (k, v) in c["set"].as_object().into_iter().flatten() {
+                r.insert(k.clone(), v.clone());
+            }
+            for k in c["unset"].as_array().into_iter().flatten() {
+                r.shift_remove(k.as_str().unwrap_or(""));
+            }
+            Value::Object(r)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The report of a bundle: `report.json` with its long lists read back from their parts
+/// (`groups`, `conflicts`, `unresolved`, `warnings` as strings, `skipped_lines`), parsed.
 pub fn report(bundle: &Path) -> Value {
     let p = bundle.join("report.json");
     let text = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: not JSON ({e})", p.display()))
+    let mut r: Value =
+        serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: not JSON ({e})", p.display()));
+    let part = |name: &str| Value::Array(values(&bundle.join(name)));
+    r["groups"] = part("groups.ndjson.zst");
+    r["conflicts"] = part("conflicts.ndjson.zst");
+    r["unresolved"] = part("unresolved.ndjson.zst");
+    r["warnings"] = Value::Array(
+        values(&bundle.join("warnings.ndjson.zst"))
+            .into_iter()
+            .map(|w| w["warning"].clone())
+            .collect(),
+    );
+    r["skipped_lines"] = part("skipped.ndjson.zst");
+    r
 }
 
 /// The manifest of a bundle (`manifest.json`), parsed.

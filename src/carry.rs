@@ -1,0 +1,404 @@
+//! What the target holds that the bundle does not know (SPEC §7). Curators keep working between
+//! the export and the restore: a record made since the export that refers to a version the
+//! bundle retires — by its `subject`, by an OBJECT_SET member, or by a mention — would be left
+//! pointing at nothing, and a report or column version extracted since the export means the
+//! bundle is stale. Restore finds both ([`Retired::references`], [`Retired::is_stale`]) for the
+//! file and the database targets alike; with `--carry-new` the curation follows SPEC §4–§5
+//! instead ([`carry`]), merged onto the survivor under the same rules as the migration's.
+
+use crate::bundle::{self, Bundle};
+use crate::groups::{COLUMN, REPORT};
+use crate::merge::{self, Item};
+use crate::record::{Kind, Record, Subject};
+use crate::refs::{self, Fields, RefMap};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+/// What a bundle retires and knows, read from its id map and its unresolved reports.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// Retired version → its survivor, per otype.
+    pub refs: RefMap,
+    /// (column?, oid, rank in its group), sorted: the version order of §3 for merging.
+    ranks: Vec<(bool, i64, u32)>,
+    /// The migrated servers.
+    servers: Vec<i64>,
+    /// Every report and column oid the bundle knows (column?, oid), sorted.
+    known: Vec<(bool, i64)>,
+    /// Hashes of (server, legacy external id) of the reports the bundle re-keys or retires.
+    legacy: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct IdMapRow {
+    server_id: i64,
+    otype: String,
+    oid: i64,
+    legacy_external_id: String,
+    stable_external_id: String,
+    survivor_oid: i64,
+    action: String,
+}
+
+#[derive(Deserialize)]
+struct UnresolvedRow {
+    oid: i64,
+}
+
+impl Retired {
+    /// Reads what `bundle` retires and knows.
+    pub fn load(b: &Bundle) -> Result<Retired> {
+        let mut r = Retired {
+            servers: serde_json::from_value(b.manifest.options["servers"].clone())
+                .unwrap_or_default(),
+            ..Retired::default()
+        };
+        // Lines of a group come together, in version order (survivor first).
+        let mut group: Option<(i64, bool, String)> = None;
+        let mut rank = 0u32;
+        b.for_each_item(bundle::IDMAP, |row: IdMapRow| {
+            let column = row.otype == COLUMN;
+            let g = (row.server_id, column, row.stable_external_id.clone());
+            if group.as_ref() != Some(&g) {
+                group = Some(g);
+                rank = 0;
+            }
+            r.known.push((column, row.oid));
+            if row.action == "retire" {
+                rank += 1;
+                r.refs.insert(&row.otype, row.oid, row.survivor_oid);
+                r.ranks.push((column, row.oid, rank));
+            }
+            if !column && row.action != "keep" {
+                r.legacy.push(crate::groups::external_hash(
+                    row.server_id,
+                    &row.legacy_external_id,
+                ));
+            }
+            Ok(())
+        })?;
+        b.for_each_item(bundle::UNRESOLVED, |u: UnresolvedRow| {
+            r.known.push((false, u.oid));
+            Ok(())
+        })?;
+        r.refs.finish();
+        r.ranks.sort_unstable();
+        r.known.sort_unstable();
+        r.legacy.sort_unstable();
+        Ok(r)
+    }
+
+    /// True when the bundle retires nothing and migrates no server: nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty() && self.servers.is_empty()
+    }
+
+    /// The survivor of a retired version.
+    pub fn survivor(&self, otype: &str, oid: i64) -> Option<i64> {
+        self.refs.get(otype, oid)
+    }
+
+    fn rank(&self, otype: &str, oid: i64) -> u32 {
+        let column = otype == COLUMN;
+        self.ranks
+            .binary_search_by_key(&(column, oid), |(c, o, _)| (*c, *o))
+            .map_or(1, |i| self.ranks[i].2)
+    }
+
+    /// The retired versions a record refers to: by its subject, an OBJECT_SET member or a
+    /// mention in rich text (SPEC §5). With `fields`, a field value is read by its field's type
+    /// as the migration reads it (TEXT and undefined fields hold no reference); without, every
+    /// value is looked at, to find the candidates before the definitions are known.
+    pub fn references(&self, rec: &Record, fields: Option<&Fields>) -> Vec<Subject> {
+        let mut out: Vec<Subject> = Vec::new();
+        let mut add = |otype: &str, oid: i64| {
+            if self.refs.get(otype, oid).is_some() {
+                let s = Subject {
+                    otype: otype.to_string(),
+                    oid,
+                };
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        };
+        if let Some(s) = rec.subject() {
+            add(&s.otype, s.oid);
+        }
+        let mut text = |v: &Value| {
+            if let Value::String(s) = v {
+                for m in crate::mentions::find(s) {
+                    add(&m.otype, m.oid);
+                }
+            }
+        };
+        match rec.kind {
+            Kind::FieldValue => {
+                let ty = fields.map(|f| {
+                    rec.int("field_id")
+                        .and_then(|id| f.get(id))
+                        .map(|d| d.field_type)
+                        .unwrap_or_default()
+                });
+                match (ty.as_deref(), rec.obj.get("value")) {
+                    (None | Some("OBJECT_SET"), Some(Value::Array(items))) => {
+                        for s in items.iter().filter_map(Subject::from_value) {
+                            add(&s.otype, s.oid);
+                        }
+                    }
+                    (None | Some("RICH_TEXT"), Some(v)) => text(v),
+                    _ => {}
+                }
+            }
+            Kind::Article => rec.obj.get("body").into_iter().for_each(text),
+            Kind::TrustFlag => rec.obj.get("reason").into_iter().for_each(text),
+            Kind::Conversation => {
+                if let Some(Value::Array(posts)) = rec.obj.get("posts") {
+                    for p in posts {
+                        p.get("text").into_iter().for_each(&mut text);
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A report or column of a migrated server that the bundle does not know: extracted after
+    /// the export, so the bundle is stale. A column counts when its report is one the bundle
+    /// re-keys or retires (columns of unresolved reports are left as they are).
+    pub fn is_stale(&self, rec: &Record) -> bool {
+        let column = match rec.kind {
+            Kind::BiReport => false,
+            Kind::BiReportColumn => true,
+            _ => return false,
+        };
+        let (Some(server), Some(oid)) = (rec.int("server_id"), rec.int("oid")) else {
+            return false;
+        };
+        if !self.servers.contains(&server) || self.known.binary_search(&(column, oid)).is_ok() {
+            return false;
+        }
+        if !column {
+            return true;
+        }
+        let report = rec.str("report").unwrap_or_default();
+        self.legacy
+            .binary_search(&crate::groups::external_hash(server, report))
+            .is_ok()
+    }
+}
+
+/// Cheap test on a line's bytes: can it refer to a retired version at all? (Every such
+/// reference names the otype `bi_report` or `bi_report_column`.)
+pub fn may_refer(line: &[u8]) -> bool {
+    memchr::memmem::find(line, b"bi_report").is_some()
+}
+
+/// A record made after the export that refers to a retired version, or a version the bundle
+/// does not know.
+#[derive(Debug, Clone, Serialize)]
+pub struct Newer {
+    pub kind: String,
+    pub key: String,
+    /// Line of the target (file targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The retired versions it names (`otype:oid`), empty for a stale version.
+    pub refers_to: Vec<String>,
+    /// A report or column version the bundle does not know.
+    pub stale_version: bool,
+}
+
+impl Newer {
+    /// Describes it for a person.
+    pub fn describe(&self, retired: &Retired) -> String {
+        if self.stale_version {
+            return "a version extracted after the export: the bundle does not know it".into();
+        }
+        let names: Vec<String> = self
+            .refers_to
+            .iter()
+            .map(|s| {
+                let (otype, oid) = s.split_once(':').unwrap_or((s, "0"));
+                let oid: i64 = oid.parse().unwrap_or(0);
+                match retired.survivor(otype, oid) {
+                    Some(sv) => format!("{otype} {oid} (retired; survivor {sv})"),
+                    None => format!("{otype} {oid}"),
+                }
+            })
+            .collect();
+        format!(
+            "made after the export, refers to {} that the bundle retires",
+            names.join(", ")
+        )
+    }
+}
+
+/// Looks at one record of the target that no change covers (`fields`: see
+/// [`Retired::references`]).
+pub fn check(
+    retired: &Retired,
+    rec: &Record,
+    fields: Option<&Fields>,
+    line: Option<u64>,
+) -> Option<Newer> {
+    let stale = retired.is_stale(rec);
+    let refs = if stale {
+        Vec::new()
+    } else {
+        retired.references(rec, fields)
+    };
+    (stale || !refs.is_empty()).then(|| Newer {
+        kind: rec.kind_name().to_string(),
+        key: rec.key(),
+        line,
+        refers_to: refs
+            .iter()
+            .map(|s| format!("{}:{}", s.otype, s.oid))
+            .collect(),
+        stale_version: stale,
+    })
+}
+
+/// What carrying the newer curation gave.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// Change lines (SPEC §6) against the target as the bundle left it.
+    pub changes: Vec<Vec<u8>>,
+    /// Conflicts of the merge (the winner kept, the loser listed), as in the migration's report.
+    pub conflicts: Vec<merge::Conflict>,
+    /// Newer records carried, by kind.
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// The survivors whose curation [`carry`] needs, for these newer records (their subject's
+/// survivor).
+pub fn survivors_of(retired: &Retired, newer: &[Record]) -> Vec<Subject> {
+    let mut out: Vec<Subject> = newer
+        .iter()
+        .filter_map(|r| {
+            let s = r.subject()?;
+            Some(Subject {
+                oid: retired.survivor(&s.otype, s.oid)?,
+                otype: s.otype,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.otype, a.oid).cmp(&(&b.otype, b.oid)));
+    out.dedup();
+    out
+}
+
+/// Carries `newer` (records made after the export that refer to retired versions) under SPEC
+/// §4–§5: a subject moves to the survivor and merges there with `current` (the survivors'
+/// curation as the target holds it after the bundle); references are repaired.
+pub fn carry(
+    retired: &Retired,
+    fields: &Fields,
+    newer: Vec<(u64, Record)>,
+    current: Vec<(u64, Record)>,
+) -> Result<Carried> {
+    let mut out = Carried::default();
+    let mut by_survivor: BTreeMap<(String, i64), Vec<Item>> = BTreeMap::new();
+    for (line, rec) in current {
+        let Some(s) = rec.subject() else { continue };
+        let mut after = rec.clone();
+        refs::repair(&mut after, fields, &retired.refs);
+        by_survivor.entry((s.otype, s.oid)).or_default().push(Item {
+            rank: 0,
+            line,
+            before: rec,
+            after,
+        });
+    }
+    for (line, rec) in newer {
+        *out.by_kind.entry(rec.kind_name().to_string()).or_default() += 1;
+        let mut after = rec.clone();
+        refs::repair(&mut after, fields, &retired.refs);
+        let moved = rec.subject().and_then(|s| {
+            let sv = retired.survivor(&s.otype, s.oid)?;
+            Some((s, sv))
+        });
+        match moved {
+            Some((s, sv)) => {
+                let rank = retired.rank(&s.otype, s.oid) as usize;
+                by_survivor.entry((s.otype, sv)).or_default().push(Item {
+                    rank,
+                    line,
+                    before: rec,
+                    after,
+                });
+            }
+            None => {
+                // Only references to repair: the record stays where it is.
+                let prior = serde_json::to_vec(&rec.obj)?;
+                let record = serde_json::to_vec(&after.obj)?;
+                if let Some((_, l)) = crate::changeset::encode(
+                    rec.kind_name(),
+                    &rec.key(),
+                    Some(&prior),
+                    Some(&record),
+                )? {
+                    out.changes.push(l);
+                }
+            }
+        }
+    }
+    for ((otype, oid), items) in by_survivor {
+        if items.iter().all(|i| i.rank == 0) {
+            continue;
+        }
+        let survivor = Subject { otype, oid };
+        let mut before: HashMap<(String, String), Vec<u8>> = HashMap::new();
+        for i in &items {
+            before.insert(
+                (i.before.kind_name().to_string(), i.before.key()),
+                serde_json::to_vec(&i.before.obj)?,
+            );
+        }
+        let merged = merge::merge_group(&survivor, items, fields);
+        out.conflicts.extend(merged.conflicts);
+        let mut changes = Vec::new();
+        for a in merged.records {
+            let key = (a.kind_name().to_string(), a.key());
+            let prior = before.remove(&key);
+            let record = serde_json::to_vec(&a.obj)?;
+            if let Some((_, l)) =
+                crate::changeset::encode(&key.0, &key.1, prior.as_deref(), Some(&record))?
+            {
+                changes.push(l);
+            }
+        }
+        let mut gone: Vec<_> = before.into_iter().collect();
+        gone.sort();
+        for ((kind, key), prior) in gone {
+            if let Some((_, l)) = crate::changeset::encode(&kind, &key, Some(&prior), None)? {
+                changes.push(l);
+            }
+        }
+        out.changes.extend(changes);
+    }
+    Ok(out)
+}
+
+/// The other kinds whose records a survivor's merge looks at.
+pub fn is_curation(kind: Kind) -> bool {
+    !matches!(
+        kind,
+        Kind::Header
+            | Kind::BiServer
+            | Kind::BiFolder
+            | Kind::BiReport
+            | Kind::BiReportColumn
+            | Kind::CustomField
+            | Kind::Article
+    )
+}
+
+/// A retired-or-not test for a subject pointing at a report or column.
+pub fn is_versioned(otype: &str) -> bool {
+    otype == REPORT || otype == COLUMN
+}

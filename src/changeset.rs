@@ -1,0 +1,740 @@
+//! The change set (SPEC §6–§7), one engine for every reader: a change line is read here, turned
+//! into (before, after) here, and judged applied / already applied / conflict here — for a
+//! restore onto a file, onto the database, and for verify's rehearsal alike.
+//!
+//! Format version 2: `create` (the record), `update` (the whole `prior`, and only the top-level
+//! fields that change: `set`, `unset`) and `delete` (the whole `prior`).
+//!
+//! **Order of the change lines** (deterministic, chosen so that a restore committed in batches
+//! never leaves curation on neither version nor a unique key taken twice between two batches):
+//! 1. creates and updates of every kind but reports and columns (curation arrives on the
+//!    survivor, references are repaired),
+//! 2. deletes of every kind but reports and columns (curation leaves the retired versions),
+//! 3. deletes of reports and columns (the retired versions leave),
+//! 4. creates and updates of reports and columns (survivors take their stable ids, which the
+//!    retired versions no longer hold);
+//!
+//! and within each phase by (kind, key). A rollback reads them in the reverse order.
+
+use crate::groups::{COLUMN, REPORT};
+use anyhow::{bail, Context, Result};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// What a change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Op {
+    /// The word of the change line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// The phase of a change in the change file (see the module's doc): the first byte of its
+/// sort key.
+pub fn phase(op: Op, kind: &str) -> u8 {
+    let versioned = kind == REPORT || kind == COLUMN;
+    match (versioned, op) {
+        (false, Op::Create | Op::Update) => 0,
+        (false, Op::Delete) => 1,
+        (true, Op::Delete) => 2,
+        (true, Op::Create | Op::Update) => 3,
+    }
+}
+
+/// One change, its records as the raw JSON the bundle holds (so that a record is written back
+/// byte for byte, never re-serialised).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub op: Op,
+    pub kind: String,
+    pub key: String,
+    /// The record before (update, delete).
+    pub prior: Option<Box<RawValue>>,
+    /// The record a create makes.
+    pub record: Option<Box<RawValue>>,
+    /// The fields an update sets, in order, with their new values.
+    pub set: Vec<(String, Box<RawValue>)>,
+    /// The fields an update removes.
+    pub unset: Vec<String>,
+    /// The whole record after an update, byte for byte, when it is known exactly (the inverse
+    /// of an update knows the export's own bytes): written when the target holds exactly `prior`.
+    pub exact_after: Option<Box<RawValue>>,
+}
+
+/// A change line as it is on disk.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    op: Op,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(default)]
+    prior: Option<Box<RawValue>>,
+    #[serde(default)]
+    record: Option<Box<RawValue>>,
+    #[serde(default)]
+    set: Option<Box<RawValue>>,
+    #[serde(default)]
+    unset: Vec<String>,
+}
+
+/// The head of a change line: enough to find it.
+#[derive(Deserialize)]
+pub struct Head<'a> {
+    pub op: Op,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub key: Cow<'a, str>,
+}
+
+impl Head<'_> {
+    /// Reads the head of a change line.
+    pub fn parse(line: &[u8]) -> Result<Head<'_>> {
+        serde_json::from_slice(line).context("not a change line")
+    }
+}
+
+/// Whether a record the target holds lets a change apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The target holds what the change expects: apply.
+    Apply,
+    /// The target already holds the result: skip.
+    Already,
+    /// The target holds something else.
+    Conflict,
+}
+
+impl Change {
+    /// Reads a change line.
+    pub fn parse(line: &[u8]) -> Result<Change> {
+        let w: Wire = serde_json::from_slice(line).context("not a valid change line")?;
+        let set = match &w.set {
+            Some(s) => RawRecord::parse(s.get().as_bytes())
+                .context("`set` is not an object")?
+                .fields
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.to_owned()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let need = |what: &str, v: &Option<Box<RawValue>>| {
+            if v.as_ref().is_none_or(|r| !r.get().starts_with('{')) {
+                bail!("a {} change needs `{what}` as an object", w.op.name());
+            }
+            Ok(())
+        };
+        match w.op {
+            Op::Create => need("record", &w.record)?,
+            Op::Update => {
+                need("prior", &w.prior)?;
+                if w.set.is_none() && w.unset.is_empty() {
+                    bail!("an update with neither `set` nor `unset`");
+                }
+            }
+            Op::Delete => need("prior", &w.prior)?,
+        }
+        Ok(Change {
+            op: w.op,
+            kind: w.kind.into_owned(),
+            key: w.key.into_owned(),
+            prior: w.prior,
+            record: w.record,
+            set,
+            unset: w.unset,
+            exact_after: None,
+        })
+    }
+
+    /// The change line (SPEC §6).
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(b"{\"op\":\"");
+        line.extend_from_slice(self.op.name().as_bytes());
+        line.extend_from_slice(b"\",\"kind\":");
+        line.extend_from_slice(json_string(&self.kind).as_bytes());
+        line.extend_from_slice(b",\"key\":");
+        line.extend_from_slice(json_string(&self.key).as_bytes());
+        if let Some(p) = &self.prior {
+            line.extend_from_slice(b",\"prior\":");
+            line.extend_from_slice(p.get().as_bytes());
+        }
+        if let Some(r) = &self.record {
+            line.extend_from_slice(b",\"record\":");
+            line.extend_from_slice(r.get().as_bytes());
+        }
+        if self.op == Op::Update {
+            line.extend_from_slice(b",\"set\":");
+            let fields: Vec<(&str, &RawValue)> =
+                self.set.iter().map(|(k, v)| (k.as_str(), &**v)).collect();
+            write_object(&mut line, &fields);
+            if !self.unset.is_empty() {
+                line.extend_from_slice(b",\"unset\":");
+                line.extend_from_slice(
+                    serde_json::to_string(&self.unset)
+                        .expect("strings serialise")
+                        .as_bytes(),
+                );
+            }
+        }
+        line.push(b'}');
+        line
+    }
+
+    /// The record before the change (None: absent).
+    pub fn before(&self) -> Option<&RawValue> {
+        self.prior.as_deref()
+    }
+
+    /// The record after the change (None: absent), applied to `prior` for an update.
+    pub fn after(&self) -> Option<Box<RawValue>> {
+        match self.op {
+            Op::Create => self.record.clone(),
+            Op::Delete => None,
+            Op::Update => Some(match &self.exact_after {
+                Some(e) => e.clone(),
+                None => {
+                    let prior = self.prior.as_ref().expect("an update has a prior");
+                    let rec = RawRecord::parse(prior.get().as_bytes())
+                        .expect("a change's prior is an object");
+                    raw(self.apply_fields(&rec))
+                }
+            }),
+        }
+    }
+
+    /// The change that undoes this one: before and after swap.
+    pub fn inverse(&self) -> Change {
+        let base = |op, prior, record| Change {
+            op,
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+            prior,
+            record,
+            set: Vec::new(),
+            unset: Vec::new(),
+            exact_after: None,
+        };
+        match self.op {
+            Op::Create => base(Op::Delete, self.record.clone(), None),
+            Op::Delete => base(Op::Create, None, self.prior.clone()),
+            Op::Update => {
+                let prior = self.prior.as_ref().expect("an update has a prior");
+                let before = RawRecord::parse(prior.get().as_bytes())
+                    .expect("a change's prior is an object");
+                let mut c = base(Op::Update, self.after(), None);
+                for name in self.set.iter().map(|(k, _)| k).chain(&self.unset) {
+                    match before.get(name) {
+                        Some(v) => c.set.push((name.clone(), v.to_owned())),
+                        None => c.unset.push(name.clone()),
+                    }
+                }
+                c.exact_after = Some(prior.clone());
+                c
+            }
+        }
+    }
+
+    /// The guard of SPEC §7 against the record the target holds (None: absent). An update is
+    /// judged on the fields it sets or unsets, one by one; other fields may have changed.
+    pub fn judge(&self, current: Option<&RawRecord>) -> Step {
+        match (self.op, current) {
+            (Op::Create, None) => Step::Apply,
+            (Op::Create, Some(c)) => {
+                if c.equals(self.record.as_deref().expect("a create has a record")) {
+                    Step::Already
+                } else {
+                    Step::Conflict
+                }
+            }
+            (Op::Delete, None) => Step::Already,
+            (Op::Delete, Some(c)) => {
+                if c.equals(self.prior.as_deref().expect("a delete has a prior")) {
+                    Step::Apply
+                } else {
+                    Step::Conflict
+                }
+            }
+            (Op::Update, None) => Step::Conflict,
+            (Op::Update, Some(c)) => {
+                let prior = self.prior_fields();
+                let mut done = true;
+                for (name, new) in &self.set {
+                    let now = c.get(name);
+                    if now.is_some_and(|v| raw_eq(v, new)) {
+                        continue;
+                    }
+                    done = false;
+                    if !opt_eq(now, prior.get(name)) {
+                        return Step::Conflict;
+                    }
+                }
+                for name in &self.unset {
+                    let Some(now) = c.get(name) else { continue };
+                    done = false;
+                    if !prior.get(name).is_some_and(|p| raw_eq(now, p)) {
+                        return Step::Conflict;
+                    }
+                }
+                if done {
+                    Step::Already
+                } else {
+                    Step::Apply
+                }
+            }
+        }
+    }
+
+    /// The record to write when the change is applied (or forced) onto `current`; None
+    /// removes it. An update keeps every field it does not touch as the target has it.
+    pub fn result(&self, current: Option<&RawRecord>) -> Option<Vec<u8>> {
+        match self.op {
+            Op::Create => self.record.as_ref().map(|r| r.get().as_bytes().to_vec()),
+            Op::Delete => None,
+            Op::Update => {
+                let prior = self.prior.as_ref().expect("an update has a prior");
+                if let Some(exact) = &self.exact_after {
+                    if current.is_none_or(|c| c.equals(prior)) {
+                        return Some(exact.get().as_bytes().to_vec());
+                    }
+                }
+                match current {
+                    Some(c) => Some(self.apply_fields(c)),
+                    None => Some(
+                        self.apply_fields(
+                            &RawRecord::parse(prior.get().as_bytes())
+                                .expect("a change's prior is an object"),
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// What the target holds that the change did not expect, field by field, for a person.
+    pub fn explain(&self, current: Option<&RawRecord>) -> String {
+        let show = |v: Option<&RawValue>| match v {
+            None => "absent".to_string(),
+            Some(v) => serde_json::from_str::<Value>(v.get())
+                .map(|v| crate::record::short(&v))
+                .unwrap_or_else(|_| v.get().to_string()),
+        };
+        match (self.op, current) {
+            (Op::Create, Some(c)) => {
+                let rec = RawRecord::parse(self.record.as_ref().expect("record").get().as_bytes())
+                    .expect("a change's record is an object");
+                format!("exists already, differently: {}", differences(&rec, c))
+            }
+            (Op::Delete, Some(c)) => {
+                let prior = self.prior_fields();
+                format!("changed since the export: {}", differences(&prior, c))
+            }
+            (Op::Update, None) | (Op::Delete, None) => "the record is absent".into(),
+            (Op::Update, Some(c)) => {
+                let prior = self.prior_fields();
+                let mut out = Vec::new();
+                for (name, new) in &self.set {
+                    let (now, was) = (c.get(name), prior.get(name));
+                    if !now.is_some_and(|v| raw_eq(v, new)) && !opt_eq(now, was) {
+                        out.push(format!(
+                            "{name}: expected {} (or {}), found {}",
+                            show(was),
+                            show(Some(new)),
+                            show(now)
+                        ));
+                    }
+                }
+                for name in &self.unset {
+                    let (now, was) = (c.get(name), prior.get(name));
+                    if now.is_some() && !opt_eq(now, was) {
+                        out.push(format!(
+                            "{name}: expected {} (or absent), found {}",
+                            show(was),
+                            show(now)
+                        ));
+                    }
+                }
+                out.join("; ")
+            }
+            (Op::Create, None) => String::new(),
+        }
+    }
+
+    fn prior_fields(&self) -> RawRecord<'_> {
+        RawRecord::parse(
+            self.prior
+                .as_ref()
+                .expect("an update or delete has a prior")
+                .get()
+                .as_bytes(),
+        )
+        .expect("a change's prior is an object")
+    }
+
+    /// `base` with the update's fields set and unset: fields in place, new ones last.
+    fn apply_fields(&self, base: &RawRecord) -> Vec<u8> {
+        let mut fields: Vec<(&str, &RawValue)> = Vec::with_capacity(base.fields.len() + 2);
+        for (name, v) in &base.fields {
+            if self.unset.iter().any(|u| u == name) {
+                continue;
+            }
+            let new = self.set.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
+            fields.push((name, new.unwrap_or(v)));
+        }
+        for (name, v) in &self.set {
+            if base.get(name).is_none() {
+                fields.push((name, v));
+            }
+        }
+        let mut out = Vec::with_capacity(base.bytes.len() + 64);
+        write_object(&mut out, &fields);
+        out
+    }
+}
+
+/// The update that turns `prior` into `record` (both objects' raw bytes), or None when they
+/// hold the same fields with equal values: the `set` and `unset` of SPEC §6.
+pub fn update_fields(prior: &[u8], record: &[u8]) -> Result<Option<UpdateFields>> {
+    let p = RawRecord::parse(prior)?;
+    let r = RawRecord::parse(record)?;
+    let mut set = Vec::new();
+    for (name, v) in &r.fields {
+        if !p.get(name).is_some_and(|old| raw_eq(old, v)) {
+            set.push((name.to_string(), v.get().to_string()));
+        }
+    }
+    let unset: Vec<String> = p
+        .fields
+        .iter()
+        .filter(|(name, _)| r.get(name).is_none())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    Ok((!set.is_empty() || !unset.is_empty()).then_some(UpdateFields { set, unset }))
+}
+
+/// The fields an update sets (raw JSON values) and unsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateFields {
+    pub set: Vec<(String, String)>,
+    pub unset: Vec<String>,
+}
+
+/// A change line built from raw records (the migration's encoder): `prior` None creates,
+/// `record` None deletes, both present updates (or nothing, when they are equal).
+pub fn encode(
+    kind: &str,
+    key: &str,
+    prior: Option<&[u8]>,
+    record: Option<&[u8]>,
+) -> Result<Option<(Op, Vec<u8>)>> {
+    let trim = |b: &[u8]| -> Box<RawValue> {
+        RawValue::from_string(String::from_utf8_lossy(b.trim_ascii()).into_owned())
+            .expect("a record is valid JSON")
+    };
+    let mut c = Change {
+        op: Op::Create,
+        kind: kind.into(),
+        key: key.into(),
+        prior: None,
+        record: None,
+        set: Vec::new(),
+        unset: Vec::new(),
+        exact_after: None,
+    };
+    match (prior, record) {
+        (None, Some(r)) => c.record = Some(trim(r)),
+        (Some(p), None) => {
+            c.op = Op::Delete;
+            c.prior = Some(trim(p));
+        }
+        (Some(p), Some(r)) => {
+            let Some(u) = update_fields(p, r)? else {
+                return Ok(None);
+            };
+            c.op = Op::Update;
+            c.prior = Some(trim(p));
+            c.set = u
+                .set
+                .into_iter()
+                .map(|(k, v)| (k, RawValue::from_string(v).expect("valid JSON")))
+                .collect();
+            c.unset = u.unset;
+        }
+        (None, None) => bail!("{kind} {key:?}: a change with neither prior nor record"),
+    }
+    Ok(Some((c.op, c.to_line())))
+}
+
+/// A record as raw JSON: its top-level fields in order, each value's bytes as written.
+#[derive(Debug)]
+pub struct RawRecord<'a> {
+    pub bytes: &'a [u8],
+    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> RawRecord<'a> {
+    /// Reads a JSON object's top-level fields without parsing their values.
+    pub fn parse(bytes: &'a [u8]) -> Result<RawRecord<'a>> {
+        let Fields(fields) = serde_json::from_slice(bytes).context("not a JSON object")?;
+        Ok(RawRecord { bytes, fields })
+    }
+
+    /// A field's raw value.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// True when the record holds exactly the fields of `other` (raw JSON of an object) with
+    /// equal values, in any order.
+    pub fn equals(&self, other: &RawValue) -> bool {
+        if self.bytes.trim_ascii() == other.get().as_bytes() {
+            return true;
+        }
+        let Ok(o) = RawRecord::parse(other.get().as_bytes()) else {
+            return false;
+        };
+        o.fields.len() == self.fields.len()
+            && o.fields
+                .iter()
+                .all(|(k, v)| self.get(k).is_some_and(|mine| raw_eq(mine, v)))
+    }
+
+    /// The record as a JSON map.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_slice(self.bytes).unwrap_or_default()
+    }
+}
+
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    // A repeated name: the last one counts, as serde_json's own maps do.
+                    out.retain(|(name, _): &(Cow<str>, &RawValue)| name != &k);
+                    out.push((k, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Two raw JSON values are equal: the same bytes, or the same value once parsed.
+pub fn raw_eq(a: &RawValue, b: &RawValue) -> bool {
+    a.get() == b.get()
+        || matches!(
+            (serde_json::from_str::<Value>(a.get()), serde_json::from_str::<Value>(b.get())),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
+fn opt_eq(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => raw_eq(a, b),
+        _ => false,
+    }
+}
+
+fn differences(expected: &RawRecord, found: &RawRecord) -> String {
+    let show = |v: &RawValue| {
+        serde_json::from_str::<Value>(v.get())
+            .map(|v| crate::record::short(&v))
+            .unwrap_or_default()
+    };
+    let mut out: Vec<String> = Vec::new();
+    for (k, v) in &expected.fields {
+        match found.get(k) {
+            Some(f) if raw_eq(f, v) => {}
+            Some(f) => out.push(format!("{k}: expected {}, found {}", show(v), show(f))),
+            None => out.push(format!("{k}: expected {}, found absent", show(v))),
+        }
+    }
+    for (k, v) in &found.fields {
+        if expected.get(k).is_none() {
+            out.push(format!("{k}: expected absent, found {}", show(v)));
+        }
+    }
+    out.join("; ")
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serialises")
+}
+
+fn write_object(out: &mut Vec<u8>, fields: &[(&str, &RawValue)]) {
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(json_string(k).as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+}
+
+fn raw(bytes: Vec<u8>) -> Box<RawValue> {
+    RawValue::from_string(String::from_utf8(bytes).expect("JSON is UTF-8")).expect("valid JSON")
+}
+
+/// The change file of a bundle, read one change at a time with the bundle's line limit.
+pub fn for_each(
+    bundle: &crate::bundle::Bundle,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    bundle.for_each_line(crate::bundle::CHANGES, |no, line| f(no, line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(s: &str) -> RawRecord<'_> {
+        RawRecord::parse(s.as_bytes()).unwrap()
+    }
+
+    fn update(prior: &str, record: &str) -> Change {
+        let (_, line) = encode(
+            "bi_report",
+            "1",
+            Some(prior.as_bytes()),
+            Some(record.as_bytes()),
+        )
+        .unwrap()
+        .unwrap();
+        Change::parse(&line).unwrap()
+    }
+
+    #[test]
+    fn an_update_holds_only_the_fields_that_change() {
+        let (op, line) = encode(
+            "bi_report",
+            "1",
+            Some(br#"{"kind":"bi_report","oid":1,"name":"a","x":1}"#),
+            Some(br#"{"kind":"bi_report","oid":1,"name":"b","y":2}"#),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(op, Op::Update);
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["set"], serde_json::json!({"name": "b", "y": 2}));
+        assert_eq!(v["unset"], serde_json::json!(["x"]));
+        assert!(v.get("record").is_none());
+    }
+
+    #[test]
+    fn equal_records_make_no_change() {
+        assert!(encode(
+            "tag",
+            "k",
+            Some(br#"{"a":1,"b":[1, 2]}"#),
+            Some(br#"{"b":[1,2],"a":1}"#)
+        )
+        .unwrap()
+        .is_none());
+    }
+
+    #[test]
+    fn update_guard_is_by_field() {
+        let c = update(
+            r#"{"oid":1,"name":"a","external_id":"x_1"}"#,
+            r#"{"oid":1,"name":"a","external_id":"x"}"#,
+        );
+        // Untouched field edited since the export: still applies, and the edit is kept.
+        let cur = rec(r#"{"oid":1,"name":"edited","external_id":"x_1"}"#);
+        assert_eq!(c.judge(Some(&cur)), Step::Apply);
+        assert_eq!(
+            c.result(Some(&cur)).unwrap(),
+            br#"{"oid":1,"name":"edited","external_id":"x"}"#
+        );
+        // The touched field already holds its new value.
+        assert_eq!(
+            c.judge(Some(&rec(r#"{"oid":1,"name":"z","external_id":"x"}"#))),
+            Step::Already
+        );
+        // The touched field holds a third value.
+        let other = rec(r#"{"oid":1,"name":"a","external_id":"y"}"#);
+        assert_eq!(c.judge(Some(&other)), Step::Conflict);
+        assert!(c.explain(Some(&other)).contains("external_id"));
+        assert_eq!(c.judge(None), Step::Conflict);
+    }
+
+    #[test]
+    fn unset_fields_are_judged_too() {
+        let c = update(r#"{"a":1,"b":2}"#, r#"{"a":1}"#);
+        assert_eq!(c.judge(Some(&rec(r#"{"a":1,"b":2}"#))), Step::Apply);
+        assert_eq!(c.judge(Some(&rec(r#"{"a":5}"#))), Step::Already);
+        assert_eq!(c.judge(Some(&rec(r#"{"a":1,"b":3}"#))), Step::Conflict);
+    }
+
+    #[test]
+    fn inverse_of_an_update_gives_the_prior_bytes_back() {
+        let prior = r#"{"b": 2, "a":"x","c":3}"#;
+        let c = update(prior, r#"{"b":2,"a":"y","d":4}"#);
+        let after = c.result(Some(&rec(prior))).unwrap();
+        assert_eq!(after, br#"{"b":2,"a":"y","d":4}"#);
+        let inv = c.inverse();
+        let cur = RawRecord::parse(&after).unwrap();
+        assert_eq!(inv.judge(Some(&cur)), Step::Apply);
+        assert_eq!(inv.result(Some(&cur)).unwrap(), prior.as_bytes());
+        // Onto a record edited elsewhere, the inverse keeps the edit.
+        let edited = rec(r#"{"b":9,"a":"y","d":4}"#);
+        assert_eq!(inv.judge(Some(&edited)), Step::Apply);
+        assert_eq!(
+            inv.result(Some(&edited)).unwrap(),
+            br#"{"b":9,"a":"x","c":3}"#
+        );
+    }
+
+    #[test]
+    fn create_and_delete_guards() {
+        let (_, line) = encode("tag", "k", None, Some(br#"{"a":1}"#))
+            .unwrap()
+            .unwrap();
+        let c = Change::parse(&line).unwrap();
+        assert_eq!(c.judge(None), Step::Apply);
+        assert_eq!(c.judge(Some(&rec(r#"{ "a" : 1 }"#))), Step::Already);
+        assert_eq!(c.judge(Some(&rec(r#"{"a":2}"#))), Step::Conflict);
+        let d = c.inverse();
+        assert_eq!(d.op, Op::Delete);
+        assert_eq!(d.judge(Some(&rec(r#"{"a":1}"#))), Step::Apply);
+        assert_eq!(d.judge(None), Step::Already);
+        assert_eq!(d.judge(Some(&rec(r#"{"a":1,"b":1}"#))), Step::Conflict);
+    }
+
+    #[test]
+    fn phases_put_curation_first_and_rekeys_last() {
+        assert!(phase(Op::Create, "tag") < phase(Op::Delete, "tag"));
+        assert!(phase(Op::Delete, "tag") < phase(Op::Delete, REPORT));
+        assert!(phase(Op::Delete, COLUMN) < phase(Op::Update, REPORT));
+    }
+}
