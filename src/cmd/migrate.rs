@@ -39,6 +39,14 @@ pub fn run(o: &Options) -> Result<()> {
         },
     )?;
     crate::migrate::timing("bundle");
+    if std::env::var_os("LOOKMIG_TIMING").is_some() {
+        // How the work was cut up, so a test of the test knobs (README) can see it was.
+        eprintln!(
+            "timing: {} batches read, {} sort runs spilled",
+            crate::input::batches_read(),
+            crate::sort::runs_spilled()
+        );
+    }
     if o.json {
         out_json(&serde_json::json!({ "bundle": o.output, "report": outcome.report }))
     } else {
