@@ -416,3 +416,322 @@ pub fn build(
     g.refs.finish();
     Ok(g)
 }
+
+#[cfg(test)]
+mod tests {
+    //! SPEC §3 rule by rule, on hand-made facts: each test breaks if its rule is broken.
+
+    use super::*;
+    use crate::keys::Rule;
+
+    const SERVER: i64 = 1;
+
+    /// The facts of a report of [`SERVER`] whose external_id is `ext<oid>`, in stable group
+    /// `stable`; `updated` is `last_updated` in seconds since the epoch (None: missing).
+    fn report(oid: i64, stable: u32, deleted: bool, updated: Option<i64>) -> ReportInfo {
+        ReportInfo {
+            oid,
+            server_id: SERVER,
+            external: external_hash(SERVER, &format!("ext{oid}")),
+            stable,
+            already_stable: false,
+            rule: Rule::Legacy,
+            deleted,
+            last_updated: time_key(updated.map(|s| (s, 0))),
+        }
+    }
+
+    /// The facts of a column of the report `ext<report>` with the suffix `suffix`.
+    fn column(
+        oid: i64,
+        report: i64,
+        suffix: &str,
+        deleted: bool,
+        updated: Option<i64>,
+    ) -> ColumnInfo {
+        ColumnInfo {
+            oid,
+            server_id: SERVER,
+            report: external_hash(SERVER, &format!("ext{report}")),
+            suffix: external_hash(0, suffix),
+            prefixed: true,
+            deleted,
+            last_updated: time_key(updated.map(|s| (s, 0))),
+        }
+    }
+
+    fn build_with(reports: &[ReportInfo], columns: &[ColumnInfo], recover: bool) -> Groups {
+        let stables = vec!["dashboard/1".to_string(), "dashboard/2".to_string()];
+        build(reports, &[], columns, stables, recover, BTreeMap::new()).unwrap()
+    }
+
+    /// The versions that take part, in version order (by rank), of the group whose survivor
+    /// is `survivor`.
+    fn order(g: &Groups, column: bool, survivor: i64) -> Vec<i64> {
+        let list = if column { &g.columns } else { &g.reports };
+        let mut part: Vec<(u32, i64)> = list
+            .iter()
+            .filter(|(_, v)| v.survivor == survivor && !v.left)
+            .map(|(oid, v)| (v.rank, *oid))
+            .collect();
+        part.sort();
+        part.into_iter().map(|(_, oid)| oid).collect()
+    }
+
+    /// The groups the report lists, as JSON.
+    fn listed(g: &Groups) -> Vec<serde_json::Value> {
+        let mut out = vec![];
+        g.groups
+            .for_each(|l| {
+                out.push(serde_json::from_slice(l).unwrap());
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn not_deleted_comes_before_a_later_and_higher_deleted_version() {
+        // The deleted version is the latest and has the highest oid: only the first rule puts
+        // it behind.
+        let g = build_with(
+            &[
+                report(1, 0, false, Some(100)),
+                report(9, 0, true, Some(900)),
+            ],
+            &[],
+            true,
+        );
+        assert_eq!(order(&g, false, 1), vec![1, 9]);
+        assert_eq!(g.version(false, 9).unwrap().action, Action::Retire);
+    }
+
+    #[test]
+    fn last_updated_latest_first_and_a_missing_one_last() {
+        // The oids run the other way, so the oid rule alone would give 5, 4, 3, 2, 1.
+        let g = build_with(
+            &[
+                report(1, 0, false, Some(300)),
+                report(2, 0, false, Some(-50)), // before the epoch: still before a missing one
+                report(3, 0, false, Some(200)),
+                report(4, 0, false, None),
+                report(5, 0, false, Some(100)),
+            ],
+            &[],
+            false,
+        );
+        assert_eq!(order(&g, false, 1), vec![1, 3, 5, 2, 4]);
+        assert_eq!(g.version(false, 4).unwrap().rank, 4);
+    }
+
+    #[test]
+    fn last_updated_compares_instants_not_seconds_only() {
+        let mut a = report(1, 0, false, Some(100));
+        a.last_updated = time_key(Some((100, 5)));
+        let b = report(2, 0, false, Some(100));
+        let g = build_with(&[a, b], &[], false);
+        assert_eq!(
+            order(&g, false, 1),
+            vec![1, 2],
+            "100.000000005 is later than 100"
+        );
+    }
+
+    #[test]
+    fn equal_times_order_by_oid_highest_first() {
+        let g = build_with(
+            &[
+                report(5, 0, false, Some(100)),
+                report(7, 0, false, Some(100)),
+                report(6, 0, false, Some(100)),
+                report(8, 0, false, None),
+                report(9, 0, false, None),
+            ],
+            &[],
+            false,
+        );
+        assert_eq!(order(&g, false, 7), vec![7, 6, 5, 9, 8]);
+    }
+
+    #[test]
+    fn the_survivor_keeps_its_oid_and_the_others_retire_onto_it() {
+        let g = build_with(
+            &[
+                report(1, 0, false, Some(100)),
+                report(2, 0, false, Some(300)),
+                report(3, 0, false, Some(200)),
+                report(4, 1, false, Some(50)), // another stable id: a group of its own
+            ],
+            &[],
+            false,
+        );
+        let s = g.version(false, 2).unwrap();
+        assert_eq!((s.survivor, s.action, s.rank), (2, Action::Rekey, 0));
+        assert_eq!(g.refs.get(REPORT, 2), None, "the survivor keeps its oid");
+        for oid in [1, 3] {
+            let v = g.version(false, oid).unwrap();
+            assert_eq!((v.survivor, v.action), (2, Action::Retire), "oid {oid}");
+            assert_eq!(g.refs.get(REPORT, oid), Some(2), "oid {oid}");
+        }
+        // A group of one: the report is its own survivor, nothing retires onto it.
+        let alone = g.version(false, 4).unwrap();
+        assert_eq!((alone.survivor, alone.group), (4, NO_GROUP));
+        assert_eq!(g.refs.get(REPORT, 4), None);
+        let groups = listed(&g);
+        assert_eq!(groups.len(), 1, "{groups:?}");
+        assert_eq!(groups[0]["survivor_oid"], 2);
+        assert_eq!(groups[0]["versions"], serde_json::json!([2, 3, 1]));
+        assert_eq!(groups[0]["report_stable_external_id"], "dashboard/1");
+        assert_eq!(g.servers[&SERVER].reports_retired, 2);
+        assert_eq!(g.servers[&SERVER].report_groups_with_versions, 1);
+    }
+
+    #[test]
+    fn a_survivor_already_in_stable_form_is_kept() {
+        let mut s = report(2, 0, false, Some(300));
+        s.already_stable = true;
+        let g = build_with(&[report(1, 0, false, Some(100)), s], &[], false);
+        assert_eq!(g.version(false, 2).unwrap().action, Action::Keep);
+        assert_eq!(g.version(false, 1).unwrap().action, Action::Retire);
+    }
+
+    #[test]
+    fn deleted_versions_are_left_alone_without_recover_deleted() {
+        let reports = [
+            report(1, 0, false, Some(100)),
+            report(2, 0, true, Some(500)),
+            report(3, 0, false, Some(50)),
+        ];
+        let g = build_with(&reports, &[], false);
+        assert_eq!(order(&g, false, 1), vec![1, 3]);
+        let left = g.version(false, 2).unwrap();
+        assert!(left.left);
+        assert_eq!(left.action, Action::Keep);
+        assert_eq!(left.group, NO_GROUP);
+        assert_eq!(
+            left.survivor, 2,
+            "a version left alone points at nothing else"
+        );
+        assert_eq!(g.refs.get(REPORT, 2), None, "references to it stay");
+        assert_eq!(g.member_of(REPORT, 2), None, "its curation stays on it");
+        assert_eq!(g.servers[&SERVER].deleted_versions_left, 1);
+        assert_eq!(listed(&g)[0]["deleted_left"], serde_json::json!([2]));
+    }
+
+    #[test]
+    fn deleted_versions_take_part_with_recover_deleted() {
+        let reports = [
+            report(1, 0, false, Some(100)),
+            report(2, 0, true, Some(500)),
+            report(3, 0, false, Some(50)),
+        ];
+        let g = build_with(&reports, &[], true);
+        assert_eq!(order(&g, false, 1), vec![1, 3, 2]);
+        let v = g.version(false, 2).unwrap();
+        assert!(!v.left);
+        assert_eq!(v.action, Action::Retire);
+        assert_eq!(g.refs.get(REPORT, 2), Some(1));
+        assert_eq!(g.member_of(REPORT, 2), Some((v.group as usize, 2)));
+        assert_eq!(g.servers[&SERVER].deleted_versions_left, 0);
+    }
+
+    #[test]
+    fn a_deleted_survivor_survives_when_every_version_is_deleted() {
+        let g = build_with(
+            &[report(1, 0, true, Some(100)), report(2, 0, true, Some(200))],
+            &[],
+            false,
+        );
+        let s = g.version(false, 2).unwrap();
+        assert_eq!((s.survivor, s.action, s.left), (2, Action::Rekey, false));
+        assert!(
+            g.version(false, 1).unwrap().left,
+            "the other deleted one stays"
+        );
+        assert_eq!(g.refs.get(REPORT, 1), None);
+    }
+
+    #[test]
+    fn the_survivor_reports_columns_come_first_then_their_own_order() {
+        // Report 2 survives (latest). Column 10 of report 2 is deleted, older and has the lowest
+        // oid: every rule on its own fields puts it last, yet it survives.
+        let reports = [
+            report(1, 0, false, Some(100)),
+            report(2, 0, false, Some(300)),
+            report(3, 0, false, Some(200)),
+        ];
+        let columns = [
+            column(10, 2, "a", true, Some(1)),
+            column(11, 1, "a", false, Some(50)),
+            column(12, 3, "a", false, Some(60)),
+            column(13, 1, "a", true, Some(99)),
+            column(14, 3, "b", false, Some(70)), // another suffix: a group of its own
+        ];
+        let g = build_with(&reports, &columns, false);
+        assert_eq!(order(&g, true, 10), vec![10, 12, 11, 13]);
+        assert_eq!(g.version(true, 10).unwrap().action, Action::Rekey);
+        for oid in [11, 12, 13] {
+            assert_eq!(g.version(true, oid).unwrap().action, Action::Retire);
+            assert_eq!(g.refs.get(COLUMN, oid), Some(10), "column {oid}");
+        }
+        // The deleted column 13 takes part even without --recover-deleted: a column never
+        // dangles from a report that left.
+        assert!(!g.version(true, 13).unwrap().left);
+        let b = g.version(true, 14).unwrap();
+        assert_eq!(
+            (b.survivor, b.action, b.group),
+            (14, Action::Rekey, NO_GROUP)
+        );
+        let cols: Vec<_> = listed(&g)
+            .into_iter()
+            .filter(|x| x["otype"] == COLUMN)
+            .collect();
+        assert_eq!(cols.len(), 1);
+        assert_eq!(cols[0]["versions"], serde_json::json!([10, 12, 11, 13]));
+        assert_eq!(cols[0]["report_stable_external_id"], "dashboard/1");
+    }
+
+    #[test]
+    fn columns_of_a_deleted_version_left_alone_stay_too() {
+        let reports = [
+            report(1, 0, false, Some(100)),
+            report(2, 0, true, Some(500)),
+        ];
+        let columns = [
+            column(10, 1, "a", false, Some(1)),
+            column(20, 2, "a", false, Some(9)),
+        ];
+        let g = build_with(&reports, &columns, false);
+        assert_eq!(
+            g.version(true, 20),
+            None,
+            "the left report's column is left as it is"
+        );
+        assert_eq!(g.refs.get(COLUMN, 20), None);
+        assert_eq!(g.version(true, 10).unwrap().survivor, 10);
+        let g = build_with(&reports, &columns, true);
+        assert_eq!(g.refs.get(COLUMN, 20), Some(10));
+    }
+
+    #[test]
+    fn a_column_whose_report_names_no_report_is_left_with_a_warning() {
+        let g = build_with(
+            &[report(1, 0, false, Some(100))],
+            &[
+                column(10, 1, "a", false, None),
+                column(11, 77, "a", false, None),
+            ],
+            false,
+        );
+        assert_eq!(g.version(true, 11), None);
+        assert_eq!(g.refs.get(COLUMN, 11), None);
+        assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+        assert!(
+            g.warnings[0].contains("oid 11") && g.warnings[0].contains("names a report"),
+            "{:?}",
+            g.warnings
+        );
+        assert!(g.version(true, 10).is_some());
+        assert_eq!(g.servers[&SERVER].columns, 2);
+    }
+}

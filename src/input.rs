@@ -36,6 +36,33 @@ pub fn max_line() -> usize {
     MAX_LINE.load(Ordering::Relaxed)
 }
 
+/// A size in bytes from the environment variable `var`; None when it is unset, not a number or
+/// 0. Only tests set these (README, "Test knobs"): tiny batches and sort runs take small exports
+/// down the paths that big catalogs take.
+pub fn size_from_env(var: &str) -> Option<usize> {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+}
+
+/// The bytes of lines per batch of [`Input::batches`]: `LOOKMIG_BATCH_BYTES` when set (a test
+/// knob, read once), else `default`.
+pub fn batch_bytes(default: usize) -> usize {
+    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| size_from_env("LOOKMIG_BATCH_BYTES"))
+        .unwrap_or(default)
+}
+
+/// Batches handed out by [`Input::batches`] in this process (reported with `LOOKMIG_TIMING`, so
+/// a test can see that a small `LOOKMIG_BATCH_BYTES` did split its input).
+static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many batches [`Input::batches`] handed out in this process.
+pub fn batches_read() -> u64 {
+    BATCHES.load(Ordering::Relaxed)
+}
+
 /// An input file that can be opened as many times as a command needs to read it.
 pub struct Input {
     /// The name shown in messages: the path as given, or `<stdin>`.
@@ -111,6 +138,7 @@ impl Input {
                 match lines.next_batch(max_bytes) {
                     Ok(b) if b.is_empty() => return,
                     Ok(b) => {
+                        BATCHES.fetch_add(1, Ordering::Relaxed);
                         if tx.send(Ok(b)).is_err() {
                             return; // the consumer stopped early
                         }

@@ -249,9 +249,9 @@ fn bad_line(
 fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
     // Record keys go through an external sort, so duplicate detection needs no table of keys.
-    let mut keys = DuplicateKeys::new(SORT_BYTES / 2);
+    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES / 2));
     let mut first_seen_kind = false;
-    for batch in input.batches(BATCH_BYTES)? {
+    for batch in input.batches(crate::input::batch_bytes(BATCH_BYTES))? {
         let batch = batch?;
         let parsed: Vec<Result<Scanned, String>> = batch
             .par_iter()
@@ -479,10 +479,10 @@ fn change(
     let (fields, bad) = (&scan.fields, &scan.bad_lines);
     // Records whose subject is a report or column the export lacks: kept, counted, a few named.
     let mut dangling: (u64, Vec<String>) = (0, Vec::new());
-    let mut changes = Sorter::new(SORT_BYTES);
-    let mut idmap = Sorter::new(SORT_BYTES / 2);
+    let mut changes = Sorter::new(crate::sort::run_bytes(SORT_BYTES));
+    let mut idmap = Sorter::new(crate::sort::run_bytes(SORT_BYTES / 2));
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
-    let mut held = Sorter::new(SORT_BYTES);
+    let mut held = Sorter::new(crate::sort::run_bytes(SORT_BYTES));
     let mut more_bad = BTreeSet::new();
     // Workers decide a batch while this thread's sink folds the previous one into the sorters,
     // in file order: the fold is sequential, and on its own it would leave a core idle.
@@ -540,7 +540,7 @@ fn change(
             }
             Ok(())
         });
-        for batch in input.batches(BATCH_BYTES)? {
+        for batch in input.batches(crate::input::batch_bytes(BATCH_BYTES))? {
             let batch = batch?;
             let decisions: Vec<(Decision, Option<String>)> = batch
                 .par_iter()
@@ -589,7 +589,7 @@ fn change(
         match batch.last_mut() {
             Some((last, items)) if *last == g => items.push((rank, no, line.to_vec())),
             _ => {
-                if batch_bytes > BATCH_BYTES {
+                if batch_bytes > crate::input::batch_bytes(BATCH_BYTES) {
                     flush(&mut batch, &mut changes, report)?;
                     batch_bytes = 0;
                 }

@@ -344,9 +344,14 @@ struct RawSubject<'a> {
     oid: i64,
 }
 
-/// Reads an integer from raw JSON text (an integer literal that fits i64).
+/// Reads an integer from raw JSON text (an integer literal that fits i64). `-0` is none:
+/// serde_json reads it as the float -0.0, so the record built from the line would hold a float
+/// where the probe saw the integer 0 (and its key would be `-0.0`).
 pub fn raw_int(r: &RawValue) -> Option<i64> {
-    r.get().parse::<i64>().ok()
+    match r.get() {
+        "-0" => None,
+        t => t.parse::<i64>().ok(),
+    }
 }
 
 /// Reads a string from raw JSON text.

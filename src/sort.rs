@@ -11,6 +11,23 @@ use std::io::{BufReader, BufWriter, Read, Write};
 /// Bytes of pairs held in memory before a run is written.
 pub const DEFAULT_LIMIT: usize = 32 << 20;
 
+/// The in-memory run size of a sorter: `LOOKMIG_SORT_RUN_BYTES` when set (a test knob, read once, so
+/// that small exports spill runs too), else `default`.
+pub fn run_bytes(default: usize) -> usize {
+    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| crate::input::size_from_env("LOOKMIG_SORT_RUN_BYTES"))
+        .unwrap_or(default)
+}
+
+/// Runs spilled to disk by every sorter of this process (reported with `LOOKMIG_TIMING`, so a
+/// test can see that a small `LOOKMIG_SORT_RUN_BYTES` did spill).
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many sorted runs the sorters of this process spilled to disk.
+pub fn runs_spilled() -> u64 {
+    RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Collects pairs and gives them back sorted by key (keys are compared as bytes).
 pub struct Sorter {
     arena: Vec<u8>,
@@ -75,6 +92,7 @@ impl Sorter {
         w.flush().context("writing a sort run (is TMPDIR full?)")?;
         drop(w);
         self.runs.push(file);
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.arena.clear();
         self.index.clear();
         Ok(())

@@ -404,8 +404,8 @@ fn the_schema_has_the_catalog_keys() {
 }
 
 /// A change of the bundle that updates the value of an existing field_value: (subject otype,
-/// oid, field).
-fn some_field_value_update(bundle: &Path) -> (String, i64, i64) {
+/// oid, field) and the value the change writes.
+fn some_field_value_update(bundle: &Path) -> (String, i64, i64, Value) {
     let b = lookmig::bundle::open(bundle).unwrap();
     let mut found = None;
     b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
@@ -422,11 +422,30 @@ fn some_field_value_update(bundle: &Path) -> (String, i64, i64) {
     .unwrap();
     let c = found.expect("a field_value update in the bundle");
     let p: serde_json::Value = serde_json::from_str(c.prior.unwrap().get()).unwrap();
+    let value = c
+        .set
+        .iter()
+        .find(|(k, _)| k == "value")
+        .map(|(_, v)| serde_json::from_str::<Value>(v.get()).unwrap())
+        .unwrap();
     (
         p["subject"]["otype"].as_str().unwrap().to_string(),
         p["subject"]["oid"].as_i64().unwrap(),
         p["field_id"].as_i64().unwrap(),
+        value,
     )
+}
+
+/// The value of one field_value row, read with SQL (not through `dump`).
+fn field_value(db: &TestDb, otype: &str, oid: i64, field: i64) -> Value {
+    let row = db
+        .client()
+        .query_one(
+            "SELECT value FROM field_value WHERE subject_otype = $1 AND subject_oid = $2 AND field_id = $3",
+            &[&otype, &oid, &field],
+        )
+        .unwrap();
+    row.get::<_, Option<Value>>(0).unwrap_or(Value::Null)
 }
 
 #[test]
@@ -441,7 +460,8 @@ fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
     ok(&["migrate", s(&export), "-o", s(&bundle)], None);
     ok(&["db", "init"], url);
     ok(&["db", "load", s(&export)], url);
-    let (otype, oid, field) = some_field_value_update(&bundle);
+    let (otype, oid, field, new_value) = some_field_value_update(&bundle);
+    assert_ne!(new_value, Value::from("edited in the catalog"));
     let edit = format!(
         "UPDATE field_value SET value = '\"edited in the catalog\"' WHERE subject_otype = '{otype}' AND subject_oid = {oid} AND field_id = {field}"
     );
@@ -507,8 +527,35 @@ fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
         "a restore refused after waiting changed the database",
     );
 
-    // 3. --force applies over the edit.
-    ok(&["restore", s(&bundle), "--force"], url);
+    // 3. --force applies over the edit: the edit is overwritten with the bundle's value, and
+    //    the forced change is counted, in the text and in --json.
+    assert_eq!(
+        field_value(&db, &otype, oid, field),
+        Value::from("edited in the catalog")
+    );
+    let o = ok(&["restore", s(&bundle), "--force"], url);
+    assert!(
+        o.stdout
+            .contains("1 conflicting changes applied anyway (--force)"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        field_value(&db, &otype, oid, field),
+        new_value,
+        "--force did not overwrite the edit"
+    );
+    ok(&["db", "load", "--replace", s(&export)], url);
+    db.client().batch_execute(&edit).unwrap();
+    let o = ok(&["restore", s(&bundle), "--force", "--json"], url);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(summary["forced"], 1, "{summary}");
+    assert_eq!(summary["conflict_count"], 1, "{summary}");
+    assert_eq!(
+        field_value(&db, &otype, oid, field),
+        new_value,
+        "--force --json did not overwrite the edit"
+    );
 }
 
 #[test]
@@ -594,38 +641,85 @@ fn a_killed_restore_leaves_the_database_unchanged_and_a_second_one_succeeds() {
     same_records(&offline, &dump, "restore after a killed one");
 }
 
+/// The same server URL with the port set to `port` (where nothing listens).
+fn with_port(url: &str, port: u16) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        let host = match host.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        };
+        format!("{scheme}://{user}{host}:{port}{tail}")
+    } else {
+        format!("{url} port={port}")
+    }
+}
+
+/// `url` with the password `secret` (trust auth ignores it, so the server still answers).
+fn with_password(url: &str, secret: &str) -> String {
+    if url.contains("://") {
+        let bad = url.replacen("postgres@", &format!("postgres:{secret}@"), 1);
+        assert!(bad.contains(secret), "no user in {url}");
+        bad
+    } else {
+        format!("{url} password={secret}")
+    }
+}
+
 #[test]
 fn the_password_never_appears_in_output_or_errors() {
     let db = TestDb::new("secret");
-    // A URL with a password and a database that does not exist: the error names the database,
-    // never the password (trust auth ignores the password, so the server answers).
-    let bad = with_dbname(&db.url, "no_such_db").replacen("postgres@", "postgres:Sup3rS3cret@", 1);
-    let bad = if bad.contains("://") {
-        bad
-    } else {
-        format!("{bad} password=Sup3rS3cret")
-    };
-    for args in [
-        vec!["db", "init"],
-        vec!["dump", "-o", "/tmp/never.ndjson"],
-        vec!["restore", "nowhere.bundle"],
+    let tmp = tempfile::tempdir().unwrap();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.ndjson.zst");
+    let bundle = tmp.path().join("bundle");
+    ok(&["migrate", s(&export), "-o", s(&bundle)], None);
+    let dump = tmp.path().join("never.ndjson");
+    // A URL with a password and a database that does not exist: the server answers (it names
+    // the database), so every command gets as far as the database, bundle read and all.
+    let no_db = with_password(&with_dbname(&db.url, "no_such_db"), "Sup3rS3cret");
+    // The same with a port where nothing listens: the connection itself fails.
+    let no_port = with_password(&with_port(&db.url, 1), "Sup3rS3cret");
+    for (what, bad, reached) in [
+        // The server's own answer, not lookmig's context (which names the database too).
+        (
+            "a missing database",
+            &no_db,
+            "\"no_such_db\" does not exist",
+        ),
+        ("a wrong port", &no_port, "cannot connect"),
     ] {
-        for (how, url) in [("--database", true), ("DATABASE_URL", false)] {
-            let mut a = args.clone();
-            if url {
-                a.extend(["--database", bad.as_str()]);
+        for args in [
+            vec!["db", "init"],
+            vec!["db", "load", s(&export)],
+            vec!["dump", "-o", s(&dump)],
+            vec!["restore", s(&bundle)],
+            vec!["rollback", s(&bundle)],
+        ] {
+            for (how, flag) in [("--database", true), ("DATABASE_URL", false)] {
+                let mut a = args.clone();
+                if flag {
+                    a.extend(["--database", bad.as_str()]);
+                }
+                let o = lookmig(&a, if flag { None } else { Some(bad) });
+                assert_eq!(o.code, 1, "{args:?} {how} {what}: {}", o.stderr);
+                assert!(
+                    o.stderr.contains(reached),
+                    "{args:?} {how} {what}: did not get as far as the database: {}",
+                    o.stderr
+                );
+                assert!(
+                    !o.stderr.contains("Sup3rS3cret") && !o.stdout.contains("Sup3rS3cret"),
+                    "{args:?} {how} {what}: {}",
+                    o.stderr
+                );
             }
-            let o = lookmig(&a, if url { None } else { Some(&bad) });
-            assert_ne!(o.code, 0, "{args:?} {how}");
-            assert!(
-                !o.stderr.contains("Sup3rS3cret") && !o.stdout.contains("Sup3rS3cret"),
-                "{args:?} {how}: {}",
-                o.stderr
-            );
         }
     }
-    let o = lookmig(&["db", "init", "--database", &bad], None);
-    assert!(o.stderr.contains("no_such_db"), "{}", o.stderr);
-    let o = lookmig(&["restore", "--help"], Some(&bad));
+    assert!(!dump.exists());
+    let o = lookmig(&["restore", "--help"], Some(&no_db));
     assert!(!o.stdout.contains("Sup3rS3cret"), "{}", o.stdout);
 }

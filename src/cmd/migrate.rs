@@ -41,6 +41,14 @@ pub fn run(o: &Options) -> Result<()> {
     crate::migrate::timing("bundle");
     let id =
         crate::input::sha256_file(&std::path::Path::new(&o.output).join(crate::bundle::MANIFEST))?;
+    if std::env::var_os("LOOKMIG_TIMING").is_some() {
+        // How the work was cut up, so a test of the test knobs (README) can see it was.
+        eprintln!(
+            "timing: {} batches read, {} sort runs spilled",
+            crate::input::batches_read(),
+            crate::sort::runs_spilled()
+        );
+    }
     if o.json {
         out_json(
             &serde_json::json!({ "bundle": o.output, "id": id, "report": outcome.report.small() }),

@@ -5,8 +5,10 @@ use crate::util::{self, Dir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-const COMMANDS: [&str; 7] = [
-    "plan", "migrate", "inspect", "verify", "restore", "rollback", "generate",
+/// The commands SPEC §8 and the README name (a floor: the help test derives the full list
+/// from the binary's help, so a new command is never left out).
+const COMMANDS: [&str; 9] = [
+    "plan", "migrate", "inspect", "verify", "restore", "rollback", "db", "dump", "generate",
 ];
 
 fn sample_export(dir: &Dir, sample: &str) -> std::path::PathBuf {
@@ -455,23 +457,62 @@ fn generate_refuses_an_existing_output() {
     );
 }
 
+/// The subcommands a `--help` text lists (its `Commands:` section), without `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn help_of_every_command_exits_0() {
     let dir = Dir::new();
     let top = dir.run(["--help"]).ok();
+    let listed = subcommands(&top.stdout);
     for cmd in COMMANDS {
         assert!(
-            top.stdout.contains(cmd),
-            "--help does not mention {cmd}:\n{}",
+            listed.iter().any(|c| c == cmd),
+            "--help does not list {cmd} among its commands {listed:?}:\n{}",
             top.stdout
         );
-        let out = dir.run([cmd, "--help"]).ok();
+    }
+    // Every command the binary lists, and the commands of those that have some (`db …`),
+    // each with `--help` and `help …`.
+    let mut todo: Vec<Vec<String>> = listed.into_iter().map(|c| vec![c]).collect();
+    let mut seen = vec![];
+    while let Some(path) = todo.pop() {
+        let mut args = path.clone();
+        args.push("--help".into());
+        let out = dir.run(&args).ok();
         assert!(
-            out.stdout.contains("Usage"),
-            "{cmd} --help:\n{}",
+            out.stdout.contains("Usage: lookmig ") && out.stdout.contains(&path.join(" ")),
+            "{path:?} --help:\n{}",
             out.stdout
         );
-        dir.run(["help", cmd]).ok();
+        let mut args = vec!["help".to_string()];
+        args.extend(path.iter().cloned());
+        let via_help = dir.run(&args).ok();
+        assert_eq!(
+            via_help.stdout, out.stdout,
+            "`help {path:?}` differs from `--help`"
+        );
+        for sub in subcommands(&out.stdout) {
+            let mut p = path.clone();
+            p.push(sub);
+            todo.push(p);
+        }
+        seen.push(path.join(" "));
+    }
+    for nested in ["db init", "db load"] {
+        assert!(
+            seen.iter().any(|s| s == nested),
+            "{nested} --help was not run: {seen:?}"
+        );
     }
     let version = dir.run(["--version"]).ok();
     assert!(

@@ -15,9 +15,39 @@ fn big_export(dir: &Dir) -> std::path::PathBuf {
     dir.join("big.ndjson.zst")
 }
 
-/// Runs `lookmig ARGS` in `cwd`, killing it (SIGKILL) after `after` unless it ended first.
-/// Returns whether it was killed.
-fn run_killed(cwd: &Path, args: &[String], after: Duration) -> bool {
+/// When [`run_killed`] kills the run.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// This long after the start.
+    Time(Duration),
+    /// As soon as its `.lookmig-*.tmp` work appears beside the output: mid-write, the moment
+    /// the rename-into-place design is for (as `tests/db.rs` waits for the restore's locks).
+    Work,
+}
+
+/// How a run under [`run_killed`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// It ended on its own before the kill.
+    Finished,
+    /// Killed; `mid_write` when a `.lookmig-*.tmp` was left beside the output, which only a run
+    /// killed while that work existed leaves.
+    Killed { mid_write: bool },
+}
+
+/// Whether `dir` holds a `.lookmig-*.tmp`.
+fn has_work(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let n = e.unwrap().file_name();
+        let n = n.to_string_lossy();
+        n.starts_with(".lookmig-") && n.ends_with(".tmp")
+    })
+}
+
+/// Runs `lookmig ARGS` in `cwd` (where its output goes), killing it (SIGKILL) at `at` unless
+/// it ended first.
+fn run_killed(cwd: &Path, args: &[String], at: At) -> Ended {
+    assert!(!has_work(cwd), "work of an earlier run is still there");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("lookmig"))
         .args(args)
         .current_dir(cwd)
@@ -26,15 +56,46 @@ fn run_killed(cwd: &Path, args: &[String], after: Duration) -> bool {
         .spawn()
         .expect("lookmig starts");
     let start = Instant::now();
-    while start.elapsed() < after {
-        if child.try_wait().expect("wait").is_some() {
-            return false;
+    loop {
+        let due = match at {
+            At::Time(after) => start.elapsed() >= after,
+            At::Work => has_work(cwd),
+        };
+        if due {
+            break;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        if child.try_wait().expect("wait").is_some() {
+            return Ended::Finished;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "lookmig {args:?} ran for two minutes"
+        );
+        std::thread::sleep(Duration::from_micros(match at {
+            At::Time(_) => 5000,
+            At::Work => 200,
+        }));
     }
     let _ = child.kill();
-    child.wait().expect("wait");
-    true
+    let status = child.wait().expect("wait");
+    if status.success() {
+        // It ended between the last look and the kill.
+        return Ended::Finished;
+    }
+    Ended::Killed {
+        mid_write: has_work(cwd),
+    }
+}
+
+/// Panics unless at least one kill of `ends` landed while the run's work existed, so the kill
+/// tests test the moment they are about.
+#[track_caller]
+fn assert_some_kill_mid_write(ends: &[(At, Ended)]) {
+    assert!(
+        ends.iter()
+            .any(|(_, e)| *e == Ended::Killed { mid_write: true }),
+        "no kill landed while a .lookmig-*.tmp existed: {ends:?}"
+    );
 }
 
 /// The names in `dir` that are not in `expected`, after removing (and allowing) the documented
@@ -56,12 +117,15 @@ fn assert_only(dir: &Dir, expected: &[&str]) {
     assert_eq!(dir.names(), want, "a killed run left something unexpected");
 }
 
-/// The points in time to kill at: spread over the length of a complete run, and past its end.
-fn kill_points(full: Duration) -> Vec<Duration> {
-    [0.0, 0.2, 0.5, 0.8, 0.95, 1.1]
+/// The points to kill at: spread over the length of a complete run and past its end, and
+/// as soon as the run's work appears beside the output.
+fn kill_points(full: Duration) -> Vec<At> {
+    let mut at: Vec<At> = [0.0, 0.2, 0.5, 0.8, 0.95, 1.1]
         .iter()
-        .map(|f| full.mul_f64(*f))
-        .collect()
+        .map(|f| At::Time(full.mul_f64(*f)))
+        .collect();
+    at.push(At::Work);
+    at
 }
 
 #[test]
@@ -75,8 +139,9 @@ fn killed_migrate_leaves_no_bundle_or_a_complete_one() {
     let args: Vec<String> = ["migrate", "big.ndjson.zst", "-o", "out"]
         .map(String::from)
         .to_vec();
+    let mut ends = vec![];
     for at in kill_points(full) {
-        run_killed(dir.path(), &args, at);
+        ends.push((at, run_killed(dir.path(), &args, at)));
         let out = dir.join("out");
         if out.exists() {
             assert_eq!(
@@ -89,6 +154,7 @@ fn killed_migrate_leaves_no_bundle_or_a_complete_one() {
         }
         assert_only(&dir, &["big.ndjson.zst", "ref"]);
     }
+    assert_some_kill_mid_write(&ends);
 }
 
 #[test]
@@ -107,6 +173,7 @@ fn killed_migrate_with_overwrite_leaves_the_old_bundle_or_the_new_one() {
     let args: Vec<String> = ["migrate", "big.ndjson.zst", "-o", "out", "--overwrite"]
         .map(String::from)
         .to_vec();
+    let mut ends = vec![];
     for at in kill_points(full) {
         // The old bundle in place before each run.
         let out = dir.join("out");
@@ -117,7 +184,7 @@ fn killed_migrate_with_overwrite_leaves_the_old_bundle_or_the_new_one() {
         for (name, bytes) in &old {
             std::fs::write(out.join(name), bytes).unwrap();
         }
-        run_killed(dir.path(), &args, at);
+        ends.push((at, run_killed(dir.path(), &args, at)));
         let got = util::files(&out);
         assert!(
             got == old || got == new,
@@ -129,6 +196,7 @@ fn killed_migrate_with_overwrite_leaves_the_old_bundle_or_the_new_one() {
             &["big.ndjson.zst", "new", "old", "out", "small.ndjson"],
         );
     }
+    assert_some_kill_mid_write(&ends);
 }
 
 #[test]
@@ -160,11 +228,12 @@ fn killed_restore_leaves_no_output_or_a_complete_one() {
             out.into(),
         ];
         args.extend(extra.map(String::from));
+        let mut ends = vec![];
         for at in kill_points(full) {
             if extra.is_some() {
                 dir.write(out, "old\n");
             }
-            run_killed(dir.path(), &args, at);
+            ends.push((at, run_killed(dir.path(), &args, at)));
             let p = dir.join(out);
             let mut expected = vec!["big.ndjson.zst", "bundle", "ref.ndjson.zst"];
             if p.exists() {
@@ -181,15 +250,17 @@ fn killed_restore_leaves_no_output_or_a_complete_one() {
                 std::fs::remove_file(&p).unwrap();
             }
         }
+        assert_some_kill_mid_write(&ends);
     }
 }
 
-/// A tmpfs of `size` mounted on a new folder of `dir`, unmounted when dropped; None (with the
-/// reason printed) where mounting is not allowed.
+/// A tmpfs of `size` mounted on a new folder of `dir`, unmounted when dropped. Mounting needs
+/// root (CI runs as root); where it is not allowed the test fails and says so, rather than pass
+/// without having run.
 struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
-    fn mount(dir: &Dir, size: &str) -> Option<SmallDisk> {
+    fn mount(dir: &Dir, size: &str) -> SmallDisk {
         let p = dir.join("small");
         std::fs::create_dir(&p).unwrap();
         let out = Command::new("mount")
@@ -197,18 +268,13 @@ impl SmallDisk {
             .arg(&p)
             .output();
         match out {
-            Ok(o) if o.status.success() => Some(SmallDisk(p)),
-            Ok(o) => {
-                eprintln!(
-                    "skipped: cannot mount a small tmpfs ({})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run mount ({e})");
-                None
-            }
+            Ok(o) if o.status.success() => SmallDisk(p),
+            Ok(o) => panic!(
+                "cannot mount a small tmpfs, so the full-disk test cannot run here (run the tests \
+                 as root, or as a user allowed to mount): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!("cannot run mount, so the full-disk test cannot run here: {e}"),
         }
     }
 }
@@ -223,9 +289,7 @@ impl Drop for SmallDisk {
 fn full_disk_is_a_clear_error_and_leaves_nothing() {
     let dir = Dir::new();
     let export = big_export(&dir);
-    let Some(disk) = SmallDisk::mount(&dir, "64k") else {
-        return;
-    };
+    let disk = SmallDisk::mount(&dir, "64k");
     let small = disk.0.clone();
     util::migrate(dir.path(), &export, &small.join("bundle"), &[])
         .code(1)

@@ -3,7 +3,9 @@
 //! undoes restore, a fresh bundle verifies against its export (SPEC §7), and `plan --json`
 //! reports exactly what `migrate` writes to `report.json`.
 //!
-//! Few cases of small exports, so that the suite stays fast in a debug build.
+//! Few cases of small exports, so that the suite stays fast in a debug build; the test knobs
+//! `LOOKMIG_BATCH_BYTES` and `LOOKMIG_SORT_RUN_BYTES` (README) take small exports through many
+//! batches and spilled sort runs, as a big catalog goes.
 
 use crate::util::{self, arg, assert_same_records, Dir};
 use lookmig::generate::{generate, GenerateOptions};
@@ -116,6 +118,80 @@ proptest! {
         util::migrate(dir.path(), &export, &bundle, &no_args()).ok();
         let plan = util::run(dir.path(), ["plan", "--json", &arg(&export)]).ok().json();
         prop_assert_eq!(plan, util::report(&bundle));
+    }
+}
+
+/// How `migrate` with `LOOKMIG_TIMING` says it cut up the work: (batches read, sort runs
+/// spilled).
+fn work_cut(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("batches read"))
+        .unwrap_or_else(|| panic!("no batch count with LOOKMIG_TIMING:\n{stderr}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(n.len(), 2, "{line}");
+    (n[0], n[1])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, ..config() })]
+
+    /// SPEC §6 where it is hard: a few hundred reports read in many small batches, and every
+    /// external sort spilling many runs (the README's test knobs), give byte for byte the
+    /// bundle of one batch and no spilled run, whatever the thread count.
+    #[test]
+    fn bundle_is_the_same_across_batches_spilled_runs_and_threads(
+        seed in any::<u64>(),
+        reports in 200u64..400,
+        batch in prop::sample::select(vec![4096usize, 16384]),
+        run in prop::sample::select(vec![16384usize, 65536]),
+    ) {
+        let (dir, export) = generated(reports, seed);
+        let export_bytes = std::fs::metadata(&export).unwrap().len() as usize;
+        let reference = dir.join("reference");
+        let o = util::run_with_env(
+            dir.path(),
+            ["migrate", &arg(&export), "-o", &arg(&reference), "--threads", "1"],
+            None,
+            &[("LOOKMIG_TIMING", "1")],
+        ).ok();
+        let (batches, runs) = work_cut(&o.stderr);
+        prop_assert_eq!(runs, 0, "the default sizes spilled a run for a small export");
+        prop_assert!(batches <= 2, "{} batches at the default size", batches);
+        let want = util::files(&reference);
+        for threads in ["1", "2", "3"] {
+            let small = dir.join(&format!("small-{threads}"));
+            let (batch_s, run_s) = (batch.to_string(), run.to_string());
+            let o = util::run_with_env(
+                dir.path(),
+                ["migrate", &arg(&export), "-o", &arg(&small), "--threads", threads],
+                None,
+                &[
+                    ("LOOKMIG_TIMING", "1"),
+                    ("LOOKMIG_BATCH_BYTES", &batch_s),
+                    ("LOOKMIG_SORT_RUN_BYTES", &run_s),
+                ],
+            ).ok();
+            let (batches, runs) = work_cut(&o.stderr);
+            // Two passes over the export, each in batches of about `batch` bytes.
+            prop_assert!(
+                batches as usize >= export_bytes / batch,
+                "{} batches of {} bytes for an export of {} bytes", batches, batch, export_bytes
+            );
+            prop_assert!(runs >= 8, "only {} sort runs spilled at {} bytes a run", runs, run);
+            let got = util::files(&small);
+            prop_assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+            for (name, bytes) in &want {
+                prop_assert!(
+                    bytes == &got[name],
+                    "{} differs with {}-byte batches, {}-byte runs and --threads {}",
+                    name, batch, run, threads
+                );
+            }
+        }
     }
 }
 

@@ -79,6 +79,16 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_with_env(cwd, args, stdin, &[])
+}
+
+/// Runs `lookmig ARGS` with `cwd` as the current directory, `stdin` as its input and the
+/// environment variables `env` set (the test knobs of the README).
+pub fn run_with_env<I, S>(cwd: &Path, args: I, stdin: Option<Vec<u8>>, env: &[(&str, &str)]) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<std::ffi::OsString> = args
         .into_iter()
         .map(|a| a.as_ref().to_os_string())
@@ -94,6 +104,9 @@ where
     cmd.current_dir(cwd)
         .args(&args)
         .timeout(Duration::from_secs(120));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(input) = stdin {
         cmd.write_stdin(input);
     }
