@@ -17,8 +17,8 @@
 //! - fragment tests (`#document-fragment`): rich text is read as a document body;
 //! - `#script-off` tests: a browser showing rich text runs scripts, so `noscript` is raw text;
 //! - `select`, `frameset` and other insertion modes that ignore a raw-text start tag: the scanner
-//!   does not model insertion modes. The differences that remain are counted, and the test fails
-//!   below [`MIN_AGREEMENT`].
+//!   does not model insertion modes (no counted case of the corpus needs them). Every counted case
+//!   must agree ([`MIN_AGREEMENT`]).
 
 use lookmig::mentions::{self, TextState};
 use serde_json::Value;
@@ -26,10 +26,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// The agreement below which the test fails, per part. Both parts agree fully when this was
-/// written except for the insertion-mode cases named above; the margin leaves room for a few new
-/// corpus cases of that kind, not for a regression in what the scanner models.
-const MIN_AGREEMENT: f64 = 0.99;
+/// The agreement below which the test fails, per part: every counted case. What the scanner does
+/// not model is left out by rule above, not tolerated by a margin, and a margin would hide real
+/// regressions: with foreign content tracking removed the tree-construction part still agrees on
+/// 5,981 of 5,986 probes (99.92%), and with noscript and the script escape states removed as well
+/// on 5,955 (99.48%). A new corpus case that the scanner reads differently must be fixed or excluded by a
+/// named rule.
+const MIN_AGREEMENT: f64 = 1.0;
 
 /// The mention inserted into tree-construction inputs, and what it must become.
 const MENTION: &str = r#"<a data-otype="bi_report" data-oid="987654" href="/r/987654">"#;
@@ -271,10 +274,17 @@ struct TextNode {
     parent: String,
 }
 
-/// The text nodes of an expected `#document` tree. Lines that do not start with `| ` continue
-/// the node above (text, comments and attribute values may span lines).
-fn text_nodes(document: &[String]) -> Vec<TextNode> {
+/// An element of an expected tree: its line (`div`, `svg title`) and its parent's line.
+struct ElementNode {
+    line: String,
+    parent: String,
+}
+
+/// The text nodes and elements of an expected `#document` tree. Lines that do not start with
+/// `| ` continue the node above (text, comments and attribute values may span lines).
+fn tree_nodes(document: &[String]) -> (Vec<TextNode>, Vec<ElementNode>) {
     let mut nodes = Vec::new();
+    let mut elements = Vec::new();
     // Element names by depth, for the parent of a text node.
     let mut open: Vec<String> = Vec::new();
     let mut text: Option<(String, String)> = None;
@@ -297,6 +307,10 @@ fn text_nodes(document: &[String]) -> Vec<TextNode> {
         } else if item.starts_with("<!") || item.starts_with("<?") {
             // A comment or a DOCTYPE.
         } else if let Some(name) = item.strip_prefix('<').and_then(|i| i.strip_suffix('>')) {
+            elements.push(ElementNode {
+                line: name.to_owned(),
+                parent: open.get(depth.wrapping_sub(1)).cloned().unwrap_or_default(),
+            });
             open.truncate(depth);
             open.push(name.to_owned());
         } else if item == "content" {
@@ -310,13 +324,50 @@ fn text_nodes(document: &[String]) -> Vec<TextNode> {
         nodes.push(TextNode { text: t, parent });
     }
     // The text ran to its closing quote.
-    nodes
+    let texts = nodes
         .into_iter()
         .filter_map(|mut n| {
             n.text.pop().filter(|&c| c == '"')?;
             Some(n)
         })
-        .collect()
+        .collect();
+    (texts, elements)
+}
+
+/// Where `<name` (followed by whitespace, `/` or `>`) starts in `input`, ASCII case-insensitively,
+/// if it occurs exactly once.
+fn unique_start_tag(input: &str, name: &str) -> Option<usize> {
+    let lower = input.to_ascii_lowercase();
+    let needle = format!("<{name}");
+    let mut found = lower.match_indices(&needle).map(|(i, _)| i).filter(|&i| {
+        lower
+            .as_bytes()
+            .get(i + needle.len())
+            .is_some_and(|&c| matches!(c, b'\t' | b'\n' | b'\x0c' | b'\r' | b' ' | b'/' | b'>'))
+    });
+    match (found.next(), found.next()) {
+        (Some(i), None) => Some(i),
+        _ => None,
+    }
+}
+
+/// Inserts the mention at `p` and checks it is rewritten (and nothing else changes) exactly when
+/// `expect_tag`.
+fn probe(tally: &mut Tally, category: &str, file: &str, data: &str, p: usize, expect_tag: bool) {
+    let input = format!("{}{MENTION}{}", &data[..p], &data[p..]);
+    let want = format!("{}{REWRITTEN}{}", &data[..p], &data[p..]);
+    let got = mentions::rewrite(&input, map);
+    let agreed = if expect_tag {
+        got.as_deref() == Some(want.as_str())
+    } else {
+        got.is_none()
+    };
+    tally.record(category, agreed, || {
+        format!(
+            "{file}: {input:?}: expected {}",
+            if expect_tag { "a mention" } else { "text" }
+        )
+    });
 }
 
 /// HTML elements whose text the tokenizer reads in a state other than data (scripting on).
@@ -362,7 +413,8 @@ fn html5lib_tree_construction_mentions() {
                 *skipped.entry("script-off").or_default() += 1;
                 continue;
             }
-            for node in text_nodes(&t.document) {
+            let (texts, elements) = tree_nodes(&t.document);
+            for node in texts {
                 let s = node.text.as_str();
                 let mut found = t.data.match_indices(s);
                 let (Some((at, _)), None) = (found.next(), found.next()) else {
@@ -388,21 +440,28 @@ fn html5lib_tree_construction_mentions() {
                 points.extend(after_plain.into_iter().rev().step_by(step));
                 for p in points {
                     let expect_tag = !raw_parent && !inside_cdata(&t.data, p);
-                    let input = format!("{}{MENTION}{}", &t.data[..p], &t.data[p..]);
-                    let want = format!("{}{REWRITTEN}{}", &t.data[..p], &t.data[p..]);
-                    let got = mentions::rewrite(&input, map);
-                    let agreed = if expect_tag {
-                        got.as_deref() == Some(want.as_str())
-                    } else {
-                        got.is_none()
-                    };
-                    tally.record(&category, agreed, || {
-                        format!(
-                            "{file}: {input:?}: expected {}",
-                            if expect_tag { "a mention" } else { "text" }
-                        )
-                    });
+                    probe(&mut tally, &category, &file, &t.data, p, expect_tag);
                 }
+            }
+            // Every element came from a start tag read in the data state, so a mention right
+            // before that tag is one too. Elements the tree builder may create without a start
+            // tag of their own are left out.
+            for el in elements {
+                let name = el.line.rsplit(' ').next().unwrap().to_ascii_lowercase();
+                if ["html", "head", "body", "p", "br", "tbody", "tr", "colgroup"]
+                    .contains(&name.as_str())
+                {
+                    continue;
+                }
+                let Some(at) = unique_start_tag(&t.data, &name) else {
+                    continue;
+                };
+                let category = if el.line.contains(' ') || el.parent.contains(' ') {
+                    "start tag in or under svg/math"
+                } else {
+                    "start tag in html"
+                };
+                probe(&mut tally, category, &file, &t.data, at, true);
             }
         }
     }
