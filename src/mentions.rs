@@ -623,6 +623,11 @@ impl Name {
         }
     }
 
+    /// The name's bytes (the first 16 of a longer name, which matches none the model knows).
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.len.min(16)]
+    }
+
     fn is(&self, s: &[u8]) -> bool {
         self.len == s.len() && self.bytes[..s.len().min(16)] == s[..s.len().min(16)]
     }
@@ -814,31 +819,24 @@ impl Tree {
             }
             self.pop_to_html();
         }
-        let state = if name.is_any(&[b"title", b"textarea"]) {
-            TextState::Rcdata
-        } else if name.is_any(&[
-            b"style",
-            b"xmp",
-            b"iframe",
-            b"noembed",
-            b"noframes",
-            b"noscript",
-        ]) {
-            TextState::Rawtext
-        } else if name.is(b"script") {
-            TextState::ScriptData
-        } else if name.is(b"plaintext") {
-            TextState::Plaintext
-        } else {
-            TextState::Data
+        // One `match` on the name (a length switch, then compares) keeps common tags cheap.
+        let state = match name.key() {
+            b"title" | b"textarea" => TextState::Rcdata,
+            b"style" | b"xmp" | b"iframe" | b"noembed" | b"noframes" | b"noscript" => {
+                TextState::Rawtext
+            }
+            b"script" => TextState::ScriptData,
+            b"plaintext" => TextState::Plaintext,
+            _ => TextState::Data,
         };
-        if name.is(b"svg") || name.is(b"math") {
-            if !tag.self_closing {
+        match name.key() {
+            b"svg" | b"math" if !tag.self_closing => {
                 let ns = if name.is(b"svg") { Ns::Svg } else { Ns::MathMl };
                 self.push(ns, name, b, &tag.attrs);
             }
-        } else if !name.is_any(&VOID) && !name.is_any(&[b"html", b"head", b"body"]) {
-            self.push(Ns::Html, name, b, &tag.attrs);
+            b"svg" | b"math" | b"html" | b"head" | b"body" => {}
+            key if VOID.contains(&key) => {}
+            _ => self.push(Ns::Html, name, b, &tag.attrs),
         }
         state
     }
