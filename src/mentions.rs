@@ -42,6 +42,7 @@
 //!   when it equals the old oid's canonical decimal text.
 
 use memchr::{memchr, memchr2, memchr_iter, memmem};
+use std::collections::VecDeque;
 
 /// A mention found in rich text: the otype and oid of an `<a data-otype data-oid>` start tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -669,8 +670,8 @@ impl Frame {
     }
 }
 
-/// Deepest stack the model keeps; deeper elements are not tracked (so no input can make it
-/// grow without bound or make end tags slow).
+/// Deepest stack the model keeps: past it the outermost element is forgotten, so no input can
+/// make it grow without bound or make end tags slow, and a deep `svg` is still tracked.
 const MAX_DEPTH: usize = 512;
 
 /// HTML start tags that end foreign content ("in foreign content" in the tree builder).
@@ -751,19 +752,19 @@ const VOID: [&[u8]; 19] = [
 /// tags, no insertion modes). Scripting is on, so `noscript` is raw text.
 #[derive(Default)]
 struct Tree {
-    stack: Vec<Frame>,
+    stack: VecDeque<Frame>,
 }
 
 impl Tree {
     /// Whether the adjusted current node is an SVG or MathML element (`<![CDATA[` is a CDATA
     /// section there and a bogus comment elsewhere).
     fn in_foreign_content(&self) -> bool {
-        self.stack.last().is_some_and(|f| f.ns != Ns::Html)
+        self.stack.back().is_some_and(|f| f.ns != Ns::Html)
     }
 
     fn push(&mut self, ns: Ns, name: Name, b: &[u8], attrs: &Attrs) {
         if self.stack.len() >= MAX_DEPTH {
-            return;
+            self.stack.pop_front();
         }
         let html_point = match ns {
             Ns::Svg => name.is_any(&[b"foreignobject", b"desc", b"title"]),
@@ -777,7 +778,7 @@ impl Tree {
             _ => false,
         };
         let text_point = ns == Ns::MathMl && name.is_any(&[b"mi", b"mo", b"mn", b"ms", b"mtext"]);
-        self.stack.push(Frame {
+        self.stack.push_back(Frame {
             ns,
             name,
             html_point,
@@ -787,18 +788,18 @@ impl Tree {
 
     /// Pops foreign elements until an HTML element or an integration point is current.
     fn pop_to_html(&mut self) {
-        while let Some(f) = self.stack.last() {
+        while let Some(f) = self.stack.back() {
             if f.ns == Ns::Html || f.html_point || f.text_point {
                 break;
             }
-            self.stack.pop();
+            self.stack.pop_back();
         }
     }
 
     /// Takes in a start tag; returns the text state that follows it.
     fn start_tag(&mut self, b: &[u8], tag: &Tag) -> TextState {
         let name = Name::new(tag.name);
-        let html_rules = match self.stack.last() {
+        let html_rules = match self.stack.back() {
             None => true,
             Some(f) => {
                 f.ns == Ns::Html
@@ -812,7 +813,7 @@ impl Tree {
             if !breakout {
                 // A foreign element, in its parent's namespace; raw-text names mean nothing here.
                 if !tag.self_closing {
-                    let ns = self.stack.last().map_or(Ns::Html, |f| f.ns);
+                    let ns = self.stack.back().map_or(Ns::Html, |f| f.ns);
                     self.push(ns, name, b, &tag.attrs);
                 }
                 return TextState::Data;
@@ -836,7 +837,18 @@ impl Tree {
             }
             b"svg" | b"math" | b"html" | b"head" | b"body" => {}
             key if VOID.contains(&key) => {}
-            _ => self.push(Ns::Html, name, b, &tag.attrs),
+            key => {
+                // The commonest implied end tag: `<p>a<p>b`, `<li>a<li>b` are siblings.
+                if matches!(key, b"p" | b"li" | b"dd" | b"dt" | b"option")
+                    && self
+                        .stack
+                        .back()
+                        .is_some_and(|f| f.ns == Ns::Html && f.name == name)
+                {
+                    self.stack.pop_back();
+                }
+                self.push(Ns::Html, name, b, &tag.attrs)
+            }
         }
         state
     }
@@ -1300,6 +1312,26 @@ mod tests {
         // In HTML, `<![CDATA[` opens a bogus comment that ends at the first `>`.
         mentioned("<![CDATA[>M]]>");
         mentioned("<svg><foreignObject><div><![CDATA[>M]]>");
+    }
+
+    #[test]
+    fn deep_or_long_markup_keeps_foreign_content() {
+        mentioned(&format!(
+            "{}<svg><title>M</title></svg>",
+            "<b>".repeat(2000)
+        ));
+        mentioned(&format!(
+            "{}<svg><title>M</title></svg>",
+            "<p>x".repeat(2000)
+        ));
+        text(&format!(
+            "{}<svg></svg><title>M</title>",
+            "<div>".repeat(600)
+        ));
+        mentioned(&format!("{}</svg><title>M</title>", "<svg><g>".repeat(600)));
+        // End tags that close nothing stay cheap however deep the markup.
+        let s = format!("{}{}", "<i>".repeat(20_000), "</x>".repeat(20_000));
+        assert_eq!(start_tags(&s).len(), 20_000);
     }
 
     #[test]
