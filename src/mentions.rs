@@ -32,9 +32,10 @@
 //!   `<svg><title>…</title></svg>` is a mention; `foreignObject`, `desc`, `title` in SVG and
 //!   `mi`, `mo`, `mn`, `ms`, `mtext` and `annotation-xml encoding=text/html` in MathML switch
 //!   back to the HTML rules, and so do breakout tags such as `<p>` or `<div>`.
-//! - HTML elements are tracked only roughly (no implied end tags, no insertion modes such as
-//!   `select` or `frameset`, no fragment contexts): the model needs them only to know when an
-//!   end tag closes an `svg` or `math` subtree.
+//! - HTML elements are tracked only roughly (of the implied end tags only `<p>a<p>b`-style
+//!   siblings; no insertion modes such as `select` or `frameset`; no fragment contexts; at most
+//!   512 open elements, the outermost forgotten first): the model needs them only to know when
+//!   an end tag closes an `svg` or `math` subtree.
 //! - A tag left unterminated at the end of the text is dropped by HTML, so it holds no mention
 //!   and is left unchanged.
 //! - In `href`, only the path is considered: the query (`?…`) and fragment (`#…`) are untouched,
