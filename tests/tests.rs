@@ -25,3 +25,6 @@ mod faults;
 
 #[path = "it/fuzz.rs"]
 mod fuzz;
+
+#[path = "it/html5lib.rs"]
+mod html5lib;

@@ -978,6 +978,14 @@ fn html_like() -> impl Strategy<Value = String> {
             "</TEXTAREA>", "<title>", "</title>", "&amp;", "&#x3C;a ", "<img alt=\"<a ", "\">",
             "<a ", "data-oid=", "data-otype=bi_report", "DATA-OID=7", "<![CDATA[", "]]>", "<?", "<!DOCTYPE html>",
         ]).prop_map(String::from),
+        // What decides the tokenizer state beyond the tags above: foreign content, integration
+        // points, breakout tags, script escapes, noscript, odd comment endings.
+        1 => prop::sample::select(vec![
+            "<svg>", "</svg>", "<math>", "</MATH>", "<mi>", "<desc>", "<foreignObject>",
+            "<annotation-xml encoding=text/html>", "<noscript>", "</noscript>", "<plaintext>",
+            "<p>", "</p>", "<font color=1>", "<g/>", "<style/>", "<!--<script>", "<!-->",
+            "--!>", "<!--->", "<div>", "</div>",
+        ]).prop_map(String::from),
         1 => any::<String>(),
     ];
     prop::collection::vec(piece, 0..10).prop_map(|v| v.concat())
