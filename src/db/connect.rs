@@ -210,6 +210,50 @@ pub fn split_tls_params(url: &str) -> Split {
     out
 }
 
+/// [`split_tls_params`], and for a URL whose hosts have no port while `PGPORT` is set, that
+/// port written into the URL: the driver would take 5432 for them, but libpq takes `PGPORT`.
+pub fn prepare(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Split {
+    let mut split = split_tls_params(url);
+    if let Some(port) = env("PGPORT").filter(|p| !p.is_empty()) {
+        split.rest = fill_url_ports(&split.rest, &port);
+    }
+    split
+}
+
+/// `url` with `:port` after each host of its authority that has none.
+fn fill_url_ports(url: &str, port: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    if scheme != "postgresql" && scheme != "postgres" {
+        return url.to_string();
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    if hosts.is_empty() {
+        return url.to_string();
+    }
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| {
+            let has_port = match h.strip_prefix('[') {
+                Some(v6) => v6.contains("]:"),
+                None => h.contains(':'),
+            };
+            if has_port {
+                h.to_string()
+            } else {
+                format!("{h}:{port}")
+            }
+        })
+        .collect();
+    format!("{scheme}://{userinfo}{}{tail}", hosts.join(","))
+}
+
 /// The pairs of a libpq `key=value` string, each with its byte range, or None when the string
 /// is not one.
 fn key_values(s: &str) -> Option<Vec<(String, String, usize, usize)>> {
@@ -576,7 +620,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let split = split_tls_params(url);
+        let split = prepare(url, &|k| env.get(k).cloned());
         let mut c = postgres::Config::from_str(&split.rest).unwrap();
         let r = resolve(&mut c, &split, &|k| env.get(k).cloned()).unwrap();
         (c, r)
@@ -617,6 +661,12 @@ mod tests {
         assert_eq!(r.tls.root, RootCert::File("/env/ca.crt".into()));
 
         // Partly silent: each setting on its own.
+        let (c, _) = resolved("postgresql://u@urlhost,[::1],h3:7001/db", &vars);
+        assert_eq!(c.get_ports(), &[6000, 6000, 7001]);
+        let (c, _) = resolved("host=urlhost dbname=db", &vars);
+        assert_eq!(c.get_ports(), &[6000]);
+        let (c, _) = resolved("postgresql://urlhost/db", &[]);
+        assert_eq!(c.get_ports(), &[5432]);
         let (c, r) = resolved("postgresql://urluser@/urldb?sslrootcert=system", &vars);
         assert_eq!(c.get_hosts(), &[Host::Tcp("envhost".into())]);
         assert_eq!(c.get_user(), Some("urluser"));

@@ -43,7 +43,7 @@ impl Database {
     /// [`Database::parse`] with the environment looked up by `env`, printing nothing.
     pub fn parse_with(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Database> {
         let guessed = guess_secrets(url);
-        let split = connect::split_tls_params(url);
+        let split = connect::prepare(url, env);
         let mut config = postgres::Config::from_str(&split.rest).map_err(|e| {
             anyhow!(
                 "the database URL is not valid ({}); expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME",
@@ -160,13 +160,11 @@ impl Database {
     ) -> anyhow::Error {
         let mut text = match e {
             AttemptError::Setup(e) => format!("{e:#}"),
-            AttemptError::Driver(e) => {
-                let mut text = self.describe(e);
-                if let Some(advice) = self.advice(e, tls) {
-                    text = format!("{advice} ({text})");
-                }
-                text
-            }
+            AttemptError::Driver(e) => match (self.advice(e, tls), tls_cause(e)) {
+                (Some(advice), Some(cause)) => format!("{advice} (TLS: {cause})"),
+                (Some(advice), None) => format!("{advice} ({})", self.describe(e)),
+                (None, _) => self.describe(e),
+            },
         };
         if let Some((what, o)) = other {
             let o = match o {
@@ -192,9 +190,10 @@ impl Database {
                 && no_encryption
             {
                 return Some(format!(
-                    "the server requires TLS: its pg_hba.conf rejects connections without \
-                     encryption (hostssl entries only), and sslmode={} did not use TLS; connect \
-                     with sslmode=require or stronger (verify-ca, verify-full)",
+                    "the server requires TLS for this connection: its pg_hba.conf has no entry \
+                     that accepts it without encryption (only hostssl ones), and sslmode={} did \
+                     not use TLS; connect with sslmode=require or stronger (verify-ca, \
+                     verify-full)",
                     self.tls.mode.name()
                 ));
             }
@@ -286,7 +285,11 @@ impl Database {
         } else {
             let mut src = std::error::Error::source(e);
             while let Some(s) = src {
-                text += &format!(": {s}");
+                let s_text = s.to_string();
+                // The driver's text often ends with its cause already.
+                if !text.contains(&s_text) {
+                    text += &format!(": {s_text}");
+                }
                 src = s.source();
             }
         }
