@@ -372,7 +372,7 @@ pub fn resolve(
                     .iter()
                     .find(|d| Path::new(d).is_dir())
                     .unwrap_or(&"/tmp");
-                config.host(*dir);
+                config.host(dir);
             }
         }
     }
