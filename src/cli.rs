@@ -128,7 +128,9 @@ pub enum DbCommand {
 /// The database to work on. The URL's password is never shown.
 #[derive(Args, Debug, Clone)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL, postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME (or key=value pairs).
+    /// PostgreSQL URL, postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=MODE&sslrootcert=CA]
+    /// (or key=value pairs); what it leaves out comes from PGHOST, PGPORT, PGUSER, PGDATABASE,
+    /// PGPASSWORD, PGSSLMODE, PGSSLROOTCERT and ~/.pgpass, as for psql.
     #[arg(
         long = "database",
         value_name = "URL",
@@ -199,7 +201,8 @@ pub struct RestoreArgs {
     #[arg(short = 'o', long = "output", value_name = "OUT")]
     pub output: Option<String>,
     /// Apply the changes to this PostgreSQL database instead
-    /// (postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME).
+    /// (postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?sslmode=MODE&sslrootcert=CA]; the PG*
+    /// variables and ~/.pgpass fill what it leaves out, as for psql).
     #[arg(
         long = "database",
         value_name = "URL",
