@@ -28,3 +28,6 @@ mod fuzz;
 
 #[path = "it/html5lib.rs"]
 mod html5lib;
+
+#[path = "it/newer.rs"]
+mod newer;

@@ -138,15 +138,19 @@ fn report(
             kinds.join(", "),
             summary.carry_changes
         );
+        // The competing values, not the records that hold them.
+        let value = |r: &serde_json::Value| {
+            crate::record::short(r.get("value").or(r.get("reason")).unwrap_or(r))
+        };
         for c in summary.carry_conflicts.iter().take(10) {
             s += &format!(
-                "\n  conflict while carrying: {} {} on {}:{}: kept {} over {}",
+                "\n  conflict while carrying: {} {} on {}:{}: kept {} over {} (the loser is listed in full with --json)",
                 c.kind,
                 c.merge_key,
                 c.survivor.otype,
                 c.survivor.oid,
-                crate::record::short(&c.winner),
-                crate::record::short(&c.loser)
+                value(&c.winner),
+                value(&c.loser)
             );
         }
     } else if summary.carry_changes > 0 {
