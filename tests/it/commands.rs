@@ -608,3 +608,42 @@ fn columns_of_an_unresolved_report_draw_no_warning() {
         report["warnings"]
     );
 }
+
+/// What was signed off is what runs: `restore --expect ID` refuses any other bundle, even one
+/// whose checksums were made again, before the target is touched.
+#[test]
+fn restore_expect_refuses_another_bundle() {
+    let dir = Dir::new();
+    sample_export(&dir, "10-collapse-versions");
+    dir.run(["migrate", "export.ndjson", "-o", "a"]).ok();
+    dir.run(["migrate", "export.ndjson", "-o", "b", "--recover-deleted"])
+        .ok();
+    let id = util::sha256_hex(&std::fs::read(dir.join("a/manifest.json")).unwrap());
+    let inspect = dir.run(["inspect", "a"]).ok();
+    assert!(inspect.stdout.contains(&id), "{}", inspect.stdout);
+    dir.run([
+        "restore",
+        "b",
+        "--onto",
+        "export.ndjson",
+        "-o",
+        "out.ndjson",
+        "--expect",
+        &id,
+    ])
+    .code(3)
+    .stderr_has("not the expected")
+    .stderr_has(&id);
+    assert!(!dir.join("out.ndjson").exists());
+    dir.run([
+        "restore",
+        "a",
+        "--onto",
+        "export.ndjson",
+        "-o",
+        "out.ndjson",
+        "--expect",
+        &id,
+    ])
+    .ok();
+}
