@@ -665,3 +665,42 @@ fn lone_surrogate_escape_is_malformed_json_not_a_crash() {
         &["bad.ndjson:13", "malformed JSON"],
     );
 }
+
+/// One change-set engine, one line limit: a change line longer than `--max-line-bytes` (but
+/// within the bundle's 4×) is read alike by restore onto a file, rollback and verify's
+/// rehearsal (`tests/db.rs` holds the database path to the same reader).
+#[test]
+fn a_change_line_past_the_export_limit_is_read_alike_everywhere() {
+    let dir = Dir::new();
+    let mut text =
+        std::fs::read_to_string(util::sample("10-collapse-versions").join("export.ndjson")).unwrap();
+    // An article of ~3,000 bytes mentioning a retired report: its update holds the whole prior
+    // and the whole new body, so its change line is about twice the export line.
+    let filler = "x".repeat(1400);
+    text.push_str(&format!(
+        "{{\"kind\":\"article\",\"id\":7,\"body\":\"<p>{filler}<a data-otype=bi_report data-oid=102 href=/r/102>s</a>{filler}</p>\"}}\n"
+    ));
+    dir.write("export.ndjson", &text);
+    let limit = "3200";
+    dir.run(["migrate", "export.ndjson", "-o", "b", "--max-line-bytes", limit])
+        .ok();
+    let longest = util::values(&dir.join("b/changes.ndjson.zst"))
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap().len())
+        .max()
+        .unwrap();
+    assert!(longest > 3200, "the test needs a change line past the limit ({longest})");
+    dir.run([
+        "restore", "b", "--onto", "export.ndjson", "-o", "out.ndjson", "--max-line-bytes", limit,
+    ])
+    .ok();
+    dir.run([
+        "rollback", "b", "--onto", "out.ndjson", "-o", "back.ndjson", "--max-line-bytes", limit,
+    ])
+    .ok();
+    dir.run([
+        "verify", "b", "--export", "export.ndjson", "--max-line-bytes", limit,
+    ])
+    .ok();
+    util::assert_same_records(&dir.join("back.ndjson"), &dir.join("export.ndjson"), "rollback");
+}
