@@ -73,6 +73,17 @@ impl Fields {
         self.defs.entry(id).or_insert(def);
     }
 
+    /// Adds the definition a `custom_field` record holds (the first one for an id wins).
+    pub fn insert_record(&mut self, r: &Record) {
+        self.insert_first(
+            r.int("id").unwrap_or(0),
+            FieldDef {
+                field_type: r.str("field_type").unwrap_or("").into(),
+                allow_multiple: r.flag("allow_multiple"),
+            },
+        );
+    }
+
     /// The definition of a field, the built-in one when no line defines it.
     pub fn get(&self, id: i64) -> Option<FieldDef> {
         self.defs

@@ -197,6 +197,7 @@ impl std::fmt::Display for Conflicts {
         }
         let stale = s.conflicts.iter().any(|c| c.stale_version);
         let refs = s.conflicts.iter().any(|c| !c.refers_to.is_empty());
+        // The last advice ends the message without a line end.
         if stale {
             writeln!(
                 f,
@@ -216,8 +217,6 @@ impl std::fmt::Display for Conflicts {
                 f,
                 "check the records that changed, or pass --force to apply the change set over them"
             )?;
-        } else {
-            write!(f, "nothing else stands in the way")?;
         }
         Ok(())
     }
@@ -451,14 +450,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                     continue;
                 };
                 if p.kind == Kind::CustomField {
-                    let r = Record::from_validated(&l.bytes);
-                    fields.insert_first(
-                        r.int("id").unwrap_or(0),
-                        crate::record::FieldDef {
-                            field_type: r.str("field_type").unwrap_or("").into(),
-                            allow_multiple: r.flag("allow_multiple"),
-                        },
-                    );
+                    fields.insert_record(&Record::from_validated(&l.bytes));
                 } else if let Some((otype, oid)) = p.subject() {
                     let s = crate::record::Subject {
                         otype: otype.into_owned(),
@@ -698,14 +690,7 @@ fn apply_to(
             }
             any_line = true;
             if kind == "custom_field" {
-                let r = Record::from_validated(&line.bytes);
-                fields.insert_first(
-                    r.int("id").unwrap_or(0),
-                    crate::record::FieldDef {
-                        field_type: r.str("field_type").unwrap_or("").into(),
-                        allow_multiple: r.flag("allow_multiple"),
-                    },
-                );
+                fields.insert_record(&Record::from_validated(&line.bytes));
             }
             if newer.is_some() {
                 // Judged once every field definition is known.
