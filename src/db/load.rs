@@ -10,7 +10,7 @@
 use super::schema::{self, copy_line, to_row, TABLES};
 use super::{Bar, Database};
 use crate::input::Input;
-use crate::record::{parse_line, Kind, SeenKeys};
+use crate::record::{parse_line, Kind};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -124,7 +124,9 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
         })
         .collect::<Result<_>>()?;
     let mut loaded = Loaded::default();
-    let mut seen = SeenKeys::default();
+    // Duplicate keys are found after the read by sorting key hashes on disk (bounded memory,
+    // like migrate and restore), and reported at the second occurrence before anything is copied.
+    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
     let mut lines = input.lines()?;
     let mut any_line = false;
     let bar = Bar::new(opts.progress, "reading", None);
@@ -150,13 +152,7 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
                 );
             }
             any_line = true;
-            if !seen.insert(SeenKeys::hash(&name, &key)) {
-                bail!(
-                    "{}:{}: duplicate record key: {name} {key:?} occurs on an earlier line",
-                    input.name,
-                    line.no
-                );
-            }
+            keys.add(&name, &key, line.no)?;
             let (w, n) = &mut writers[table];
             w.write_all(&bytes)
                 .context("writing a temporary file (is the disk full?)")?;
@@ -167,6 +163,9 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
         bar.add(batch.len() as u64);
     }
     bar.finish();
+    if let Some((no, msg, _)) = keys.finish(input)?.into_iter().next() {
+        bail!("{}:{no}: {msg}; fix the line in the export", input.name);
+    }
     let spools = writers
         .into_iter()
         .map(|(w, n)| {
