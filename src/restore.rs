@@ -666,7 +666,15 @@ fn apply_to(
             })
             .collect();
         for (line, s) in batch.iter().zip(seen) {
-            let (kind, key, change, newer) = match s? {
+            // As in migrate: a header anywhere but on the first line is a bad line.
+            let first = !std::mem::replace(&mut any_line, true);
+            let s = match s? {
+                Seen::Record { kind, .. } if kind == "header" && !first => {
+                    Seen::Bad("a header must be the first line".into())
+                }
+                s => s,
+            };
+            let (kind, key, change, newer) = match s {
                 Seen::Bad(e) => {
                     // No change can name a line that is not a record: it goes through as it is.
                     skip(summary, opts, target, line.no, e, &line.bytes)?;
@@ -681,14 +689,6 @@ fn apply_to(
                     newer,
                 } => (kind, key, change, newer),
             };
-            if kind == "header" && std::mem::replace(&mut any_line, true) {
-                bail!(
-                    "{}:{}: a header must be the first line",
-                    target.name,
-                    line.no
-                );
-            }
-            any_line = true;
             if kind == "custom_field" {
                 fields.insert_record(&Record::from_validated(&line.bytes));
             }

@@ -155,8 +155,42 @@ fn header_after_the_first_line_is_refused() {
     dir.write("late.ndjson", lines.join("\n") + "\n");
     dir.run(["migrate", "late.ndjson", "-o", "bundle"])
         .code(1)
-        .stderr_has("late.ndjson:2");
+        .stderr_has("late.ndjson:2")
+        .stderr_has("a header must be the first line");
     assert_eq!(dir.names(), ["late.ndjson"]);
+    // One rule for every reader: restore refuses it the same way, and like any bad line it
+    // can be copied through with --max-errors.
+    let (_keep, _, bundle) = migrated("01-legacy-dashboard");
+    dir.run([
+        "restore",
+        &arg(&bundle),
+        "--onto",
+        "late.ndjson",
+        "-o",
+        "out.ndjson",
+    ])
+    .code(1)
+    .stderr_has("late.ndjson:2: a header must be the first line");
+    dir.run([
+        "restore",
+        &arg(&bundle),
+        "--onto",
+        "late.ndjson",
+        "-o",
+        "out.ndjson",
+        "--max-errors",
+        "1",
+    ])
+    .ok();
+    dir.run([
+        "migrate",
+        "late.ndjson",
+        "-o",
+        "bundle",
+        "--max-errors",
+        "1",
+    ])
+    .ok();
 }
 
 #[test]
