@@ -282,7 +282,7 @@ fn href_segments(v: &str, at: usize) -> Vec<(usize, usize)> {
     let scheme_len = trimmed
         .find(':')
         .filter(|&n| {
-            let s = trimmed[..n].as_bytes();
+            let s = &trimmed.as_bytes()[..n];
             !s.is_empty()
                 && s[0].is_ascii_alphabetic()
                 && s.iter()
