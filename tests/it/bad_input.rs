@@ -673,7 +673,8 @@ fn lone_surrogate_escape_is_malformed_json_not_a_crash() {
 fn a_change_line_past_the_export_limit_is_read_alike_everywhere() {
     let dir = Dir::new();
     let mut text =
-        std::fs::read_to_string(util::sample("10-collapse-versions").join("export.ndjson")).unwrap();
+        std::fs::read_to_string(util::sample("10-collapse-versions").join("export.ndjson"))
+            .unwrap();
     // An article of ~3,000 bytes mentioning a retired report: its update holds the whole prior
     // and the whole new body, so its change line is about twice the export line.
     let filler = "x".repeat(1400);
@@ -682,25 +683,58 @@ fn a_change_line_past_the_export_limit_is_read_alike_everywhere() {
     ));
     dir.write("export.ndjson", &text);
     let limit = "3200";
-    dir.run(["migrate", "export.ndjson", "-o", "b", "--max-line-bytes", limit])
-        .ok();
+    dir.run([
+        "migrate",
+        "export.ndjson",
+        "-o",
+        "b",
+        "--max-line-bytes",
+        limit,
+    ])
+    .ok();
     let longest = util::values(&dir.join("b/changes.ndjson.zst"))
         .iter()
         .map(|c| serde_json::to_string(c).unwrap().len())
         .max()
         .unwrap();
-    assert!(longest > 3200, "the test needs a change line past the limit ({longest})");
+    assert!(
+        longest > 3200,
+        "the test needs a change line past the limit ({longest})"
+    );
     dir.run([
-        "restore", "b", "--onto", "export.ndjson", "-o", "out.ndjson", "--max-line-bytes", limit,
+        "restore",
+        "b",
+        "--onto",
+        "export.ndjson",
+        "-o",
+        "out.ndjson",
+        "--max-line-bytes",
+        limit,
     ])
     .ok();
     dir.run([
-        "rollback", "b", "--onto", "out.ndjson", "-o", "back.ndjson", "--max-line-bytes", limit,
+        "rollback",
+        "b",
+        "--onto",
+        "out.ndjson",
+        "-o",
+        "back.ndjson",
+        "--max-line-bytes",
+        limit,
     ])
     .ok();
     dir.run([
-        "verify", "b", "--export", "export.ndjson", "--max-line-bytes", limit,
+        "verify",
+        "b",
+        "--export",
+        "export.ndjson",
+        "--max-line-bytes",
+        limit,
     ])
     .ok();
-    util::assert_same_records(&dir.join("back.ndjson"), &dir.join("export.ndjson"), "rollback");
+    util::assert_same_records(
+        &dir.join("back.ndjson"),
+        &dir.join("export.ndjson"),
+        "rollback",
+    );
 }
