@@ -59,6 +59,7 @@ impl Shape {
             v
         }
     }
+
     /// The number of columns of version `v`.
     pub(super) fn cols(&self, v: u64) -> u64 {
         if v == 0 && self.oldest_lacks_last {
@@ -123,6 +124,7 @@ pub(super) const GLOSSARY_EVERY: u64 = 40;
 pub(super) const GLOSSARY_AT: u64 = 7;
 
 impl Layout {
+    /// The layout of the export `o` describes.
     pub(super) fn new(o: &GenerateOptions) -> Layout {
         let n = o.reports;
         Layout {
@@ -133,24 +135,38 @@ impl Layout {
             tables: n.div_ceil(TABLE_EVERY),
         }
     }
+
+    /// The id of the non-Looker server (after the Looker ones).
     pub(super) fn tab_server(&self) -> u64 {
         self.servers + 1
     }
+
+    /// The oid of logical report `i`'s version in oid slot `slot` (see [`Shape::slot`]).
     pub(super) fn report_oid(&self, i: u64, slot: u64) -> u64 {
         1 + i * VERSION_SLOTS + slot
     }
+
+    /// The oid of column `c` of that version.
     pub(super) fn column_oid(&self, i: u64, slot: u64, c: u64) -> u64 {
         1 + (i * VERSION_SLOTS + slot) * COLUMN_SLOTS + c
     }
+
+    /// Number of versions of non-Looker report `k` (1 or 2).
     pub(super) fn tab_versions(&self, k: u64) -> u64 {
         1 + k % 2
     }
+
+    /// Non-Looker reports and their columns take the oids after all the Looker ones.
     pub(super) fn tab_report_oid(&self, k: u64, v: u64) -> u64 {
         1 + self.n * VERSION_SLOTS + k * 2 + v
     }
+
+    /// The oid of column `c` of non-Looker report `k`, version `v`.
     pub(super) fn tab_column_oid(&self, k: u64, v: u64, c: u64) -> u64 {
         1 + self.n * VERSION_SLOTS * COLUMN_SLOTS + (k * 2 + v) * COLUMN_SLOTS + c
     }
+
+    /// Folders of each server: a few, plus one per 40 reports of a server.
     pub(super) fn folders_per_server(&self) -> u64 {
         3 + self.n / (self.servers * 40)
     }
