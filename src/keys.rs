@@ -1,5 +1,6 @@
 //! Stable keys (SPEC §2): which stable `external_id` a Looker report gets, by the first rule
-//! that applies — the id-map, already stable, the legacy pattern, then the `source_url`.
+//! that applies — the id-map, already stable, the legacy pattern, then the `source_url` — and
+//! which one a report column gets ([`ColumnKey`]).
 
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -258,8 +259,98 @@ pub fn resolve(
         .map(|s| (s, Rule::SourceUrl))
 }
 
+/// A report column's key (SPEC §2): its suffix, and whether its external_id carried its
+/// report's id in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnKey<'a> {
+    /// What follows `<report's legacy external_id>.`, or the whole external_id.
+    pub suffix: &'a str,
+    /// The external_id started with the report's external_id and `.`.
+    pub prefixed: bool,
+}
+
+impl<'a> ColumnKey<'a> {
+    /// The key of a column whose external_id is `external_id` and whose `report` (its report's
+    /// legacy external_id) is `report_external_id`.
+    pub fn of(external_id: &'a str, report_external_id: &str) -> ColumnKey<'a> {
+        match external_id
+            .strip_prefix(report_external_id)
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            Some(suffix) => ColumnKey {
+                suffix,
+                prefixed: true,
+            },
+            None => ColumnKey {
+                suffix: external_id,
+                prefixed: false,
+            },
+        }
+    }
+
+    /// The column's stable external_id once its report's is `stable_report`:
+    /// `<stable_report>.<suffix>` when prefixed, else the suffix unchanged.
+    pub fn stable_external_id(&self, stable_report: &str) -> String {
+        if self.prefixed {
+            format!("{stable_report}.{}", self.suffix)
+        } else {
+            self.suffix.to_string()
+        }
+    }
+}
+
+/// SPEC §2's column rule in one call: the stable external_id of a column (`external_id`) of the
+/// report whose legacy external_id is `report_external_id` and stable one `stable_report`.
+pub fn stable_column_id(
+    external_id: &str,
+    report_external_id: &str,
+    stable_report: &str,
+) -> String {
+    ColumnKey::of(external_id, report_external_id).stable_external_id(stable_report)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_column_prefixed_by_its_report_id_takes_the_stable_report_id() {
+        let k = ColumnKey::of("dashboard_12_1700000000.revenue", "dashboard_12_1700000000");
+        assert_eq!(
+            k,
+            ColumnKey {
+                suffix: "revenue",
+                prefixed: true
+            }
+        );
+        assert_eq!(k.stable_external_id("dashboard/12"), "dashboard/12.revenue");
+        // The suffix is everything after the first `<report id>.`, dots included.
+        assert_eq!(
+            stable_column_id("look_7_2.orders.count", "look_7_2", "look/7"),
+            "look/7.orders.count"
+        );
+    }
+
+    #[test]
+    fn a_column_not_prefixed_by_its_report_id_keeps_its_external_id() {
+        for (ext, report) in [
+            ("revenue", "dashboard_12_1700000000"),
+            // The report id without the `.` is not a prefix.
+            ("dashboard_12_1700000000revenue", "dashboard_12_1700000000"),
+            ("dashboard_12_1700000000", "dashboard_12_1700000000"),
+            // Another version's id is not this report's id.
+            ("dashboard_12_1600000000.revenue", "dashboard_12_1700000000"),
+        ] {
+            let k = ColumnKey::of(ext, report);
+            assert!(!k.prefixed, "{ext}");
+            assert_eq!(k.suffix, ext);
+            assert_eq!(stable_column_id(ext, report, "dashboard/12"), ext);
+        }
+        // A prefixed column with an empty suffix is still prefixed.
+        assert_eq!(
+            stable_column_id("look_7_2.", "look_7_2", "look/7"),
+            "look/7."
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -121,24 +121,9 @@ pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) ->
         let mut winner = match kind {
             "field_value" => merge_field(survivor, &key, bucket, fields, &mut out.conflicts),
             "trust_flag" => merge_flags(survivor, &key, bucket, &mut out.conflicts),
-            "tag" => {
-                bucket
-                    .into_iter()
-                    .next()
-                    .expect("bucket is never empty")
-                    .after
-            }
-            _ => {
-                let mut b = bucket;
-                b.sort_by(|x, y| {
-                    earliest_first(
-                        instant(x.after.obj.get("ts_created")),
-                        instant(y.after.obj.get("ts_created")),
-                    )
-                    .then((x.rank, x.line).cmp(&(y.rank, y.line)))
-                });
-                b.swap_remove(0).after
-            }
+            "tag" => merge_tags(bucket),
+            "star" => merge_stars(bucket),
+            _ => unreachable!("only field values, flags, tags and stars have buckets"),
         };
         winner.set_subject(survivor);
         out.records.push(winner);
@@ -266,6 +251,28 @@ fn merge_flags(
             });
         }
     }
+    bucket.swap_remove(0).after
+}
+
+/// Tags: one per name, the first in version order (the bucket is in version order).
+fn merge_tags(bucket: Vec<Item>) -> Record {
+    bucket
+        .into_iter()
+        .next()
+        .expect("bucket is never empty")
+        .after
+}
+
+/// Stars: one per user, the earliest `ts_created` wins (an unparsable or missing one sorts
+/// last), then version order.
+fn merge_stars(mut bucket: Vec<Item>) -> Record {
+    bucket.sort_by(|x, y| {
+        earliest_first(
+            instant(x.after.obj.get("ts_created")),
+            instant(y.after.obj.get("ts_created")),
+        )
+        .then((x.rank, x.line).cmp(&(y.rank, y.line)))
+    });
     bucket.swap_remove(0).after
 }
 
@@ -462,5 +469,45 @@ mod tests {
         assert_eq!(by_kind("star")[0].obj["subject"], subj(1));
         assert_eq!(by_kind("conversation")[0].obj["subject"], subj(1));
         assert_eq!(by_kind("view").len(), 1);
+    }
+
+    #[test]
+    fn stars_earliest_ts_created_wins_then_version_order() {
+        let star = |oid: i64, ts: Option<&str>, n: i64| {
+            let mut v = json!({"kind":"star","user_id":5,"subject":subj(oid),"n":n});
+            if let Some(ts) = ts {
+                v["ts_created"] = json!(ts);
+            }
+            v
+        };
+        let n_of = |items: Vec<Item>| {
+            let m = merge_group(&surv(), items, &Fields::default());
+            assert_eq!(m.records.len(), 1, "one star per user");
+            assert_eq!(m.records[0].obj["subject"], subj(1));
+            m.records[0].obj["n"].clone()
+        };
+        // The earliest wins, whatever the version order and the spelling of the time.
+        let items = vec![
+            item(0, 1, star(1, Some("2024-01-01T00:00:00Z"), 1)),
+            item(1, 2, star(2, Some("2023-06-01T02:00:00+02:00"), 2)),
+            item(2, 3, star(3, Some("2023-06-01T00:00:01Z"), 3)),
+        ];
+        assert_eq!(n_of(items), json!(2));
+        // Equal instants: version order (rank, then line).
+        let items = vec![
+            item(2, 3, star(3, Some("2023-01-01T00:00:00Z"), 3)),
+            item(1, 2, star(2, Some("2023-01-01T01:00:00+01:00"), 2)),
+            item(0, 1, star(1, Some("2024-01-01T00:00:00Z"), 1)),
+        ];
+        assert_eq!(n_of(items), json!(2));
+        // A missing or unparsable time sorts last.
+        let items = vec![
+            item(0, 1, star(1, None, 1)),
+            item(1, 2, star(2, Some("yesterday"), 2)),
+            item(2, 3, star(3, Some("2025-01-01T00:00:00Z"), 3)),
+        ];
+        assert_eq!(n_of(items), json!(3));
+        let items = vec![item(0, 1, star(1, None, 1)), item(1, 2, star(2, None, 2))];
+        assert_eq!(n_of(items), json!(1));
     }
 }

@@ -403,26 +403,19 @@ fn keep(p: &Probe, id_map: &IdMap) -> Kept {
             let server = int(r.server_id);
             let external = string(r.external_id).unwrap_or_default();
             let report = string(r.report).unwrap_or_default();
-            let prefixed = column_suffix(&external, &report);
+            let key = keys::ColumnKey::of(&external, &report);
             Kept::Column(ColumnInfo {
                 oid: int(r.oid),
                 server_id: server,
                 report: groups::external_hash(server, &report),
-                suffix: groups::external_hash(0, prefixed.unwrap_or(&external)),
-                prefixed: prefixed.is_some(),
+                suffix: groups::external_hash(0, key.suffix),
+                prefixed: key.prefixed,
                 deleted,
                 last_updated: last_updated(),
             })
         }
         _ => Kept::Nothing,
     }
-}
-
-/// A column's suffix (SPEC §2) when its external_id starts with its report's id and `.`.
-fn column_suffix<'a>(external: &'a str, report: &str) -> Option<&'a str> {
-    external
-        .strip_prefix(report)
-        .and_then(|s| s.strip_prefix('.'))
 }
 
 fn choose_servers(scan: &Scan, opts: &Options, input: &Input) -> Result<Vec<i64>> {
@@ -787,13 +780,13 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     let stable_report = &groups.stables[v.stable as usize];
     let (stable, report) = if column {
         let report = r.report.and_then(raw_str).unwrap_or_default();
-        // The group's stable id, made from this version's suffix (the same in every version).
-        let suffix = column_suffix(&legacy, &report).unwrap_or(&legacy);
-        let stable = if v.prefixed {
-            format!("{stable_report}.{suffix}")
-        } else {
-            suffix.to_string()
+        // The group's stable id: this version's suffix (the same in every version), prefixed
+        // as the survivor's is (SPEC §2, in keys::ColumnKey).
+        let key = keys::ColumnKey {
+            prefixed: v.prefixed,
+            ..keys::ColumnKey::of(&legacy, &report)
         };
+        let stable = key.stable_external_id(stable_report);
         (stable, Some(report))
     } else if v.left {
         (legacy.to_string(), None)

@@ -4,19 +4,21 @@
 //! applied to the export, then rolled back, gives the export again.
 //!
 //! The checks run the real restore and rollback on temporary files and then look at the result
-//! independently of the merge code, so a bug in the merge shows here instead of being repeated.
+//! independently of the merge code, so a bug in the merge shows here instead of being repeated:
+//! the merge keys, "empty" and the reference repair the law needs are verify's own ([`law`]).
 
 use crate::bundle::{self, Bundle};
 use crate::groups::{COLUMN, REPORT};
 use crate::input::Input;
 use crate::output::Target;
-use crate::record::{canonical_json, FieldDef, Kind, Probe, Record, SeenKeys, Subject};
-use crate::refs::{self, Fields, RefMap};
+use crate::record::{canonical_json, Kind, Probe, Record, SeenKeys, Subject};
 use crate::restore::{self, Direction};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+
+mod law;
 
 /// What verify found.
 #[derive(Debug, Default, Serialize)]
@@ -252,7 +254,7 @@ fn canonical_hash(v: &Value) -> u128 {
 fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -> Result<()> {
     // Participants of multi-version groups, from the id map (not from the merge code).
     let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
-    let mut refmap = RefMap::default();
+    let mut refmap = law::RefMap::default();
     #[derive(serde::Deserialize)]
     struct IdMapRow {
         otype: String,
@@ -270,7 +272,6 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         }
         Ok(())
     })?;
-    refmap.finish();
     let participant = |otype: &str, oid: i64| match otype {
         REPORT => survivor_of.get(&(false, oid)).copied(),
         COLUMN => survivor_of.get(&(true, oid)).copied(),
@@ -287,7 +288,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
     })?;
 
     // Field definitions first: a value is judged by its field's type.
-    let mut fields = Fields::default();
+    let mut fields = law::Fields::default();
     let mut lines = export.lines()?;
     while let Some(l) = lines.next_line()? {
         let Ok(p) = Probe::parse(&l.bytes) else {
@@ -295,12 +296,10 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         };
         if p.kind == Kind::CustomField {
             let r = Record::from_validated(&l.bytes);
-            fields.insert_first(
+            fields.define(
                 r.int("id").unwrap_or(0),
-                FieldDef {
-                    field_type: r.str("field_type").unwrap_or("").into(),
-                    allow_multiple: r.flag("allow_multiple"),
-                },
+                r.str("field_type").unwrap_or(""),
+                r.flag("allow_multiple"),
             );
         }
     }
@@ -324,7 +323,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         survivors.insert((survivor.otype == COLUMN, survivor.oid));
         let mut r = Record::from_validated(&l.bytes);
         let record = canonical_hash(&Value::Object(r.obj.clone()));
-        refs::repair(&mut r, &fields, &refmap);
+        law::repair(&mut r, &fields, &refmap);
         let at = subject_text(&survivor);
         let mut need = |kind, hash| {
             needs.push(Need {
@@ -334,11 +333,11 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                 line: l.no,
             })
         };
-        match (r.kind, crate::merge::merge_key(&r)) {
+        match (r.kind, law::merge_key(&r)) {
             (Kind::FieldValue, Some(merge)) => {
                 let field = r.int("field_id").unwrap_or(0);
                 let value = &r.obj["value"];
-                let multi = fields.get(field).map_or(value.is_array(), |d| d.multi());
+                let multi = fields.multi(field).unwrap_or(value.is_array());
                 if multi {
                     for item in value.as_array().into_iter().flatten() {
                         need(
@@ -346,7 +345,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                             SeenKeys::hash(&format!("item {at} {merge}"), &canonical_json(item)),
                         );
                     }
-                } else if !crate::merge::is_empty(value) {
+                } else if !law::is_empty(value) {
                     need(
                         NeedKind::Single,
                         SeenKeys::hash(&format!("single {at} {merge}"), &canonical_json(value)),
@@ -359,7 +358,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                     SeenKeys::hash("present", &format!("{at} {merge}")),
                 );
                 let reason = r.obj.get("reason").cloned().unwrap_or(Value::Null);
-                if !crate::merge::is_empty(&reason) {
+                if !law::is_empty(&reason) {
                     need(
                         NeedKind::Single,
                         SeenKeys::hash(&format!("single {at} {merge}"), &canonical_json(&reason)),
@@ -400,7 +399,7 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
         }
         let r = Record::from_validated(&l.bytes);
         let at = format!("{otype}:{oid}");
-        match crate::merge::merge_key(&r) {
+        match law::merge_key(&r) {
             Some(merge) => {
                 found.insert(SeenKeys::hash("present", &format!("{at} {merge}")));
                 let value = match r.kind {

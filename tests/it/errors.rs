@@ -597,6 +597,79 @@ fn verify_catches_a_curation_item_the_change_set_loses() {
         .stderr_has("pii");
 }
 
+/// Migrates sample 10, lets `edit` change its change set (it must change exactly one line; a
+/// line it sets to null is dropped), and asserts that verify, given the export, fails the law
+/// with a message that holds each of `needles`.
+#[track_caller]
+fn assert_law_broken(what: &str, needles: &[&str], edit: impl Fn(&mut Value) -> bool) {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    let mut changes = util::changes(&bundle);
+    let mut edited = 0;
+    changes.retain_mut(|c| {
+        if edit(c) {
+            edited += 1;
+        }
+        !c.is_null()
+    });
+    assert_eq!(edited, 1, "sample 10 no longer has the change that {what}");
+    rewrite_changes(&bundle, &changes);
+    dir.run(["verify", &arg(&bundle)]).ok();
+    let o = dir
+        .run(["verify", &arg(&bundle), "--export", &arg(&export)])
+        .code(3);
+    let mut o = o.stderr_has("curation lost");
+    for needle in needles {
+        o = o.stderr_has(needle);
+    }
+}
+
+#[test]
+fn verify_catches_a_lost_item_of_a_multi_valued_field() {
+    // Regions (21) merge into the union emea, apac, amer, latam on 103; latam comes only from
+    // the retired 101 (line 17). Leave it out of the union.
+    let needles = ["ndjson:17 (", "an item of its list"];
+    assert_law_broken("merges Regions onto 103", &needles, |c| {
+        if c["kind"] != "field_value" || c["key"] != "bi_report:103:21" {
+            return false;
+        }
+        let list = c["set"]["value"].as_array_mut().expect("the union is set");
+        let before = list.len();
+        list.retain(|v| v != "latam");
+        list.len() == before - 1
+    });
+}
+
+#[test]
+fn verify_catches_a_lost_star() {
+    // User 6 starred 102 (no time) and 101; the star moves onto 103. Drop that create.
+    let needles = ["\"user_id\":6", "its merge key"];
+    assert_law_broken("moves user 6's star onto 103", &needles, |c| {
+        if c["kind"] == "star" && c["op"] == "create" && c["key"] == "bi_report:103:6" {
+            *c = Value::Null;
+            return true;
+        }
+        false
+    });
+}
+
+#[test]
+fn verify_catches_a_merged_value_that_takes_the_loser_without_a_conflict() {
+    // The description (4) of 103 is empty; 102's wins and 101's is the reported conflict.
+    // Set 101's instead: 102's (line 9) is then neither on 103 nor a conflict.
+    let needles = ["ndjson:9 (", "its value"];
+    assert_law_broken("merges the description onto 103", &needles, |c| {
+        if c["kind"] != "field_value" || c["key"] != "bi_report:103:4" {
+            return false;
+        }
+        let value = &mut c["set"]["value"];
+        if value != "<p>Revenue by region.</p>" {
+            return false;
+        }
+        *value = "<p>Old description.</p>".into();
+        true
+    });
+}
+
 #[test]
 fn manifest_of_another_version_is_refused() {
     let (dir, export, bundle) = migrated("10-collapse-versions");
