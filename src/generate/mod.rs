@@ -510,28 +510,4 @@ mod tests {
         assert_eq!(lines, stats.lines);
         assert!(stats.lines > 20_000 * 10);
     }
-
-    /// `cargo test --release --lib generate::tests::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn timing_200k() {
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
-            .unwrap();
-        let t = std::time::Instant::now();
-        let opts = GenerateOptions {
-            reports: 200_000,
-            seed: 1,
-            servers: 2,
-        };
-        let stats = generate(&opts, out).unwrap();
-        eprintln!(
-            "200000 reports: {} lines ({:.1}/report) in {:?}; {:?}",
-            stats.lines,
-            stats.lines as f64 / 200_000.0,
-            t.elapsed(),
-            stats.by_kind
-        );
-    }
 }
