@@ -167,6 +167,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         retired: &retired,
         summary: Summary::default(),
         bundle_id: &id,
+        tables_locked: None,
     };
     run.summary.already_applied = 0;
     let bar = Bar::new(opts.progress, direction, Some(total));
@@ -174,12 +175,14 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         // Judge everything first, without locks and without writing: a conflict known now stops
         // the restore before its first commit.
         bar.message("checking");
+        let started = std::time::Instant::now();
         let mut check = Run {
             db,
             opts,
             retired: &retired,
             summary: Summary::default(),
             bundle_id: &id,
+            tables_locked: None,
         };
         let mut tx = client
             .build_transaction()
@@ -192,6 +195,10 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             check.newer(&mut tx, &changes, 0, total, true, true)?;
         }
         drop(tx);
+        timing(format_args!(
+            "check    {:8.3} s (every change judged, nothing locked)",
+            started.elapsed().as_secs_f64()
+        ));
         if check.summary.conflict_count > 0 && !opts.force {
             bar.finish();
             return Err(Conflicts(check.summary).into());
@@ -203,7 +210,10 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     run.summary.already_applied = start;
     let mut from = start;
     let mut first = true;
+    let mut number = from / batch;
     loop {
+        let started = std::time::Instant::now();
+        run.tables_locked = None;
         let to = from.saturating_add(batch).min(total);
         let last = to == total;
         let mut tx = client
@@ -238,8 +248,20 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             &[&id, &direction, &(to as i64), &(total as i64), &state],
         )
         .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+        if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_BEFORE_COMMIT_MS") {
+            // Tests: a window in which the batch holds every lock it takes, written and not yet
+            // committed, for another session to run into.
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
         tx.commit().map_err(|e| db.error(&e, "committing"))?;
-        crate::migrate::timing("batch");
+        // How long this batch held its row locks (all of them until the commit), and how long
+        // the curation tables were locked against writers.
+        number += 1;
+        timing(format_args!(
+            "batch {number} changes {from}..{to}: {:.3} s locked; curation tables locked {:.3} s",
+            started.elapsed().as_secs_f64(),
+            run.tables_locked.map_or(0.0, |t| t.elapsed().as_secs_f64())
+        ));
         if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_AFTER_BATCH_MS") {
             // Tests: a window between two commits to kill the process in.
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -260,6 +282,8 @@ struct Run<'a> {
     retired: &'a Retired,
     summary: Summary,
     bundle_id: &'a str,
+    /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
+    tables_locked: Option<std::time::Instant>,
 }
 
 /// What one chunk writes.
@@ -551,6 +575,7 @@ impl Run<'_> {
                     db.error(&e, "locking the curation tables")
                 }
             })?;
+            self.tables_locked = Some(std::time::Instant::now());
         }
         let mut found: Vec<Record> = Vec::new();
         let by_subject = |otype: &str| -> Vec<i64> {
@@ -802,6 +827,13 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
         );
     }
     Ok(fields)
+}
+
+/// With `LOOKMIG_TIMING` set, prints a line on stderr (how long batches hold their locks).
+fn timing(line: std::fmt::Arguments) {
+    if std::env::var_os("LOOKMIG_TIMING").is_some() {
+        eprintln!("timing: {line}");
+    }
 }
 
 fn is_lock_timeout(e: &postgres::Error) -> bool {
