@@ -168,6 +168,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         summary: Summary::default(),
         bundle_id: &id,
         tables_locked: None,
+        covered: Vec::new(),
     };
     run.summary.already_applied = 0;
     let bar = Bar::new(opts.progress, direction, Some(total));
@@ -183,6 +184,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             summary: Summary::default(),
             bundle_id: &id,
             tables_locked: None,
+            covered: Vec::new(),
         };
         let mut tx = client
             .build_transaction()
@@ -284,6 +286,10 @@ struct Run<'a> {
     bundle_id: &'a str,
     /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
     tables_locked: Option<std::time::Instant>,
+    /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
+    /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
+    /// are still there: they are the bundle's, not newer.
+    covered: Vec<u64>,
 }
 
 /// What one chunk writes.
@@ -349,6 +355,9 @@ impl Run<'_> {
                 .map(RawRecord::parse)
                 .transpose()
                 .context("a row rebuilt as a record")?;
+            if dry {
+                self.covered.push(covered_hash(&change.kind, &change.key));
+            }
             let step = change.judge(cur.as_ref());
             let write = self.summary.judged(step, self.opts.force, || {
                 Conflict::of_change(change, cur.as_ref(), None)
@@ -660,6 +669,15 @@ impl Run<'_> {
         found.sort_by_key(|a| (a.kind_name().to_string(), a.key()));
         found.dedup_by(|a, b| a.kind_name() == b.kind_name() && a.key() == b.key());
         let fields = read_fields(db, tx)?;
+        if dry {
+            self.covered.sort_unstable();
+            let covered = &self.covered;
+            found.retain(|r| {
+                covered
+                    .binary_search(&covered_hash(r.kind_name(), &r.key()))
+                    .is_err()
+            });
+        }
         let newer: Vec<(Newer, Record)> = found
             .into_iter()
             .filter_map(|r| carry::check(self.retired, &r, Some(&fields), None).map(|n| (n, r)))
@@ -827,6 +845,12 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
         );
     }
     Ok(fields)
+}
+
+/// A 64-bit hash of a record's (kind, key), for [`Run::covered`] (a collision only lets the
+/// pre-check miss a newer record, which the batch itself then finds).
+fn covered_hash(kind: &str, key: &str) -> u64 {
+    crate::record::SeenKeys::hash(kind, key) as u64
 }
 
 /// With `LOOKMIG_TIMING` set, prints a line on stderr (how long batches hold their locks).
