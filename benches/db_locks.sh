@@ -14,14 +14,19 @@
 # the longest batch. The per-batch figures come from `LOOKMIG_TIMING=1` (`timing: batch …`
 # lines: time from the batch's first statement to its commit, and how long the curation tables
 # were locked `IN SHARE ROW EXCLUSIVE MODE` for the newer-record check).
+# LOOKMIG_BIN=PATH times that binary instead of building this tree (before/after figures).
 # LOOKMIG_BENCH_KEEP=1 keeps the cluster running (its URL is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reports=${1:-200000}
 seed=${2:-7}
 batch=${3:-50000}
-cargo build --release --quiet
-bin=$PWD/target/release/lookmig
+if [[ -n ${LOOKMIG_BIN:-} ]]; then
+  bin=$(realpath "$LOOKMIG_BIN")   # another build to compare with
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/lookmig
+fi
 data=$PWD/target/bench-data
 mkdir -p "$data"
 export_file=$data/gen-$reports-s$seed.ndjson.zst

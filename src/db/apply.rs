@@ -168,6 +168,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         summary: Summary::default(),
         bundle_id: &id,
         tables_locked: None,
+        gone: Vec::new(),
         covered: Vec::new(),
     };
     run.summary.already_applied = 0;
@@ -184,6 +185,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             summary: Summary::default(),
             bundle_id: &id,
             tables_locked: None,
+            gone: Vec::new(),
             covered: Vec::new(),
         };
         let mut tx = client
@@ -194,7 +196,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             .map_err(|e| db.error(&e, "starting a transaction"))?;
         check.range(&mut tx, &changes, 0, total, true, &bar)?;
         if restore {
-            check.newer(&mut tx, &changes, 0, total, true, true)?;
+            check.newer(&mut tx, true, true)?;
         }
         drop(tx);
         timing(format_args!(
@@ -234,7 +236,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         }
         run.range(&mut tx, &changes, from, to, false, &bar)?;
         if restore {
-            run.newer(&mut tx, &changes, from, to, last, false)?;
+            run.newer(&mut tx, last, false)?;
         }
         if run.summary.conflict_count > 0 && !opts.force {
             bar.finish();
@@ -286,6 +288,8 @@ struct Run<'a> {
     bundle_id: &'a str,
     /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
     tables_locked: Option<std::time::Instant>,
+    /// The retired versions whose deletes this batch judged (for the newer-record look).
+    gone: Vec<Subject>,
     /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
     /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
     /// are still there: they are the bundle's, not newer.
@@ -357,6 +361,16 @@ impl Run<'_> {
                 .context("a row rebuilt as a record")?;
             if dry {
                 self.covered.push(covered_hash(&change.kind, &change.key));
+            }
+            if change.op == Op::Delete && carry::is_versioned(&change.kind) {
+                if let Ok(oid) = change.key.parse::<i64>() {
+                    if self.retired.survivor(&change.kind, oid).is_some() {
+                        self.gone.push(Subject {
+                            otype: change.kind.clone(),
+                            oid,
+                        });
+                    }
+                }
             }
             let step = change.judge(cur.as_ref());
             let write = self.summary.judged(step, self.opts.force, || {
@@ -545,30 +559,9 @@ impl Run<'_> {
     /// once the retired versions of changes `from..to` are gone, with the curation tables locked
     /// against writers. Conflicts, or with `--carry-new` carried. `full` looks at object sets and
     /// mentions too (a scan of the rich text), which the last batch always does.
-    fn newer(
-        &mut self,
-        tx: &mut Transaction,
-        changes: &Changes,
-        from: u64,
-        to: u64,
-        full: bool,
-        dry: bool,
-    ) -> Result<()> {
+    fn newer(&mut self, tx: &mut Transaction, full: bool, dry: bool) -> Result<()> {
         // The retired versions this batch deletes (all of them for a full look).
-        let mut gone: Vec<Subject> = Vec::new();
-        for i in from..to {
-            let c = changes.get(i as usize)?;
-            if c.op == Op::Delete && carry::is_versioned(&c.kind) {
-                if let Ok(oid) = c.key.parse::<i64>() {
-                    if self.retired.survivor(&c.kind, oid).is_some() {
-                        gone.push(Subject {
-                            otype: c.kind.clone(),
-                            oid,
-                        });
-                    }
-                }
-            }
-        }
+        let gone = std::mem::take(&mut self.gone);
         if gone.is_empty() && !full {
             return Ok(());
         }
@@ -593,31 +586,25 @@ impl Run<'_> {
                 .map(|s| s.oid)
                 .collect()
         };
-        let all_retired = full;
         for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
             let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
             for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-                let oids: Vec<i64> = if all_retired {
-                    Vec::new()
+                let oids: Vec<i64> = if full {
+                    self.retired.retired_oids(otype)
                 } else {
                     by_subject(otype)
                 };
-                if !all_retired && oids.is_empty() {
+                if oids.is_empty() {
                     continue;
                 }
+                // A join with the list (not `= ANY`): one hash of the list, one pass of the table.
                 let cols = TABLES[ti].column_list();
-                let rows = if all_retired {
-                    tx.query(
-                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1"),
-                        &[&otype],
-                    )
-                } else {
-                    tx.query(
-                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid = ANY($2)"),
+                let rows = tx
+                    .query(
+                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid IN (SELECT unnest($2::bigint[]))"),
                         &[&otype, &oids],
                     )
-                }
-                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
                     found.push(value_record(r));
                 }
@@ -650,11 +637,21 @@ impl Run<'_> {
             for r in rows_to_records(TABLES.len(), rows)?.into_values() {
                 found.push(value_record(r));
             }
-            // Versions extracted after the export.
+            // Versions extracted after the export: of a migrated server, and unknown to the
+            // bundle (the rest of the test is the record's own, below).
+            let servers = self.retired.servers();
             for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
                 let cols = TABLES[ti].column_list();
+                let known = self.retired.known_oids(kind == Kind::BiReportColumn);
                 let rows = tx
-                    .query(&format!("SELECT {cols} FROM {}", TABLES[ti].name), &[])
+                    .query(
+                        &format!(
+                            "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
+                             (SELECT 1 FROM unnest($2::bigint[]) AS k(oid) WHERE k.oid = v.oid)",
+                            TABLES[ti].name
+                        ),
+                        &[&servers, &known],
+                    )
                     .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
                     let rec = value_record(r);
