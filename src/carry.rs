@@ -95,6 +95,30 @@ impl Retired {
         self.refs.is_empty() && self.servers.is_empty()
     }
 
+    /// The retired versions of one otype (`bi_report` or `bi_report_column`), by oid.
+    pub fn retired_oids(&self, otype: &str) -> Vec<i64> {
+        let column = otype == COLUMN;
+        self.ranks
+            .iter()
+            .filter(|(c, _, _)| *c == column)
+            .map(|(_, oid, _)| *oid)
+            .collect()
+    }
+
+    /// Every report (or column) oid the bundle knows.
+    pub fn known_oids(&self, column: bool) -> Vec<i64> {
+        self.known
+            .iter()
+            .filter(|(c, _)| *c == column)
+            .map(|(_, oid)| *oid)
+            .collect()
+    }
+
+    /// The migrated servers.
+    pub fn servers(&self) -> Vec<i64> {
+        self.servers.clone()
+    }
+
     /// The survivor of a retired version.
     pub fn survivor(&self, otype: &str, oid: i64) -> Option<i64> {
         self.refs.get(otype, oid)

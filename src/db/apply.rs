@@ -167,6 +167,9 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         retired: &retired,
         summary: Summary::default(),
         bundle_id: &id,
+        tables_locked: None,
+        gone: Vec::new(),
+        covered: Vec::new(),
     };
     run.summary.already_applied = 0;
     let bar = Bar::new(opts.progress, direction, Some(total));
@@ -174,12 +177,16 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         // Judge everything first, without locks and without writing: a conflict known now stops
         // the restore before its first commit.
         bar.message("checking");
+        let started = std::time::Instant::now();
         let mut check = Run {
             db,
             opts,
             retired: &retired,
             summary: Summary::default(),
             bundle_id: &id,
+            tables_locked: None,
+            gone: Vec::new(),
+            covered: Vec::new(),
         };
         let mut tx = client
             .build_transaction()
@@ -189,9 +196,13 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             .map_err(|e| db.error(&e, "starting a transaction"))?;
         check.range(&mut tx, &changes, 0, total, true, &bar)?;
         if restore {
-            check.newer(&mut tx, &changes, 0, total, true, true)?;
+            check.newer(&mut tx, true, true)?;
         }
         drop(tx);
+        timing(format_args!(
+            "check    {:8.3} s (every change judged, nothing locked)",
+            started.elapsed().as_secs_f64()
+        ));
         if check.summary.conflict_count > 0 && !opts.force {
             bar.finish();
             return Err(Conflicts(check.summary).into());
@@ -203,7 +214,10 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     run.summary.already_applied = start;
     let mut from = start;
     let mut first = true;
+    let mut number = from / batch;
     loop {
+        let started = std::time::Instant::now();
+        run.tables_locked = None;
         let to = from.saturating_add(batch).min(total);
         let last = to == total;
         let mut tx = client
@@ -222,7 +236,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         }
         run.range(&mut tx, &changes, from, to, false, &bar)?;
         if restore {
-            run.newer(&mut tx, &changes, from, to, last, false)?;
+            run.newer(&mut tx, last, false)?;
         }
         if run.summary.conflict_count > 0 && !opts.force {
             bar.finish();
@@ -238,8 +252,20 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             &[&id, &direction, &(to as i64), &(total as i64), &state],
         )
         .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+        if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_BEFORE_COMMIT_MS") {
+            // Tests: a window in which the batch holds every lock it takes, written and not yet
+            // committed, for another session to run into.
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
         tx.commit().map_err(|e| db.error(&e, "committing"))?;
-        crate::migrate::timing("batch");
+        // How long this batch held its row locks (all of them until the commit), and how long
+        // the curation tables were locked against writers.
+        number += 1;
+        timing(format_args!(
+            "batch {number} changes {from}..{to}: {:.3} s locked; curation tables locked {:.3} s",
+            started.elapsed().as_secs_f64(),
+            run.tables_locked.map_or(0.0, |t| t.elapsed().as_secs_f64())
+        ));
         if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_AFTER_BATCH_MS") {
             // Tests: a window between two commits to kill the process in.
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
@@ -260,6 +286,14 @@ struct Run<'a> {
     retired: &'a Retired,
     summary: Summary,
     bundle_id: &'a str,
+    /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
+    tables_locked: Option<std::time::Instant>,
+    /// The retired versions whose deletes this batch judged (for the newer-record look).
+    gone: Vec<Subject>,
+    /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
+    /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
+    /// are still there: they are the bundle's, not newer.
+    covered: Vec<u64>,
 }
 
 /// What one chunk writes.
@@ -325,6 +359,19 @@ impl Run<'_> {
                 .map(RawRecord::parse)
                 .transpose()
                 .context("a row rebuilt as a record")?;
+            if dry {
+                self.covered.push(covered_hash(&change.kind, &change.key));
+            }
+            if change.op == Op::Delete && carry::is_versioned(&change.kind) {
+                if let Ok(oid) = change.key.parse::<i64>() {
+                    if self.retired.survivor(&change.kind, oid).is_some() {
+                        self.gone.push(Subject {
+                            otype: change.kind.clone(),
+                            oid,
+                        });
+                    }
+                }
+            }
             let step = change.judge(cur.as_ref());
             let write = self.summary.judged(step, self.opts.force, || {
                 Conflict::of_change(change, cur.as_ref(), None)
@@ -512,30 +559,9 @@ impl Run<'_> {
     /// once the retired versions of changes `from..to` are gone, with the curation tables locked
     /// against writers. Conflicts, or with `--carry-new` carried. `full` looks at object sets and
     /// mentions too (a scan of the rich text), which the last batch always does.
-    fn newer(
-        &mut self,
-        tx: &mut Transaction,
-        changes: &Changes,
-        from: u64,
-        to: u64,
-        full: bool,
-        dry: bool,
-    ) -> Result<()> {
+    fn newer(&mut self, tx: &mut Transaction, full: bool, dry: bool) -> Result<()> {
         // The retired versions this batch deletes (all of them for a full look).
-        let mut gone: Vec<Subject> = Vec::new();
-        for i in from..to {
-            let c = changes.get(i as usize)?;
-            if c.op == Op::Delete && carry::is_versioned(&c.kind) {
-                if let Ok(oid) = c.key.parse::<i64>() {
-                    if self.retired.survivor(&c.kind, oid).is_some() {
-                        gone.push(Subject {
-                            otype: c.kind.clone(),
-                            oid,
-                        });
-                    }
-                }
-            }
-        }
+        let gone = std::mem::take(&mut self.gone);
         if gone.is_empty() && !full {
             return Ok(());
         }
@@ -551,6 +577,7 @@ impl Run<'_> {
                     db.error(&e, "locking the curation tables")
                 }
             })?;
+            self.tables_locked = Some(std::time::Instant::now());
         }
         let mut found: Vec<Record> = Vec::new();
         let by_subject = |otype: &str| -> Vec<i64> {
@@ -559,31 +586,25 @@ impl Run<'_> {
                 .map(|s| s.oid)
                 .collect()
         };
-        let all_retired = full;
         for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
             let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
             for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-                let oids: Vec<i64> = if all_retired {
-                    Vec::new()
+                let oids: Vec<i64> = if full {
+                    self.retired.retired_oids(otype)
                 } else {
                     by_subject(otype)
                 };
-                if !all_retired && oids.is_empty() {
+                if oids.is_empty() {
                     continue;
                 }
+                // A join with the list (not `= ANY`): one hash of the list, one pass of the table.
                 let cols = TABLES[ti].column_list();
-                let rows = if all_retired {
-                    tx.query(
-                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1"),
-                        &[&otype],
-                    )
-                } else {
-                    tx.query(
-                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid = ANY($2)"),
+                let rows = tx
+                    .query(
+                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid IN (SELECT unnest($2::bigint[]))"),
                         &[&otype, &oids],
                     )
-                }
-                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
                     found.push(value_record(r));
                 }
@@ -616,11 +637,21 @@ impl Run<'_> {
             for r in rows_to_records(TABLES.len(), rows)?.into_values() {
                 found.push(value_record(r));
             }
-            // Versions extracted after the export.
+            // Versions extracted after the export: of a migrated server, and unknown to the
+            // bundle (the rest of the test is the record's own, below).
+            let servers = self.retired.servers();
             for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
                 let cols = TABLES[ti].column_list();
+                let known = self.retired.known_oids(kind == Kind::BiReportColumn);
                 let rows = tx
-                    .query(&format!("SELECT {cols} FROM {}", TABLES[ti].name), &[])
+                    .query(
+                        &format!(
+                            "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
+                             (SELECT 1 FROM unnest($2::bigint[]) AS k(oid) WHERE k.oid = v.oid)",
+                            TABLES[ti].name
+                        ),
+                        &[&servers, &known],
+                    )
                     .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
                     let rec = value_record(r);
@@ -635,6 +666,15 @@ impl Run<'_> {
         found.sort_by_key(|a| (a.kind_name().to_string(), a.key()));
         found.dedup_by(|a, b| a.kind_name() == b.kind_name() && a.key() == b.key());
         let fields = read_fields(db, tx)?;
+        if dry {
+            self.covered.sort_unstable();
+            let covered = &self.covered;
+            found.retain(|r| {
+                covered
+                    .binary_search(&covered_hash(r.kind_name(), &r.key()))
+                    .is_err()
+            });
+        }
         let newer: Vec<(Newer, Record)> = found
             .into_iter()
             .filter_map(|r| carry::check(self.retired, &r, Some(&fields), None).map(|n| (n, r)))
@@ -802,6 +842,19 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
         );
     }
     Ok(fields)
+}
+
+/// A 64-bit hash of a record's (kind, key), for [`Run::covered`] (a collision only lets the
+/// pre-check miss a newer record, which the batch itself then finds).
+fn covered_hash(kind: &str, key: &str) -> u64 {
+    crate::record::SeenKeys::hash(kind, key) as u64
+}
+
+/// With `LOOKMIG_TIMING` set, prints a line on stderr (how long batches hold their locks).
+fn timing(line: std::fmt::Arguments) {
+    if std::env::var_os("LOOKMIG_TIMING").is_some() {
+        eprintln!("timing: {line}");
+    }
 }
 
 fn is_lock_timeout(e: &postgres::Error) -> bool {
