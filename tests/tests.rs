@@ -28,3 +28,9 @@ mod fuzz;
 
 #[path = "it/html5lib.rs"]
 mod html5lib;
+
+#[path = "it/review.rs"]
+mod review;
+
+#[path = "it/browser.rs"]
+mod browser;
