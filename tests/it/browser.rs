@@ -113,11 +113,26 @@ fn http_get(port: u16, path: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Read the head, then as many bytes as Content-Length says (the server may keep the
+    // connection open).
+    let mut r = BufReader::new(s);
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("DevTools HTTP response");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("DevTools HTTP body");
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// A DevTools protocol session over a minimal websocket client (RFC 6455: text frames, client
@@ -229,7 +244,9 @@ impl Cdp {
     /// Waits until `expr` is truthy.
     fn wait_for(&mut self, expr: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.eval(&format!("!!({expr})")).as_bool().unwrap_or(false) {
+        // Not yet there (no body, no element) counts as false, not as an error.
+        let probe = format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
+        while !self.eval(&probe).as_bool().unwrap_or(false) {
             assert!(Instant::now() < deadline, "timed out waiting for {expr}");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -311,8 +328,9 @@ fn the_review_page_decides_a_conflict_and_an_unresolved_report_in_chromium() {
     );
     page.wait_for("document.getElementById('decision-count').textContent === '1'");
     let csv = page.save_decisions();
+    // The Blob and the text on the page agree (a textarea's value has its CRLFs as LFs).
     assert_eq!(
-        csv,
+        csv.replace("\r\n", "\n"),
         page.eval("document.getElementById('decisions-csv').value")
     );
     let file = d.write("decisions.csv", &csv);
