@@ -304,10 +304,8 @@ impl Decisions {
                 None => servers
                     .iter()
                     .filter(|s| {
-                        by_map.contains(&(
-                            **s,
-                            crate::groups::external_hash(**s, legacy_external_id),
-                        ))
+                        by_map
+                            .contains(&(**s, crate::groups::external_hash(**s, legacy_external_id)))
                     })
                     .count(),
             };
@@ -424,11 +422,7 @@ impl Chooser for Decisions {
                             .is_some_and(|s| s.oid == o)
                     })
                 })
-                .filter(|(_, c)| {
-                    value_sha256
-                        .as_ref()
-                        .is_none_or(|h| *h == record_sha256(c))
-                })
+                .filter(|(_, c)| value_sha256.as_ref().is_none_or(|h| *h == record_sha256(c)))
                 .map(|(i, _)| i)
                 .collect();
             match matching.as_slice() {
@@ -466,9 +460,10 @@ fn parse_row(path: &str, no: u64, vals: &HashMap<&str, &str>) -> Result<What> {
     let int = |c: &str| -> Result<Option<i64>> {
         match get(c) {
             "" => Ok(None),
-            s => s.parse::<i64>().map(Some).map_err(|_| {
-                anyhow::anyhow!("{path}:{no}: {c} must be an integer, found {s:?}")
-            }),
+            s => s
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| anyhow::anyhow!("{path}:{no}: {c} must be an integer, found {s:?}")),
         }
     };
     let need = |c: &str, action: &str| -> Result<String> {
@@ -492,8 +487,9 @@ fn parse_row(path: &str, no: u64, vals: &HashMap<&str, &str>) -> Result<What> {
             if otype != crate::groups::REPORT && otype != crate::groups::COLUMN {
                 bail!("{path}:{no}: survivor_otype must be bi_report or bi_report_column, found {otype:?}");
             }
-            let oid = int("survivor_oid")?
-                .ok_or_else(|| anyhow::anyhow!("{path}:{no}: a choose decision needs survivor_oid"))?;
+            let oid = int("survivor_oid")?.ok_or_else(|| {
+                anyhow::anyhow!("{path}:{no}: a choose decision needs survivor_oid")
+            })?;
             let kind = need("kind", "choose")?;
             if kind != "field_value" && kind != "trust_flag" {
                 bail!("{path}:{no}: kind must be field_value or trust_flag (the conflicts a decision can settle), found {kind:?}");
@@ -585,27 +581,63 @@ mod tests {
         .unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d.items[0].line, 2);
-        assert!(matches!(&d.items[0].what, What::Choose { choose_oid: Some(101), merge_key, .. } if merge_key == "field 4"));
-        assert!(matches!(&d.items[1].what, What::Map { server_id: Some(1), stable_external_id, .. } if stable_external_id == "dashboard/9"));
+        assert!(
+            matches!(&d.items[0].what, What::Choose { choose_oid: Some(101), merge_key, .. } if merge_key == "field 4")
+        );
+        assert!(
+            matches!(&d.items[1].what, What::Map { server_id: Some(1), stable_external_id, .. } if stable_external_id == "dashboard/9")
+        );
         let d = parse("legacy_external_id,action,stable_external_id\nx,map,look/3\n").unwrap();
-        assert!(matches!(&d.items[0].what, What::Map { server_id: None, .. }));
+        assert!(matches!(
+            &d.items[0].what,
+            What::Map {
+                server_id: None,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bad_lines_name_the_file_and_line() {
         let cases = [
             ("{HEAD}pick,,,,,,,,,,\n", "d.csv:2: unknown action \"pick\""),
-            ("{HEAD}choose,,bi_report,x,field_value,field 4,1,,,,\n", "d.csv:2: survivor_oid must be an integer"),
-            ("{HEAD}choose,,bi_report,1,field_value,field 4,,,,,\n", "d.csv:2: a choose decision needs choose_oid or value_sha256"),
-            ("{HEAD}choose,,bi_report,1,tag,tag x,1,,,,\n", "d.csv:2: kind must be field_value or trust_flag"),
-            ("{HEAD}choose,,bi_report,1,field_value,field 4,,abc,,,\n", "d.csv:2: value_sha256 must be 64 hex digits"),
-            ("{HEAD}map,1,,,,,,,x,not-stable,\n", "d.csv:2: stable_external_id \"not-stable\" is not a stable id"),
-            ("{HEAD}map,1,bi_report,,,,,,x,look/1,\n", "d.csv:2: a map decision has no survivor_otype"),
-            ("{HEAD}map,1,,,,,,,,look/1,\n", "d.csv:2: a map decision needs legacy_external_id"),
-            ("action,colour\nmap,red\n", "d.csv:1: unknown column \"colour\""),
+            (
+                "{HEAD}choose,,bi_report,x,field_value,field 4,1,,,,\n",
+                "d.csv:2: survivor_oid must be an integer",
+            ),
+            (
+                "{HEAD}choose,,bi_report,1,field_value,field 4,,,,,\n",
+                "d.csv:2: a choose decision needs choose_oid or value_sha256",
+            ),
+            (
+                "{HEAD}choose,,bi_report,1,tag,tag x,1,,,,\n",
+                "d.csv:2: kind must be field_value or trust_flag",
+            ),
+            (
+                "{HEAD}choose,,bi_report,1,field_value,field 4,,abc,,,\n",
+                "d.csv:2: value_sha256 must be 64 hex digits",
+            ),
+            (
+                "{HEAD}map,1,,,,,,,x,not-stable,\n",
+                "d.csv:2: stable_external_id \"not-stable\" is not a stable id",
+            ),
+            (
+                "{HEAD}map,1,bi_report,,,,,,x,look/1,\n",
+                "d.csv:2: a map decision has no survivor_otype",
+            ),
+            (
+                "{HEAD}map,1,,,,,,,,look/1,\n",
+                "d.csv:2: a map decision needs legacy_external_id",
+            ),
+            (
+                "action,colour\nmap,red\n",
+                "d.csv:1: unknown column \"colour\"",
+            ),
         ];
         for (text, want) in cases {
-            let e = parse(&text.replace("{HEAD}", HEAD)).unwrap_err().to_string();
+            let e = parse(&text.replace("{HEAD}", HEAD))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
     }
@@ -633,8 +665,12 @@ mod tests {
 
     #[test]
     fn a_choice_names_its_record_by_version_and_hash_and_unused_ones_are_errors() {
-        let a = rec(json!({"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":102},"value":"new"}));
-        let b = rec(json!({"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":101},"value":"old"}));
+        let a = rec(
+            json!({"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":102},"value":"new"}),
+        );
+        let b = rec(
+            json!({"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":101},"value":"old"}),
+        );
         let hb = record_sha256(&b);
         let d = parse(&format!(
             "{HEAD}choose,,bi_report,103,field_value,field 4,101,{hb},,,\nchoose,,bi_report,103,field_value,field 20,101,,,,\n"
@@ -674,19 +710,20 @@ mod tests {
         };
         let s = |oid: i64| json!({"otype":"bi_report","oid":oid});
         let items = vec![
-            item(0, json!({"kind":"field_value","field_id":4,"subject":s(103),"value":"new"})),
-            item(1, json!({"kind":"field_value","field_id":4,"subject":s(101),"value":"old"})),
+            item(
+                0,
+                json!({"kind":"field_value","field_id":4,"subject":s(103),"value":"new"}),
+            ),
+            item(
+                1,
+                json!({"kind":"field_value","field_id":4,"subject":s(101),"value":"old"}),
+            ),
         ];
         let d = parse(&format!(
             "{HEAD}choose,,bi_report,103,field_value,field 4,101,,,,\n"
         ))
         .unwrap();
-        let m = merge_group_with(
-            &surv(),
-            items,
-            &crate::refs::Fields::default(),
-            Some(&d),
-        );
+        let m = merge_group_with(&surv(), items, &crate::refs::Fields::default(), Some(&d));
         assert_eq!(m.records[0].obj["value"], json!("old"));
         assert_eq!(m.records[0].obj["subject"], s(103));
         assert_eq!(m.conflicts.len(), 1);

@@ -96,11 +96,10 @@ pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
 
 fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     timing("start");
-    let id_map = match &opts.id_map {
+    let mut id_map = match &opts.id_map {
         Some(p) => IdMap::load(p)?,
         None => IdMap::default(),
     };
-    let mut id_map = id_map;
     if let Some(d) = &opts.decisions {
         d.add_to_id_map(&mut id_map, opts.id_map.as_deref())?;
     }
@@ -583,10 +582,7 @@ fn change(
     // Merge group by group, a batch of groups at a time in parallel.
     let mut batch: Vec<HeldGroup> = Vec::new();
     let mut batch_bytes = 0;
-    let chooser = opts
-        .decisions
-        .as_deref()
-        .map(|d| d as &dyn merge::Chooser);
+    let chooser = opts.decisions.as_deref().map(|d| d as &dyn merge::Chooser);
     let flush =
         |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
             let merged: Vec<GroupResult> = batch

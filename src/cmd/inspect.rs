@@ -234,7 +234,9 @@ fn write_csv(b: &bundle::Bundle, target: &crate::output::Target) -> Result<[u64;
             c["loser"]["subject"]["oid"].to_string(),
             value_of(&c["loser"], kind),
             sha,
-            c["decision_line"].as_u64().map_or(String::new(), |l| l.to_string()),
+            c["decision_line"]
+                .as_u64()
+                .map_or(String::new(), |l| l.to_string()),
         ])?;
         n[1] += 1;
         Ok(())
@@ -262,7 +264,10 @@ fn write_csv(b: &bundle::Bundle, target: &crate::output::Target) -> Result<[u64;
         let otype = g["otype"].as_str().unwrap_or("").to_string();
         let survivor = g["survivor_oid"].as_i64().unwrap_or(0);
         let name = if otype == crate::groups::REPORT {
-            versions.iter().find_map(|v| names.get(v).cloned()).unwrap_or_default()
+            versions
+                .iter()
+                .find_map(|v| names.get(v).cloned())
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -270,13 +275,20 @@ fn write_csv(b: &bundle::Bundle, target: &crate::output::Target) -> Result<[u64;
         w.write_record([
             g["server_id"].to_string(),
             otype.clone(),
-            g["report_stable_external_id"].as_str().unwrap_or("").to_string(),
+            g["report_stable_external_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
             name,
             survivor.to_string(),
             versions.len().to_string(),
             join(&versions),
             join(&oids(&g["deleted_left"])),
-            conflicts_of.get(&(otype, survivor)).copied().unwrap_or(0).to_string(),
+            conflicts_of
+                .get(&(otype, survivor))
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
         ])?;
         n[0] += 1;
         Ok(())
@@ -292,7 +304,12 @@ fn write_csv(b: &bundle::Bundle, target: &crate::output::Target) -> Result<[u64;
     b.for_each_item(bundle::UNRESOLVED, |u: Value| {
         let ext = u["external_id"].as_str().unwrap_or("").to_string();
         let suggestion = crate::review::suggest_stable(&ext).unwrap_or_default();
-        w.write_record([u["server_id"].to_string(), u["oid"].to_string(), ext, suggestion])?;
+        w.write_record([
+            u["server_id"].to_string(),
+            u["oid"].to_string(),
+            ext,
+            suggestion,
+        ])?;
         n[2] += 1;
         Ok(())
     })?;

@@ -231,9 +231,10 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
             crate::groups::REPORT | crate::groups::COLUMN => {
                 members.find(&h.kind, head.oid.unwrap_or(i64::MIN))
             }
-            _ => head.subject.as_ref().and_then(|s| {
-                members.find(s["otype"].as_str()?, s["oid"].as_i64()?)
-            }),
+            _ => head
+                .subject
+                .as_ref()
+                .and_then(|s| members.find(s["otype"].as_str()?, s["oid"].as_i64()?)),
         };
         let server = head
             .server_id
@@ -247,7 +248,11 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         let r = &mut rows[row as usize];
         if h.kind == crate::groups::REPORT {
             if let (Some(oid), Some(Value::String(name))) = (head.oid, &head.name) {
-                let rank = r.versions.iter().position(|v| *v == oid).unwrap_or(usize::MAX);
+                let rank = r
+                    .versions
+                    .iter()
+                    .position(|v| *v == oid)
+                    .unwrap_or(usize::MAX);
                 if r.name.as_ref().is_none_or(|(at, _)| rank < *at) {
                     r.name = Some((rank, name.clone()));
                 }
@@ -281,10 +286,10 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         Vec::new()
     };
     let m = &b.manifest;
-    let name = b
-        .dir
-        .file_name()
-        .map_or_else(|| b.dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = b.dir.file_name().map_or_else(
+        || b.dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let path = b.dir.display().to_string();
     let mut w = Counter { inner: out, n: 0 };
     write!(
@@ -356,7 +361,13 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         .unwrap_or_default();
     w.write_all(chart("Curation carried to survivors, by kind", &top(&carried, 14)).as_bytes())?;
     w.write_all(chart("Conflicts by kind", &top(&conflicts_by_kind, 14)).as_bytes())?;
-    w.write_all(chart("Conflicts by merge key (top 10)", &top(&conflicts_by_key, 10)).as_bytes())?;
+    w.write_all(
+        chart(
+            "Conflicts by merge key (top 10)",
+            &top(&conflicts_by_key, 10),
+        )
+        .as_bytes(),
+    )?;
     w.write_all(b"</div>")?;
     w.write_all(b"<p class=\"note\">What the page shows comes from the bundle alone: every record the migration changes or removes, before (its <code>prior</code>) and after. Curation that only the survivor held and that the migration does not touch is not in the bundle, so a group's \"after\" lists what changes, not everything the survivor keeps. References repaired in other records (mentions in articles, object sets) are counted above, not listed per group.</p></section>\n")?;
     w.write_all(b"<section id=\"groups\" hidden></section><section id=\"unresolved\" hidden></section><section id=\"warnings\" hidden></section><section id=\"decisions\" hidden></section>\n</main>\n")?;
@@ -435,7 +446,12 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         .into_iter()
         .map(|u| {
             let ext = u["external_id"].as_str().unwrap_or("").to_string();
-            json!([u["server_id"], u["oid"], ext, crate::review::suggest_stable(&ext)])
+            json!([
+                u["server_id"],
+                u["oid"],
+                ext,
+                crate::review::suggest_stable(&ext)
+            ])
         })
         .collect();
     let data = json!({
@@ -500,7 +516,10 @@ fn cut_long(v: &mut Value) {
         Value::String(s) if s.chars().count() > LONG_STRING => {
             let total = s.chars().count();
             let kept: String = s.chars().take(LONG_STRING).collect();
-            *s = format!("{kept}… ({} more characters not shown)", total - LONG_STRING);
+            *s = format!(
+                "{kept}… ({} more characters not shown)",
+                total - LONG_STRING
+            );
         }
         Value::Array(a) => a.iter_mut().for_each(cut_long),
         Value::Object(o) => o.values_mut().for_each(cut_long),
@@ -645,7 +664,10 @@ mod tests {
 
     #[test]
     fn suggestions_take_the_first_number() {
-        assert_eq!(suggest_stable("dash-42-v3").as_deref(), Some("dashboard/42"));
+        assert_eq!(
+            suggest_stable("dash-42-v3").as_deref(),
+            Some("dashboard/42")
+        );
         assert_eq!(suggest_stable("Look 7 copy").as_deref(), Some("look/7"));
         assert_eq!(suggest_stable("report-alpha"), None);
     }
@@ -654,7 +676,10 @@ mod tests {
     fn long_strings_are_cut_and_say_so() {
         let mut v = json!({"value": "x".repeat(LONG_STRING + 5)});
         cut_long(&mut v);
-        assert!(v["value"].as_str().unwrap().ends_with("(5 more characters not shown)"));
+        assert!(v["value"]
+            .as_str()
+            .unwrap()
+            .ends_with("(5 more characters not shown)"));
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl Browser {
             }) {
                 return Cdp::connect(ws);
             }
-            assert!(Instant::now() < deadline, "no page target for {url}: {list}");
+            assert!(
+                Instant::now() < deadline,
+                "no page target for {url}: {list}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -160,7 +163,10 @@ impl Cdp {
             head.push(b[0]);
         }
         let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "handshake refused: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "handshake refused: {head}"
+        );
         Cdp { s, next: 0 }
     }
 
@@ -245,7 +251,8 @@ impl Cdp {
     fn wait_for(&mut self, expr: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         // Not yet there (no body, no element) counts as false, not as an error.
-        let probe = format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
+        let probe =
+            format!("(() => {{ try {{ return !!({expr}); }} catch (e) {{ return false; }} }})()");
         while !self.eval(&probe).as_bool().unwrap_or(false) {
             assert!(Instant::now() < deadline, "timed out waiting for {expr}");
             std::thread::sleep(Duration::from_millis(50));
@@ -262,7 +269,9 @@ impl Cdp {
             sel = serde_json::to_string(selector).unwrap()
         ));
         let (x, y) = (
-            at[0].as_f64().unwrap_or_else(|| panic!("nothing to click: {selector} / {pick}")),
+            at[0]
+                .as_f64()
+                .unwrap_or_else(|| panic!("nothing to click: {selector} / {pick}")),
             at[1].as_f64().unwrap(),
         );
         for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
@@ -301,8 +310,13 @@ fn the_review_page_decides_a_conflict_and_an_unresolved_report_in_chromium() {
     // Sample 10: three versions of dashboard 12, with conflicts.
     let export = sample("10-collapse-versions").join("export.ndjson");
     util::migrate(d.path(), &export, &d.join("a.bundle"), &[]).ok();
-    d.run(["review", &arg(&d.join("a.bundle")), "-o", &arg(&d.join("a.html"))])
-        .ok();
+    d.run([
+        "review",
+        &arg(&d.join("a.bundle")),
+        "-o",
+        &arg(&d.join("a.html")),
+    ])
+    .ok();
     let url = file_url(&d.join("a.html"));
     let browser = Browser::start(&url);
     let mut page = browser.page(&url);
@@ -320,7 +334,10 @@ fn the_review_page_decides_a_conflict_and_an_unresolved_report_in_chromium() {
     let title = page.eval("document.getElementById('detail-title').textContent");
     assert!(title.as_str().unwrap().contains("dashboard/12"), "{title}");
     let cells = page.eval("document.getElementById('curation').textContent");
-    assert!(cells.as_str().unwrap().contains("Old description."), "{cells}");
+    assert!(
+        cells.as_str().unwrap().contains("Old description."),
+        "{cells}"
+    );
     // Take the losing description instead of the winner.
     page.click(
         ".conflict .take",
@@ -347,8 +364,13 @@ fn the_review_page_decides_a_conflict_and_an_unresolved_report_in_chromium() {
         .expect("the description of 103 changes");
     assert_eq!(util::after(&field)["value"], "<p>Old description.</p>");
     // The decided bundle's page shows the decision as made.
-    d.run(["review", &arg(&d.join("b.bundle")), "-o", &arg(&d.join("b.html"))])
-        .ok();
+    d.run([
+        "review",
+        &arg(&d.join("b.bundle")),
+        "-o",
+        &arg(&d.join("b.html")),
+    ])
+    .ok();
     let url_b = file_url(&d.join("b.html"));
     page.call("Page.navigate", json!({ "url": url_b }));
     page.wait_for(&format!(
@@ -363,8 +385,13 @@ fn the_review_page_decides_a_conflict_and_an_unresolved_report_in_chromium() {
     // Sample 06: unresolved reports; give report-alpha its stable id.
     let export = sample("06-unresolved").join("export.ndjson");
     util::migrate(d.path(), &export, &d.join("u.bundle"), &[]).ok();
-    d.run(["review", &arg(&d.join("u.bundle")), "-o", &arg(&d.join("u.html"))])
-        .ok();
+    d.run([
+        "review",
+        &arg(&d.join("u.bundle")),
+        "-o",
+        &arg(&d.join("u.html")),
+    ])
+    .ok();
     let url_u = file_url(&d.join("u.html"));
     page.call("Page.navigate", json!({ "url": url_u }));
     page.wait_for(&format!(
@@ -424,15 +451,25 @@ fn measure() {
         std::fs::metadata(&path).unwrap().len()
     );
     if let Ok(shot) = std::env::var("LOOKMIG_REVIEW_SHOT") {
+        // The first group with conflicts, opened, then the summary.
+        page.click("#filter", "true");
+        page.eval("(() => { const f = document.getElementById('filter'); f.value = 'conflicts'; f.dispatchEvent(new Event('change')); })()");
+        page.click("#group-rows tr", "true");
+        page.eval("document.getElementById('detail').scrollIntoView()");
+        screenshot(&mut page, &shot.replace(".png", "-group.png"));
         page.click("nav button", "e.dataset.tab === 'summary'");
-        let r = page.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": false}),
-        );
-        let png = base64_decode(r["data"].as_str().unwrap());
-        std::fs::write(&shot, png).unwrap();
-        println!("screenshot {shot}");
+        page.eval("window.scrollTo(0, 0)");
+        screenshot(&mut page, &shot);
     }
+}
+
+fn screenshot(page: &mut Cdp, path: &str) {
+    let r = page.call(
+        "Page.captureScreenshot",
+        json!({"format": "png", "captureBeyondViewport": false}),
+    );
+    std::fs::write(path, base64_decode(r["data"].as_str().unwrap())).unwrap();
+    println!("screenshot {path}");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -42,7 +42,11 @@ fn a_chosen_value_wins_and_the_conflict_is_marked_decided() {
         &["--decisions".into(), arg(&file)],
     )
     .ok();
-    assert!(out.stdout.contains("decisions applied: 1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("decisions applied: 1"),
+        "{}",
+        out.stdout
+    );
     let b = d.join("b.bundle");
     let r = survivor_record(&b, "bi_report:103:4");
     assert_eq!(r["value"], "<p>Old description.</p>");
@@ -62,7 +66,10 @@ fn a_chosen_value_wins_and_the_conflict_is_marked_decided() {
         manifest(&b)["options"]["decisions_sha256"],
         sha256_hex(&std::fs::read(&file).unwrap())
     );
-    assert_eq!(manifest(&d.join("a.bundle"))["options"]["decisions_sha256"], Value::Null);
+    assert_eq!(
+        manifest(&d.join("a.bundle"))["options"]["decisions_sha256"],
+        Value::Null
+    );
     // The decided bundle is a bundle like any other: it verifies and keeps the conservation law.
     d.run(["verify", &arg(&b), "--export", &arg(&export)]).ok();
     // The same file again gives the same bundle (the decision matches the same record).
@@ -118,7 +125,11 @@ fn a_map_decision_resolves_an_unresolved_report_as_the_id_map_would() {
         &["--decisions".into(), arg(&file)],
     )
     .ok();
-    assert!(out.stdout.contains("1 unresolved reports mapped"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("1 unresolved reports mapped"),
+        "{}",
+        out.stdout
+    );
     let b = d.join("b.bundle");
     let idmap = values(&b.join("idmap.ndjson.zst"));
     let line = idmap
@@ -245,7 +256,16 @@ fn inspect_csv_writes_headers_and_quotes_commas_and_quotes() {
         (text, rows)
     };
     let (text, rows) = read("conflicts.csv");
-    assert_eq!(rows[0][..5], ["survivor_otype", "survivor_oid", "report_name", "kind", "merge_key"]);
+    assert_eq!(
+        rows[0][..5],
+        [
+            "survivor_otype",
+            "survivor_oid",
+            "report_name",
+            "kind",
+            "merge_key"
+        ]
+    );
     assert_eq!(rows.len(), 2, "{text}");
     let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap();
     assert_eq!(rows[1][col("winner_value")], "He said \"hi\", twice");
@@ -256,7 +276,15 @@ fn inspect_csv_writes_headers_and_quotes_commas_and_quotes() {
     assert_eq!(rows[1][3], "Sales, \"EMEA\" v2");
     assert_eq!(rows[1][6], "2 1");
     let (text, rows) = read("unresolved.csv");
-    assert_eq!(rows[0], ["server_id", "oid", "external_id", "suggested_stable_external_id"]);
+    assert_eq!(
+        rows[0],
+        [
+            "server_id",
+            "oid",
+            "external_id",
+            "suggested_stable_external_id"
+        ]
+    );
     assert_eq!(rows[1][2], "odd, \"one\"");
     assert!(text.contains("\"odd, \"\"one\"\"\""), "{text}");
     let (_, rows) = read("idmap.csv");
@@ -266,8 +294,14 @@ fn inspect_csv_writes_headers_and_quotes_commas_and_quotes() {
     d.run(["inspect", &arg(&b), "--csv", &arg(&d.join("csv"))])
         .code(1)
         .stderr_has("already exists");
-    d.run(["inspect", &arg(&b), "--csv", &arg(&d.join("csv")), "--overwrite"])
-        .ok();
+    d.run([
+        "inspect",
+        &arg(&b),
+        "--csv",
+        &arg(&d.join("csv")),
+        "--overwrite",
+    ])
+    .ok();
 }
 
 #[test]
@@ -277,7 +311,9 @@ fn review_writes_one_self_contained_page_with_the_bundle_id() {
     let b = d.join("a.bundle");
     util::migrate(d.path(), &export, &b, &[]).ok();
     let id = sha256_hex(&std::fs::read(b.join("manifest.json")).unwrap());
-    let out = d.run(["review", &arg(&b), "-o", &arg(&d.join("review.html"))]).ok();
+    let out = d
+        .run(["review", &arg(&b), "-o", &arg(&d.join("review.html"))])
+        .ok();
     assert!(out.stdout.contains(&id), "{}", out.stdout);
     let html = std::fs::read_to_string(d.join("review.html")).unwrap();
     assert!(html.contains(&format!("--expect {id}")));
@@ -286,5 +322,8 @@ fn review_writes_one_self_contained_page_with_the_bundle_id() {
     }
     assert!(html.contains("<svg"), "charts are inline SVG");
     // Rich text cannot end a script element early.
-    assert_eq!(html.matches("</script>").count(), html.matches("<script").count());
+    assert_eq!(
+        html.matches("</script>").count(),
+        html.matches("<script").count()
+    );
 }
