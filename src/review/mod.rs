@@ -372,7 +372,57 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
     w.write_all(b"<p class=\"note\">What the page shows comes from the bundle alone: every record the migration changes or removes, before (its <code>prior</code>) and after. Curation that only the survivor held and that the migration does not touch is not in the bundle, so a group's \"after\" lists what changes, not everything the survivor keeps. References repaired in other records (mentions in articles, object sets) are counted above, not listed per group.</p></section>\n")?;
     w.write_all(b"<section id=\"groups\" hidden></section><section id=\"unresolved\" hidden></section><section id=\"warnings\" hidden></section><section id=\"decisions\" hidden></section>\n</main>\n")?;
 
-    // 5. The details, group by group, in chunks, up to the budget.
+    // 5. The list data and the script, before the details: the page works while they load.
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!([
+                r.name.as_ref().map_or("", |(_, n)| n.as_str()),
+                r.stable,
+                r.server,
+                r.survivor,
+                r.versions,
+                r.deleted_left,
+                r.column_groups,
+                r.conflicts,
+                r.changes
+            ])
+        })
+        .collect();
+    let unresolved: Vec<Value> = unresolved
+        .into_iter()
+        .map(|u| {
+            let ext = u["external_id"].as_str().unwrap_or("").to_string();
+            json!([
+                u["server_id"],
+                u["oid"],
+                ext,
+                crate::review::suggest_stable(&ext)
+            ])
+        })
+        .collect();
+    let data = json!({
+        "id": id,
+        "bundle": path,
+        "counts": counts,
+        "groups": list,
+        "group_fields": ["name","stable_external_id","server_id","survivor_oid","versions","deleted_left","column_groups","conflicts","changes"],
+        "details": {
+            "budget_bytes": details_bytes,
+            "per_group_changes": PER_GROUP,
+        },
+        "unresolved": unresolved,
+        "warnings": warnings,
+        "decisions": earlier,
+        "decision_columns": crate::decisions::COLUMNS,
+    });
+    w.write_all(b"<script type=\"application/json\" id=\"data\">")?;
+    w.write_all(&script_safe(&serde_json::to_vec(&data)?))?;
+    w.write_all(b"</script>\n<script>")?;
+    w.write_all(JS.as_bytes())?;
+    w.write_all(b"</script>\n")?;
+    // 6. The details, group by group, in chunks, up to the budget; then which chunk holds
+    //    which group.
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunks = 0i64;
     let mut group: Option<u32> = None;
@@ -424,56 +474,12 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
     flush_group(group, &mut entries, &mut chunk, &mut w, &mut rows, true)?;
     stats.groups_with_details = rows.iter().filter(|r| r.chunk >= 0).count() as u64;
 
-    // 6. The list data and the script.
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!([
-                r.name.as_ref().map_or("", |(_, n)| n.as_str()),
-                r.stable,
-                r.server,
-                r.survivor,
-                r.versions,
-                r.deleted_left,
-                r.column_groups,
-                r.conflicts,
-                r.changes,
-                r.chunk
-            ])
-        })
-        .collect();
-    let unresolved: Vec<Value> = unresolved
-        .into_iter()
-        .map(|u| {
-            let ext = u["external_id"].as_str().unwrap_or("").to_string();
-            json!([
-                u["server_id"],
-                u["oid"],
-                ext,
-                crate::review::suggest_stable(&ext)
-            ])
-        })
-        .collect();
-    let data = json!({
-        "id": id,
-        "bundle": path,
-        "counts": counts,
-        "groups": list,
-        "group_fields": ["name","stable_external_id","server_id","survivor_oid","versions","deleted_left","column_groups","conflicts","changes","chunk"],
-        "details": {
-            "groups": stats.groups_with_details,
-            "budget_bytes": details_bytes,
-            "per_group_changes": PER_GROUP,
-        },
-        "unresolved": unresolved,
-        "warnings": warnings,
-        "decisions": earlier,
-        "decision_columns": crate::decisions::COLUMNS,
+    let index = json!({
+        "groups_with_details": stats.groups_with_details,
+        "chunks": rows.iter().map(|r| r.chunk).collect::<Vec<i64>>(),
     });
-    w.write_all(b"<script type=\"application/json\" id=\"data\">")?;
-    w.write_all(&script_safe(&serde_json::to_vec(&data)?))?;
-    w.write_all(b"</script>\n<script>")?;
-    w.write_all(JS.as_bytes())?;
+    w.write_all(b"<script type=\"application/json\" id=\"chunk-index\">")?;
+    w.write_all(&script_safe(&serde_json::to_vec(&index)?))?;
     w.write_all(b"</script>\n</body></html>\n")?;
     w.flush()?;
     stats.bytes = w.n;

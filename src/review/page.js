@@ -94,7 +94,17 @@
   });
 
   // ---- groups ----------------------------------------------------------------------------
-  var G = D.groups; // [name, stable, server, survivor, versions, deleted_left, column_groups, conflicts, changes, chunk]
+  var G = D.groups; // [name, stable, server, survivor, versions, deleted_left, column_groups, conflicts, changes]
+  // Which chunk holds each group's details: the last block of the page, read once it is there.
+  var IDX = null;
+  function index() {
+    // Only once parsing is done: an element still being parsed may hold part of its text.
+    if (!IDX && document.readyState !== "loading") IDX = JSON.parse(document.getElementById("chunk-index").textContent);
+    return IDX;
+  }
+  function whenLoaded(f) {
+    if (index()) f(); else document.addEventListener("DOMContentLoaded", f, { once: true });
+  }
   var hay = null;
   var filtered = null, page = 0, selected = -1;
   function haystack(i) {
@@ -159,11 +169,14 @@
       el("span", { id: "group-page", cls: "pager" }),
       el("button", { id: "next", cls: "act alt", onclick: function () { page++; renderList(); } }, "Next ›")));
     sel.addEventListener("change", applyFilter);
-    if (D.details.groups < G.length) {
-      sec.appendChild(el("p", { cls: "note", text: "The page holds the before/after details of " + fmt(D.details.groups) + " of " +
+    var note = el("p", { cls: "note", id: "details-note" });
+    sec.appendChild(note);
+    whenLoaded(function () {
+      var n = index().groups_with_details;
+      if (n < G.length) note.textContent = "The page holds the before/after details of " + fmt(n) + " of " +
         fmt(G.length) + " groups (groups with conflicts first, up to " + Math.round(D.details.budget_bytes / 1048576) +
-        " MB of data). Make it again with a larger --details-mb to see the others." }));
-    }
+        " MB of data). Make it again with a larger --details-mb to see the others.";
+    });
     var table = el("table", { cls: "list", id: "group-list" },
       el("thead", null, el("tr", null, el("th", null, "Report name"), el("th", null, "Stable id"), el("th", { cls: "num" }, "Server"),
         el("th", { cls: "num" }, "Survivor oid"), el("th", { cls: "num" }, "Versions"), el("th", null, "Conflicts"))),
@@ -230,12 +243,18 @@
     box.appendChild(el("h2", { id: "detail-title" }, (g[0] || "(no name)") + " — " + g[1] + " (server " + g[2] + ")"));
     box.appendChild(el("p", { cls: "small" }, "Versions in version order: survivor " + g[3] + (g[4].length > 1 ? "; retired " + g[4].slice(1).join(", ") : "") +
       (g[5].length ? "; deleted versions left as they are: " + g[5].join(", ") : "") + ". " + g[6] + " column group(s) with several versions."));
-    if (g[9] < 0) {
+    if (!index()) {
+      box.appendChild(el("p", { cls: "note", text: "Loading the details…" }));
+      whenLoaded(function () { if (selected === i) openGroup(i); });
+      return;
+    }
+    var at = index().chunks[i];
+    if (at < 0) {
       box.appendChild(el("p", { cls: "note", text: "The details of this group are not embedded in this page (see the note above the list); " +
         g[8] + " change(s) of the bundle concern it." }));
       return;
     }
-    var entries = chunk(g[9]).get(i) || [];
+    var entries = chunk(at).get(i) || [];
     var conflicts = [], reports = {}, cols = [], rows = new Map();
     var versions = g[4].concat(g[5]);
     function row(s) { if (!rows.has(s)) rows.set(s, { before: {}, after: null, removed: false }); return rows.get(s); }
