@@ -328,11 +328,11 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         ("lines skipped (--max-errors)", c("skipped_lines")),
         ("decisions applied", c("decisions")),
     ];
-    w.write_all(b"<table class=\"totals\">")?;
+    w.write_all(b"<div class=\"stats\">")?;
     for (k, v) in totals {
-        write!(w, "<tr><th>{k}</th><td>{}</td></tr>", thousands(v))?;
+        write!(w, "<div><b>{}</b><span>{k}</span></div>", thousands(v))?;
     }
-    w.write_all(b"</table><div class=\"charts\">")?;
+    w.write_all(b"</div><div class=\"charts\">")?;
     let top = |m: &BTreeMap<String, u64>, n: usize| -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -33,6 +33,16 @@
     return v.replace(/<[^>]*>/g, " ").replace(/&nbsp;/g, " ").replace(/&lt;/g, "<").replace(/&gt;/g, ">")
       .replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, "&").replace(/\s+/g, " ").trim();
   }
+  // The mentions of rich text: the <a> tags with data-otype and data-oid (SPEC §5), as text.
+  function mentions(v) {
+    if (typeof v !== "string" || v.indexOf("data-oid") < 0) return "";
+    var out = [], tags = v.match(/<a\b[^>]*>/gi) || [];
+    tags.forEach(function (t) {
+      var o = /data-otype\s*=\s*["']?([^"'\s>]+)/i.exec(t), i = /data-oid\s*=\s*["']?([^"'\s>]+)/i.exec(t);
+      if (o && i) out.push(o[1] + " " + i[1]);
+    });
+    return out.length ? " [mentions " + out.join(", ") + "]" : "";
+  }
   function short(s, n) { s = String(s); n = n || 160; return s.length > n ? s.slice(0, n - 1) + "…" : s; }
 
   // ---- decisions -------------------------------------------------------------------------
@@ -220,18 +230,19 @@
   }
   function slotLabel(s) {
     var m = /^field (\d+)$/.exec(s);
-    return m ? (FIELD_NAMES[m[1]] || "field " + m[1]) + " (field " + m[1] + ")" : s;
+    return m && FIELD_NAMES[m[1]] ? FIELD_NAMES[m[1]] + " (field " + m[1] + ")" : s;
   }
   function describe(r, kind) {
     if (!r) return "";
     switch (kind) {
       case "field_value":
         if (Array.isArray(r.value)) return r.value.map(function (x) { return typeof x === "object" && x ? x.otype + " " + x.oid : String(x); }).join(", ");
-        return plain(r.value);
-      case "trust_flag": return r.flag_type + (r.reason ? ": " + plain(r.reason) : "") + (r.ts_created ? " (" + r.ts_created + ")" : "");
+        return plain(r.value) + mentions(r.value);
+      case "trust_flag": return r.flag_type + (r.reason ? ": " + plain(r.reason) + mentions(r.reason) : "") + (r.ts_created ? " (" + r.ts_created + ")" : "");
       case "tag": return r.name;
       case "star": return "starred" + (r.ts_created ? " " + r.ts_created : "");
-      case "conversation": return (r.posts || []).length + " post(s): " + short(plain(((r.posts || [])[0] || {}).text), 120);
+      case "conversation": return (r.posts || []).length + " post(s): " + short(plain(((r.posts || [])[0] || {}).text), 120) +
+        (r.posts || []).map(function (p) { return mentions(p.text); }).join("");
       default: return short(JSON.stringify(r), 200);
     }
   }
