@@ -36,8 +36,8 @@ const CHUNK_BYTES: usize = 256 << 10;
 const LONG_LINE: usize = 16 << 10;
 /// Strings longer than this are cut in a long line.
 const LONG_STRING: usize = 2000;
-/// Change lines kept per group; a group with more says how many were left out.
-const PER_GROUP: u32 = 400;
+/// Bytes of change lines kept per group; a group with more says how many were left out.
+const PER_GROUP_BYTES: usize = 24 << 10;
 
 /// What building a page found, for the command's summary.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -65,8 +65,14 @@ struct Row {
     changes: u32,
     /// The name of the earliest version in version order that has one: (rank, name).
     name: Option<(usize, String)>,
+    /// Bytes of its change lines held for the details.
+    held: usize,
+    /// Its change lines left out of the details (past [`PER_GROUP_BYTES`]).
+    left_out: u32,
     /// The details chunk holding its group, or -1.
     chunk: i64,
+    /// Whether that chunk holds its changes too, or only its conflicts.
+    full: bool,
 }
 
 #[derive(Deserialize)]
@@ -134,7 +140,6 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
     let mut rows: Vec<Row> = Vec::new();
     let mut members = Members::default();
     let mut by_stable: HashMap<(i64, String), u32> = HashMap::new();
-    let mut column_groups: Vec<GroupLine> = Vec::new();
     let mut versions_hist: BTreeMap<usize, u64> = BTreeMap::new();
     b.for_each_item(bundle::GROUPS, |g: GroupLine| {
         if g.otype == crate::groups::REPORT {
@@ -154,36 +159,35 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
                 conflicts: 0,
                 changes: 0,
                 name: None,
+                held: 0,
+                left_out: 0,
                 chunk: -1,
-            });
-        } else {
-            column_groups.push(GroupLine {
-                versions: g.versions,
-                ..g
+                full: false,
             });
         }
         Ok(())
     })?;
-    for g in column_groups {
-        if let Some(&i) = by_stable.get(&(g.server_id, g.report_stable_external_id)) {
-            rows[i as usize].column_groups += 1;
-            for v in g.versions {
-                members.columns.push((v, i));
+    // A second read for the column groups, so that they are never all held at once.
+    b.for_each_item(bundle::GROUPS, |g: GroupLine| {
+        if g.otype != crate::groups::REPORT {
+            if let Some(&i) = by_stable.get(&(g.server_id, g.report_stable_external_id)) {
+                rows[i as usize].column_groups += 1;
+                members.columns.extend(g.versions.iter().map(|v| (*v, i)));
             }
         }
-    }
+        Ok(())
+    })?;
     drop(by_stable);
     members.reports.sort_unstable();
     members.columns.sort_unstable();
     stats.groups = rows.len() as u64;
 
-    // 2. The conflicts: counted, and held for their group's details (groups with conflicts
-    //    come first in the details, so a small budget still holds every decision to make).
+    // 2. The conflicts: counted, and each embedded with its group whatever the budget (they
+    //    are the decisions to make); groups with conflicts come first in the details.
     let mut details = Sorter::new(crate::sort::run_bytes(8 << 20));
     let mut seq: u64 = 0;
     let mut conflicts_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut conflicts_by_key: BTreeMap<String, u64> = BTreeMap::new();
-    let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
     b.for_each_item(bundle::CONFLICTS, |mut c: Value| {
         stats.conflicts += 1;
         let kind = c["kind"].as_str().unwrap_or("").to_string();
@@ -206,12 +210,8 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
         let mut line = b"{\"conflict\":".to_vec();
         line.extend_from_slice(&serde_json::to_vec(&c)?);
         line.push(b'}');
-        held.push((row, line));
-        Ok(())
+        details.push(&detail_key(0, row, 0, &mut seq), &line)
     })?;
-    for (row, line) in held {
-        details.push(&detail_key(0, row, &mut seq), &line)?;
-    }
 
     // 3. The change set, once: counts, names, and each change routed to its group.
     let mut by_op: BTreeMap<String, u64> = BTreeMap::new();
@@ -259,7 +259,10 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
             }
         }
         r.changes += 1;
-        if r.changes > PER_GROUP {
+        // A column's own re-key or retirement is counted, not shown (a group's columns can
+        // be many); the columns' curation is shown.
+        if h.kind == crate::groups::COLUMN || r.held >= PER_GROUP_BYTES {
+            r.left_out += u32::from(h.kind != crate::groups::COLUMN);
             return Ok(());
         }
         let prio = u8::from(r.conflicts == 0);
@@ -269,7 +272,8 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
             cut_long(&mut v);
             bytes = serde_json::to_vec(&v)?;
         }
-        details.push(&detail_key(prio, row, &mut seq), &bytes)
+        r.held += bytes.len();
+        details.push(&detail_key(prio, row, 1, &mut seq), &bytes)
     })?;
 
     // 4. The page: head and summary first (they show before the rest has loaded).
@@ -373,63 +377,66 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
     w.write_all(b"<section id=\"groups\" hidden></section><section id=\"unresolved\" hidden></section><section id=\"warnings\" hidden></section><section id=\"decisions\" hidden></section>\n</main>\n")?;
 
     // 5. The list data and the script, before the details: the page works while they load.
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!([
-                r.name.as_ref().map_or("", |(_, n)| n.as_str()),
-                r.stable,
-                r.server,
-                r.survivor,
-                r.versions,
-                r.deleted_left,
-                r.column_groups,
-                r.conflicts,
-                r.changes
-            ])
-        })
-        .collect();
+    //    Written row by row, never built as one tree.
     let unresolved: Vec<Value> = unresolved
         .into_iter()
         .map(|u| {
             let ext = u["external_id"].as_str().unwrap_or("").to_string();
-            json!([
-                u["server_id"],
-                u["oid"],
-                ext,
-                crate::review::suggest_stable(&ext)
-            ])
+            json!([u["server_id"], u["oid"], ext, suggest_stable(&ext)])
         })
         .collect();
-    let data = json!({
+    let head = json!({
         "id": id,
         "bundle": path,
         "counts": counts,
-        "groups": list,
-        "group_fields": ["name","stable_external_id","server_id","survivor_oid","versions","deleted_left","column_groups","conflicts","changes"],
+        "group_fields": ["name","stable_external_id","server_id","survivor_oid","versions","deleted_left","column_groups","conflicts","changes","changes_left_out"],
         "details": {
             "budget_bytes": details_bytes,
-            "per_group_changes": PER_GROUP,
+            "per_group_bytes": PER_GROUP_BYTES,
         },
         "unresolved": unresolved,
         "warnings": warnings,
         "decisions": earlier,
         "decision_columns": crate::decisions::COLUMNS,
     });
+    let mut head = serde_json::to_vec(&head)?;
+    head.pop(); // the closing brace: the groups follow
     w.write_all(b"<script type=\"application/json\" id=\"data\">")?;
-    w.write_all(&script_safe(&serde_json::to_vec(&data)?))?;
-    w.write_all(b"</script>\n<script>")?;
+    w.write_all(&script_safe(&head))?;
+    w.write_all(b",\"groups\":[")?;
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        let row = json!([
+            r.name.as_ref().map_or("", |(_, n)| n.as_str()),
+            r.stable,
+            r.server,
+            r.survivor,
+            r.versions,
+            r.deleted_left,
+            r.column_groups,
+            r.conflicts,
+            r.changes,
+            r.left_out
+        ]);
+        w.write_all(&script_safe(&serde_json::to_vec(&row)?))?;
+    }
+    w.write_all(b"]}</script>\n<script>")?;
     w.write_all(JS.as_bytes())?;
     w.write_all(b"</script>\n")?;
-    // 6. The details, group by group, in chunks, up to the budget; then which chunk holds
-    //    which group.
+
+    // 6. The details, group by group, in chunks: every group's conflicts, and its changes
+    //    while the budget lasts; then which chunk holds which group.
     let mut chunk: Vec<u8> = Vec::new();
     let mut chunks = 0i64;
     let mut group: Option<u32> = None;
+    let mut conflicts: Vec<u8> = Vec::new();
     let mut entries: Vec<u8> = Vec::new();
     let mut spent = 0usize;
-    let mut full = false;
+    let mut over = false;
     let mut flush_group = |group: Option<u32>,
+                           conflicts: &mut Vec<u8>,
                            entries: &mut Vec<u8>,
                            chunk: &mut Vec<u8>,
                            w: &mut Counter,
@@ -437,17 +444,27 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
                            last: bool|
      -> Result<()> {
         if let Some(g) = group {
-            if !full && spent + entries.len() <= details_bytes {
-                spent += entries.len() + 16;
+            // Once a group's changes do not fit, no later group's do (the page says so).
+            let full = !over && spent + entries.len() <= details_bytes;
+            over |= !full;
+            if full || !conflicts.is_empty() {
                 chunk.extend_from_slice(if chunk.is_empty() { b"[" } else { b"," });
                 write!(chunk, "[{g},[")?;
-                chunk.extend_from_slice(entries);
+                chunk.extend_from_slice(conflicts);
+                if full {
+                    spent += entries.len();
+                    if !conflicts.is_empty() && !entries.is_empty() {
+                        chunk.push(b',');
+                    }
+                    chunk.extend_from_slice(entries);
+                }
                 chunk.extend_from_slice(b"]]");
-                rows[g as usize].chunk = chunks;
-            } else {
-                full = true;
+                let r = &mut rows[g as usize];
+                r.chunk = chunks;
+                r.full = full;
             }
         }
+        conflicts.clear();
         entries.clear();
         if !chunk.is_empty() && (chunk.len() >= CHUNK_BYTES || last) {
             chunk.push(b']');
@@ -462,21 +479,42 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
     details.finish(|key, line| {
         let g = u32::from_be_bytes(key[1..5].try_into().expect("group"));
         if group != Some(g) {
-            flush_group(group, &mut entries, &mut chunk, &mut w, &mut rows, false)?;
+            flush_group(
+                group,
+                &mut conflicts,
+                &mut entries,
+                &mut chunk,
+                &mut w,
+                &mut rows,
+                false,
+            )?;
             group = Some(g);
         }
-        if !entries.is_empty() {
-            entries.push(b',');
+        let to = if key[5] == 0 {
+            &mut conflicts
+        } else {
+            &mut entries
+        };
+        if !to.is_empty() {
+            to.push(b',');
         }
-        entries.extend_from_slice(line);
+        to.extend_from_slice(line);
         Ok(())
     })?;
-    flush_group(group, &mut entries, &mut chunk, &mut w, &mut rows, true)?;
-    stats.groups_with_details = rows.iter().filter(|r| r.chunk >= 0).count() as u64;
-
+    flush_group(
+        group,
+        &mut conflicts,
+        &mut entries,
+        &mut chunk,
+        &mut w,
+        &mut rows,
+        true,
+    )?;
+    stats.groups_with_details = rows.iter().filter(|r| r.full).count() as u64;
     let index = json!({
         "groups_with_details": stats.groups_with_details,
         "chunks": rows.iter().map(|r| r.chunk).collect::<Vec<i64>>(),
+        "full": rows.iter().map(|r| u8::from(r.full)).collect::<Vec<u8>>(),
     });
     w.write_all(b"<script type=\"application/json\" id=\"chunk-index\">")?;
     w.write_all(&script_safe(&serde_json::to_vec(&index)?))?;
@@ -507,11 +545,14 @@ pub fn suggest_stable(external_id: &str) -> Option<String> {
     Some(format!("{prefix}/{digits}"))
 }
 
-fn detail_key(prio: u8, row: u32, seq: &mut u64) -> [u8; 13] {
-    let mut k = [0u8; 13];
+/// The sort key of a detail line: groups with conflicts first, then group by group, the
+/// conflicts (`section` 0) before the changes (1), in the order they came.
+fn detail_key(prio: u8, row: u32, section: u8, seq: &mut u64) -> [u8; 14] {
+    let mut k = [0u8; 14];
     k[0] = prio;
     k[1..5].copy_from_slice(&row.to_be_bytes());
-    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k[5] = section;
+    k[6..].copy_from_slice(&seq.to_be_bytes());
     *seq += 1;
     k
 }

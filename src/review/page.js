@@ -266,6 +266,7 @@
       return;
     }
     var entries = chunk(at).get(i) || [];
+    var full = index().full[i] === 1;
     var conflicts = [], reports = {}, cols = [], rows = new Map();
     var versions = g[4].concat(g[5]);
     function row(s) { if (!rows.has(s)) rows.set(s, { before: {}, after: null, removed: false }); return rows.get(s); }
@@ -281,6 +282,8 @@
       if (aft && aft.subject && aft.subject.oid === g[3]) r.after = aft;
       if (!aft) r.removed = true;
     });
+    if (!full) box.appendChild(el("p", { cls: "note", text: "Only the conflicts of this group are embedded: the page's budget for before/after details ran out (make it again with a larger --details-mb). " +
+      g[8] + " change(s) of the bundle concern this group." }));
     // The versions.
     var vt = el("table", { cls: "matrix", id: "versions" }, el("thead", null, el("tr", null,
       el("th", null, "Version oid"), el("th", null, "Role"), el("th", null, "Name"), el("th", null, "external_id before"), el("th", null, "after"))));
@@ -292,10 +295,9 @@
         el("td", null, b ? b.external_id : "(unchanged: not in the bundle)"),
         el("td", null, rp.op === "delete" ? "leaves the catalog" : a ? a.external_id : "unchanged")));
     });
-    box.appendChild(el("h3", null, "Versions"));
-    box.appendChild(vt);
+    if (full) { box.appendChild(el("h3", null, "Versions")); box.appendChild(vt); }
     // The curation, before on each version and after on the survivor.
-    box.appendChild(el("h3", null, "Curation before and after"));
+    if (full) box.appendChild(el("h3", null, "Curation before and after"));
     var head = el("tr", null, el("th", null, "What"));
     g[4].forEach(function (v, k) { head.appendChild(el("th", null, (k === 0 ? "survivor " : "retired ") + v + " before")); });
     head.appendChild(el("th", null, "survivor " + g[3] + " after"));
@@ -312,15 +314,15 @@
       mt.appendChild(tr);
     });
     if (!rows.size) mt.appendChild(el("tr", null, el("td", { colspan: g[4].length + 2, cls: "none" }, "No curation of these versions changes.")));
-    box.appendChild(mt);
-    box.appendChild(el("p", { cls: "note", text: "Each cell holds a record the migration changes or removes, as it was; the last column what the survivor holds afterwards for that row. Curation only the survivor held, and that does not change, is not in the bundle and is not shown." }));
-    if (g[8] > D.details.per_group_changes) box.appendChild(el("p", { cls: "note", text: (g[8] - D.details.per_group_changes) + " more change(s) of this group are not shown." }));
+    if (full) box.appendChild(mt);
+    if (full) box.appendChild(el("p", { cls: "note", text: "Each cell holds a record the migration changes or removes, as it was; the last column what the survivor holds afterwards for that row. Curation only the survivor held, and that does not change, is not in the bundle and is not shown." }));
+    if (full && g[9] > 0) box.appendChild(el("p", { cls: "note", text: g[9] + " more change(s) of this group's curation are not shown (at most " + Math.round(D.details.per_group_bytes / 1024) + " KB of changes per group are embedded)." }));
     // The conflicts.
     box.appendChild(el("h3", null, "Conflicts (" + conflicts.length + ")"));
     if (!conflicts.length) box.appendChild(el("p", { cls: "small", text: "No conflicts: every value merged by the rules." }));
     conflicts.forEach(function (c) { box.appendChild(conflictView(c, g)); });
     if (cols.length) {
-      box.appendChild(el("h3", null, "Columns (" + cols.length + " changes)"));
+      box.appendChild(el("h3", null, "Columns' curation (" + cols.length + " changes; the columns' own re-keys are not listed)"));
       var ct = el("table", { cls: "matrix" }, el("thead", null, el("tr", null, el("th", null, "Change"), el("th", null, "Kind"), el("th", null, "Key"), el("th", null, "Before"), el("th", null, "After"))));
       cols.slice(0, 200).forEach(function (c) {
         ct.appendChild(el("tr", null, el("td", null, c.op), el("td", null, c.kind), el("td", null, c.key),
