@@ -326,4 +326,18 @@ fn review_writes_one_self_contained_page_with_the_bundle_id() {
         html.matches("</script>").count(),
         html.matches("<script").count()
     );
+    // With no room for details, the conflicts are still embedded: they are the decisions.
+    let out = d
+        .run([
+            "review",
+            &arg(&b),
+            "-o",
+            &arg(&d.join("small.html")),
+            "--details-mb",
+            "0",
+        ])
+        .ok();
+    assert!(out.stdout.contains("(0 with details)"), "{}", out.stdout);
+    let html = std::fs::read_to_string(d.join("small.html")).unwrap();
+    assert!(html.contains("id=\"c0\"") && html.contains("Old description."));
 }
