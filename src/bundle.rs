@@ -29,6 +29,8 @@ pub const UNRESOLVED: &str = "unresolved.ndjson.zst";
 pub const WARNINGS: &str = "warnings.ndjson.zst";
 /// The lines skipped under `--max-errors`, verbatim, one a line.
 pub const SKIPPED: &str = "skipped.ndjson.zst";
+/// The reviewer's decisions applied (`--decisions`), one a line; present only when given.
+pub const DECISIONS: &str = "decisions.ndjson.zst";
 /// The format version this lookmig writes and reads.
 pub const VERSION: u64 = 2;
 
@@ -108,6 +110,9 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
         )?,
         write_items(&dir.join(SKIPPED), SKIPPED, &r.skipped_lines, level)?,
     ];
+    if let Some(d) = &r.decisions {
+        files.push(write_items(&dir.join(DECISIONS), DECISIONS, d, level)?);
+    }
     let report = serde_json::to_vec_pretty(&r.small()).context("serialising the report")?;
     std::fs::write(dir.join(REPORT), &report)
         .with_context(|| format!("{}: writing {REPORT}", target.path.display()))?;

@@ -46,8 +46,31 @@ pub enum Command {
         /// How many changes to show (0 for all).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Also write groups.csv, conflicts.csv, unresolved.csv and idmap.csv into DIR (for
+        /// spreadsheets).
+        #[arg(long, value_name = "DIR")]
+        csv: Option<String>,
         #[command(flatten)]
         common: CommonArgs,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Write one self-contained HTML page to review and sign off a bundle, and decide its
+    /// conflicts and unresolved reports (saved as a decisions file for `migrate --decisions`).
+    Review {
+        /// The bundle directory.
+        bundle: String,
+        /// The HTML file to write.
+        #[arg(short = 'o', long = "output", value_name = "HTML")]
+        output: String,
+        /// Embed the before/after details of groups up to about this many MB of data (groups
+        /// with conflicts first); the page says which groups have none.
+        #[arg(long, value_name = "MB", default_value_t = 48)]
+        details_mb: u64,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// Check a bundle against its manifest and, with --export, the conservation law.
     Verify {
@@ -155,6 +178,11 @@ pub struct RuleArgs {
     /// Fail (exit 1) when any report stays unresolved.
     #[arg(long)]
     pub strict: bool,
+    /// A reviewer's decisions (CSV, saved by the `lookmig review` page or written by hand):
+    /// conflict winners chosen, unresolved reports given their stable id. A line that matches
+    /// nothing or contradicts another is an error.
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<String>,
     /// Skip up to N malformed lines, listing each in the report, instead of failing.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_errors: u64,

@@ -232,6 +232,25 @@ impl IdMap {
             .map(|(s, _)| s.as_str())
     }
 
+    /// The stable id a line gives exactly this pair (a line naming `server`, or with None a
+    /// line for every server), with its line number.
+    pub fn line_for(&self, server: Option<i64>, legacy: &str) -> Option<(&str, u64)> {
+        match server {
+            Some(s) => self.per_server.get(&(s, legacy.to_string())),
+            None => self.any_server.get(legacy),
+        }
+        .map(|(s, no)| (s.as_str(), *no))
+    }
+
+    /// Adds a line from elsewhere (a reviewer's decision); the caller checked that it
+    /// contradicts no line already there.
+    pub fn add(&mut self, server: Option<i64>, legacy: String, stable: String, no: u64) {
+        match server {
+            Some(s) => self.per_server.insert((s, legacy), (stable, no)),
+            None => self.any_server.insert(legacy, (stable, no)),
+        };
+    }
+
     /// True when the map holds no line.
     pub fn is_empty(&self) -> bool {
         self.any_server.is_empty() && self.per_server.is_empty()

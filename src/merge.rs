@@ -8,7 +8,7 @@
 use crate::record::{canonical_json, earliest_first, instant, latest_first, Kind, Record, Subject};
 use crate::refs::Fields;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
 /// A curation record of a group member, before and after reference repair.
@@ -33,6 +33,26 @@ pub struct Conflict {
     pub merge_key: String,
     pub winner: Value,
     pub loser: Value,
+    /// The line of the `--decisions` file that chose the winner, when a reviewer decided this
+    /// conflict ([`crate::decisions`]); absent when the rule of SPEC §4 did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_line: Option<u64>,
+}
+
+/// A reviewer's choice, consulted where a rule of SPEC §4 picks one winner among differing
+/// values (single-valued fields, trust flags). [`crate::decisions::Decisions`] is the one there
+/// is; the merge only asks it.
+pub trait Chooser: Sync {
+    /// The index in `candidates` (the records as the export has them, in the merge's order) of
+    /// the record that must win this merge key, with the line of the decision that says so; None
+    /// lets the rule decide.
+    fn choose(
+        &self,
+        survivor: &Subject,
+        kind: &str,
+        merge_key: &str,
+        candidates: &[&Map<String, Value>],
+    ) -> Option<(usize, u64)>;
 }
 
 /// What merging a group produced.
@@ -84,7 +104,19 @@ pub fn merge_key(r: &Record) -> Option<String> {
 }
 
 /// Merges the curation of one group onto `survivor`.
-pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) -> Merged {
+pub fn merge_group(survivor: &Subject, items: Vec<Item>, fields: &Fields) -> Merged {
+    merge_group_with(survivor, items, fields, None)
+}
+
+/// [`merge_group`], where `chooser` may name the winner of a single-valued field or a trust
+/// flag instead of the rule (a reviewer's decision); the conflicts are then listed against the
+/// chosen record and marked with the decision's line.
+pub fn merge_group_with(
+    survivor: &Subject,
+    mut items: Vec<Item>,
+    fields: &Fields,
+    chooser: Option<&dyn Chooser>,
+) -> Merged {
     items.sort_by_key(|i| (i.rank, i.line));
     let mut out = Merged::default();
     // Buckets keep first-seen order so the output is deterministic.
@@ -119,8 +151,10 @@ pub fn merge_group(survivor: &Subject, mut items: Vec<Item>, fields: &Fields) ->
         }
         *out.carried.entry(kind.to_string()).or_default() += retired;
         let mut winner = match kind {
-            "field_value" => merge_field(survivor, &key, bucket, fields, &mut out.conflicts),
-            "trust_flag" => merge_flags(survivor, &key, bucket, &mut out.conflicts),
+            "field_value" => {
+                merge_field(survivor, &key, bucket, fields, chooser, &mut out.conflicts)
+            }
+            "trust_flag" => merge_flags(survivor, &key, bucket, chooser, &mut out.conflicts),
             "tag" => merge_tags(bucket),
             "star" => merge_stars(bucket),
             _ => unreachable!("only field values, flags, tags and stars have buckets"),
@@ -150,6 +184,7 @@ fn merge_field(
     key: &str,
     bucket: Vec<Item>,
     fields: &Fields,
+    chooser: Option<&dyn Chooser>,
     conflicts: &mut Vec<Conflict>,
 ) -> Record {
     let values: Vec<&Value> = bucket.iter().map(|i| &i.after.obj["value"]).collect();
@@ -185,6 +220,7 @@ fn merge_field(
                     merge_key: key.to_string(),
                     winner: Value::Object(bucket[first_array].before.obj.clone()),
                     loser: Value::Object(bucket[i].before.obj.clone()),
+                    decision_line: None,
                 }),
                 _ => {}
             }
@@ -205,7 +241,14 @@ fn merge_field(
         }
         return merged;
     }
-    let win = values.iter().position(|v| !is_empty(v)).unwrap_or(0);
+    let decided = chooser.and_then(|c| {
+        let candidates: Vec<&Map<String, Value>> = bucket.iter().map(|i| &i.before.obj).collect();
+        c.choose(survivor, "field_value", key, &candidates)
+    });
+    let win = match decided {
+        Some((i, _)) => i,
+        None => values.iter().position(|v| !is_empty(v)).unwrap_or(0),
+    };
     for (i, it) in bucket.iter().enumerate() {
         if i != win && !is_empty(values[i]) && values[i] != values[win] {
             conflicts.push(Conflict {
@@ -214,6 +257,7 @@ fn merge_field(
                 merge_key: key.to_string(),
                 winner: Value::Object(bucket[win].before.obj.clone()),
                 loser: Value::Object(it.before.obj.clone()),
+                decision_line: decided.map(|(_, line)| line),
             });
         }
     }
@@ -228,6 +272,7 @@ fn merge_flags(
     survivor: &Subject,
     key: &str,
     mut bucket: Vec<Item>,
+    chooser: Option<&dyn Chooser>,
     conflicts: &mut Vec<Conflict>,
 ) -> Record {
     bucket.sort_by(|x, y| {
@@ -237,6 +282,15 @@ fn merge_flags(
         )
         .then(y.after.int("id").cmp(&x.after.int("id")))
     });
+    let decided = chooser.and_then(|c| {
+        let candidates: Vec<&Map<String, Value>> = bucket.iter().map(|i| &i.before.obj).collect();
+        c.choose(survivor, "trust_flag", key, &candidates)
+    });
+    if let Some((i, _)) = decided {
+        // The chosen flag wins; the others keep the rule's order behind it.
+        let chosen = bucket.remove(i);
+        bucket.insert(0, chosen);
+    }
     let reason = |r: &Record| r.obj.get("reason").cloned().unwrap_or(Value::Null);
     let win_reason = reason(&bucket[0].after);
     for it in &bucket[1..] {
@@ -248,6 +302,7 @@ fn merge_flags(
                 merge_key: key.to_string(),
                 winner: Value::Object(bucket[0].before.obj.clone()),
                 loser: Value::Object(it.before.obj.clone()),
+                decision_line: decided.map(|(_, line)| line),
             });
         }
     }

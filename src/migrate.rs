@@ -49,6 +49,9 @@ pub struct Options {
     /// Show a progress bar on a terminal.
     #[serde(skip)]
     pub progress: bool,
+    /// A reviewer's decisions (`--decisions`): conflict winners and unresolved reports' ids.
+    #[serde(skip)]
+    pub decisions: Option<std::sync::Arc<crate::decisions::Decisions>>,
 }
 
 /// The result of a migration, ready to be written as a bundle.
@@ -93,10 +96,13 @@ pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
 
 fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     timing("start");
-    let id_map = match &opts.id_map {
+    let mut id_map = match &opts.id_map {
         Some(p) => IdMap::load(p)?,
         None => IdMap::default(),
     };
+    if let Some(d) = &opts.decisions {
+        d.add_to_id_map(&mut id_map, opts.id_map.as_deref())?;
+    }
     let progress = Progress::new(opts.progress, "scanning");
     let mut scan = scan(input, opts, &id_map, &progress)?;
     progress.finish();
@@ -118,6 +124,9 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     scan.reports.retain(|r| migrated.contains(&r.server_id));
     scan.columns.retain(|c| migrated.contains(&c.server_id));
     scan.unresolved.retain(|(u, line)| keep(u.server_id, *line));
+    if let Some(d) = &opts.decisions {
+        d.check_mapped(&scan.reports)?;
+    }
     for r in &scan.reports {
         let c = servers.entry(r.server_id).or_default();
         c.reports += 1;
@@ -188,12 +197,22 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
     report.warnings = warnings;
     report.counts.warnings = report.warnings.len() as u64;
 
+    if let Some(d) = &opts.decisions {
+        d.check_used()?;
+        report.counts.decisions = d.len() as u64;
+        report.decisions = Some(d.used());
+    }
     let mut options = serde_json::to_value(opts)?;
     options["servers"] = serde_json::to_value(&migrated)?;
     options["id_map_sha256"] = opts
         .id_map
         .as_ref()
         .map(|_| Value::from(id_map.sha256.clone()))
+        .unwrap_or(Value::Null);
+    options["decisions_sha256"] = opts
+        .decisions
+        .as_ref()
+        .map(|d| Value::from(d.sha256.clone()))
         .unwrap_or(Value::Null);
     Ok(Outcome {
         changes,
@@ -556,11 +575,12 @@ fn change(
     // Merge group by group, a batch of groups at a time in parallel.
     let mut batch: Vec<HeldGroup> = Vec::new();
     let mut batch_bytes = 0;
+    let chooser = opts.decisions.as_deref().map(|d| d as &dyn merge::Chooser);
     let flush =
         |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
             let merged: Vec<GroupResult> = batch
                 .par_iter()
-                .map(|(g, items)| merge_one(*g, items, fields, groups))
+                .map(|(g, items)| merge_one(*g, items, fields, groups, chooser))
                 .collect();
             for m in merged {
                 for (k, n) in m.carried {
@@ -639,6 +659,7 @@ fn merge_one(
     raw: &[(usize, u64, Vec<u8>)],
     fields: &Fields,
     groups: &Groups,
+    decisions: Option<&dyn merge::Chooser>,
 ) -> GroupResult {
     let mut repaired = 0;
     // Each record's original bytes (the prior of its change) and its index among the items.
@@ -658,7 +679,7 @@ fn merge_one(
     }
     let originals: Vec<Map<String, Value>> =
         items.iter().map(|i: &Item| i.before.obj.clone()).collect();
-    let merged = merge::merge_group(&groups.survivor(g), items, fields);
+    let merged = merge::merge_group_with(&groups.survivor(g), items, fields, decisions);
     // The difference between the group's curation before and after, matched by key.
     let mut changes = Vec::new();
     for a in merged.records {

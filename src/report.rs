@@ -53,6 +53,8 @@ pub struct Counts {
     pub unresolved: u64,
     pub warnings: u64,
     pub skipped_lines: u64,
+    /// Lines of the `--decisions` file applied (each listed in `decisions.ndjson.zst`).
+    pub decisions: u64,
 }
 
 /// A list that can grow past memory: items are serialised as they come and kept in a
@@ -165,6 +167,9 @@ pub struct Report {
     pub unresolved: Vec<Unresolved>,
     pub warnings: Vec<String>,
     pub skipped_lines: Vec<Skipped>,
+    /// The reviewer's decisions applied, when `--decisions` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Vec<crate::decisions::Decision>>,
 }
 
 /// What `report.json` holds: the counts and the summaries per server, small whatever the size
@@ -234,6 +239,15 @@ impl Report {
             "conflicts: {} (kept the winner; each listed in full with --json)",
             c.conflicts
         );
+        if let Some(d) = &self.decisions {
+            let choose = d.iter().filter(|d| d.is_choose()).count();
+            let _ = writeln!(
+                s,
+                "decisions applied: {} ({choose} conflict winners chosen, {} unresolved reports mapped)",
+                d.len(),
+                d.len() - choose
+            );
+        }
         for u in self.unresolved.iter().take(10) {
             let _ = writeln!(
                 s,

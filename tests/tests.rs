@@ -31,3 +31,9 @@ mod html5lib;
 
 #[path = "it/newer.rs"]
 mod newer;
+
+#[path = "it/review.rs"]
+mod review;
+
+#[path = "it/browser.rs"]
+mod browser;

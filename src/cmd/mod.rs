@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod plan;
 pub mod restore;
+pub mod review;
 pub mod verify;
 
 use crate::cli::{Command, CommonArgs, RuleArgs};
@@ -22,7 +23,7 @@ pub fn run(cmd: Command) -> Result<()> {
             common,
         } => plan::run(&plan::Options {
             export,
-            migrate: migrate_options(&rules, &common),
+            migrate: migrate_options(&rules, &common)?,
             json: common.json,
         }),
         Command::Migrate {
@@ -34,7 +35,7 @@ pub fn run(cmd: Command) -> Result<()> {
         } => migrate::run(&migrate::Options {
             export,
             output,
-            migrate: migrate_options(&rules, &common),
+            migrate: migrate_options(&rules, &common)?,
             json: common.json,
             overwrite: write.overwrite,
             level: write.level,
@@ -42,10 +43,27 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Inspect {
             bundle,
             limit,
+            csv,
             common,
+            write,
         } => inspect::run(&inspect::Options {
             bundle,
             limit,
+            csv,
+            overwrite: write.overwrite,
+            json: common.json,
+        }),
+        Command::Review {
+            bundle,
+            output,
+            details_mb,
+            common,
+            write,
+        } => review::run(&review::Options {
+            bundle,
+            output,
+            details_bytes: details_mb.saturating_mul(1 << 20),
+            overwrite: write.overwrite,
             json: common.json,
         }),
         Command::Verify {
@@ -118,6 +136,7 @@ fn common(cmd: &Command) -> &CommonArgs {
         Command::Plan { common, .. }
         | Command::Migrate { common, .. }
         | Command::Inspect { common, .. }
+        | Command::Review { common, .. }
         | Command::Verify { common, .. }
         | Command::Generate { common, .. }
         | Command::Dump { common, .. } => common,
@@ -129,8 +148,12 @@ fn common(cmd: &Command) -> &CommonArgs {
     }
 }
 
-fn migrate_options(r: &RuleArgs, c: &CommonArgs) -> crate::migrate::Options {
-    crate::migrate::Options {
+fn migrate_options(r: &RuleArgs, c: &CommonArgs) -> Result<crate::migrate::Options> {
+    let decisions = match &r.decisions {
+        Some(p) => Some(std::sync::Arc::new(crate::decisions::Decisions::load(p)?)),
+        None => None,
+    };
+    Ok(crate::migrate::Options {
         servers: r.servers.clone(),
         id_map: r.id_map.clone(),
         recover_deleted: r.recover_deleted,
@@ -138,7 +161,8 @@ fn migrate_options(r: &RuleArgs, c: &CommonArgs) -> crate::migrate::Options {
         max_errors: r.max_errors,
         threads: c.threads,
         progress: true,
-    }
+        decisions,
+    })
 }
 
 /// Prints to stdout, turning a closed pipe into an error the binary treats as success.
