@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Times lookmig against the decompression floor and a plain jq pass, on generated exports.
+# Times lookmig against the decompression floor, a plain jq pass and a DuckDB script doing part of
+# the job, on generated exports.
 #
 #   benches/compare.sh [REPORTS ...]      (default: 200000)
 #
@@ -9,11 +10,15 @@
 #   plan     lookmig plan FILE
 #   migrate  lookmig migrate FILE -o BUNDLE
 #   restore  lookmig restore BUNDLE --onto FILE -o OUT.ndjson.zst
+#   verify   lookmig verify BUNDLE --export FILE   (checksums and the conservation law)
 #   jq       zstd -dc FILE | jq -c . >/dev/null    (the everyday peer)
+#   duckdb   python3 ../shared/peers/duckdb_core.py PLAIN OUT 2   (the SQL peer, on the export
+#            decompressed beforehand, untimed; skipped with a note where `import duckdb` fails)
 # and prints each time, its ratio to the floor, MB/s of uncompressed input and peak RSS
 # (/usr/bin/time -v). Rows are also appended to target/bench-data/results.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+peers=${LOOKMIG_PEERS:-$PWD/../shared/peers}
 for tool in zstd jq /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "compare.sh needs $tool (apt-get install zstd jq time)" >&2; exit 1; }
 done
@@ -34,6 +39,12 @@ measure() {
   rm -f "$log" "$log.err"
 }
 
+duckdb=yes
+python3 -c 'import duckdb' 2>/dev/null && [ -f "$peers/duckdb_core.py" ] || {
+  duckdb=
+  echo "note: no DuckDB row (needs python3 with duckdb, pip install duckdb, and $peers/duckdb_core.py)"
+}
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 printf '%-9s %-8s %10s %9s %10s %10s\n' reports step seconds x_floor MB/s peak_MiB
 for n in "${sizes[@]}"; do
@@ -46,14 +57,23 @@ for n in "${sizes[@]}"; do
   read -r secs[plan] rss[plan] < <(measure "'$bin' plan '$file'")
   read -r secs[migrate] rss[migrate] < <(measure "'$bin' migrate '$file' -o '$data/bundle-$n'")
   read -r secs[restore] rss[restore] < <(measure "'$bin' restore '$data/bundle-$n' --onto '$file' -o '$data/out-$n.ndjson.zst'")
+  read -r secs[verify] rss[verify] < <(measure "'$bin' verify '$data/bundle-$n' --export '$file'")
   read -r secs[jq] rss[jq] < <(measure "zstd -dc '$file' | jq -c . >/dev/null")
-  for step in floor plan migrate restore jq; do
+  steps=(floor plan migrate restore verify jq)
+  if [ -n "$duckdb" ]; then
+    zstd -dcf "$file" -o "$data/plain-$n.ndjson" 2>/dev/null
+    read -r secs[duckdb] rss[duckdb] < <(measure "python3 '$peers/duckdb_core.py' '$data/plain-$n.ndjson' '$data/duck-$n.ndjson' $(nproc)")
+    rm -f "$data/plain-$n.ndjson" "$data/duck-$n.ndjson"
+    steps+=(duckdb)
+  fi
+  for step in "${steps[@]}"; do
     s=${secs[$step]}
     row=$(awk -v n="$n" -v st="$step" -v s="$s" -v f="${secs[floor]}" -v b="$bytes" -v m="${rss[$step]}" \
       'BEGIN {printf "%-9s %-8s %10.2f %9.1f %10.0f %10.0f", n, st, s, s/f, b/1e6/s, m/1024}')
     echo "$row"
     printf '%s\t%s\n' "$(date -u +%FT%TZ)" "$row" >>"$data/results.tsv"
   done
+  echo "load average after $n: $(cut -d' ' -f1-3 /proc/loadavg)"
   unset secs rss
   rm -rf "$data/bundle-$n" "$data/out-$n.ndjson.zst"
 done

@@ -87,14 +87,25 @@ pub fn timing(stage: &str) {
 
 /// Runs the pipeline on `input`.
 pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
+    in_pool(opts, || run_in_pool(input, opts, false))
+}
+
+/// The dry run of `plan`: the same pipeline and the same report as [`run`], but the change and
+/// id-map lines are only counted, never kept — no sort runs, no bundle, no checksum of the input.
+pub fn plan(input: &Input, opts: &Options) -> Result<Report> {
+    in_pool(opts, || run_in_pool(input, opts, true)).map(|o| o.report)
+}
+
+fn in_pool<T: Send>(opts: &Options, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .build()
         .map_err(|e| anyhow::anyhow!("starting {} worker threads: {e}", opts.threads))?;
-    pool.install(|| run_in_pool(input, opts))
+    pool.install(f)
 }
 
-fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
+/// `dry`: count the changes without keeping them ([`plan`]).
+fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
     timing("start");
     let mut id_map = match &opts.id_map {
         Some(p) => IdMap::load(p)?,
@@ -180,7 +191,7 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         ..Report::default()
     };
     let progress = Progress::new(opts.progress, "changing");
-    let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress)?;
+    let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress, dry)?;
     progress.finish();
 
     let c = &mut report.counts;
@@ -218,7 +229,7 @@ fn run_in_pool(input: &Input, opts: &Options) -> Result<Outcome> {
         changes,
         idmap,
         report,
-        input_sha256: input.sha256()?,
+        input_sha256: if dry { String::new() } else { input.sha256()? },
         options,
     })
 }
@@ -487,6 +498,7 @@ fn change(
     groups: &Groups,
     report: &mut Report,
     progress: &Progress,
+    dry: bool,
 ) -> Result<(Sorter, Sorter)> {
     let (fields, bad) = (&scan.fields, &scan.bad_lines);
     // Records whose subject is a report or column the export lacks: kept, counted, a few named.
@@ -513,7 +525,7 @@ fn change(
                     match d {
                         Decision::Same => {}
                         Decision::Lines(c, n) => {
-                            push_raw(&mut changes, c, &mut report.counts)?;
+                            push_raw(&mut changes, c, &mut report.counts, dry)?;
                             report.counts.references_repaired += n;
                         }
                         Decision::Version {
@@ -525,8 +537,11 @@ fn change(
                                 &mut changes,
                                 change.into_iter().collect(),
                                 &mut report.counts,
+                                dry,
                             )?;
-                            idmap.push(&key, &row)?;
+                            if !dry {
+                                idmap.push(&key, &row)?;
+                            }
                             if let Some(server) = column_rekeyed {
                                 report.servers.entry(server).or_default().columns_rekeyed += 1;
                             }
@@ -590,7 +605,7 @@ fn change(
                 for c in &m.conflicts {
                     report.conflicts.push(c)?;
                 }
-                push_raw(changes, m.changes, &mut report.counts)?;
+                push_raw(changes, m.changes, &mut report.counts, dry)?;
             }
             batch.clear();
             Ok(())
@@ -630,13 +645,17 @@ type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
 /// Bytes of pairs a sorter holds in memory before it spills a run to disk.
 const SORT_BYTES: usize = 8 << 20;
 
+/// Counts the changes and, unless `dry`, keeps them in `sorter`.
 fn push_raw(
     sorter: &mut Sorter,
     changes: Vec<RawChange>,
     counts: &mut crate::report::Counts,
+    dry: bool,
 ) -> Result<()> {
     for c in changes {
-        sorter.push(&c.sort, &c.line)?;
+        if !dry {
+            sorter.push(&c.sort, &c.line)?;
+        }
         match c.op {
             Op::Create => counts.changes_create += 1,
             Op::Update => counts.changes_update += 1,

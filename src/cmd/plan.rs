@@ -1,5 +1,5 @@
 //! `lookmig plan EXPORT`: the dry run. Runs the whole pipeline and prints the report; writes
-//! nothing.
+//! nothing, and keeps no change line ([`crate::migrate::plan`]).
 
 use super::{out, out_json};
 use crate::input::Input;
@@ -16,14 +16,14 @@ pub struct Options {
 pub fn run(o: &Options) -> Result<()> {
     let input = Input::new(&o.export)?;
     super::require_records(&input)?;
-    let outcome = crate::migrate::run(&input, &o.migrate)?;
+    let report = crate::migrate::plan(&input, &o.migrate)?;
     if o.json {
-        out_json(&outcome.report)
+        out_json(&report)
     } else {
         out(&format!(
             "plan for {} (nothing written)\n{}",
             input.name,
-            outcome.report.summary()
+            report.summary()
         ))
     }
 }
