@@ -310,14 +310,14 @@ pub fn write_page(b: &Bundle, details_bytes: usize, out: &mut dyn Write) -> Resu
          <p>Sign off this id. To apply exactly this bundle, and nothing else:</p>\
          <pre id=\"restore-cmd\">lookmig restore {} --expect {id} --database URL</pre>\
          <p class=\"small\">(or <code>--onto EXPORT -o OUT</code> for a rehearsal on a copy of the export). \
-         Made by {} from the export with SHA-256 <code>{}</code>; options <code>{}</code>.</p></header>\n",
+         Made by {} from the export with SHA-256 <code>{}</code>; options <code>{}</code>.</p></header>",
         esc(&path),
         esc(&shell_word(&path)),
         esc(&m.tool),
         esc(&m.input_sha256),
         esc(&m.options.to_string()),
     )?;
-    w.write_all(b"<nav id=\"tabs\"><button data-tab=\"summary\" class=\"on\">Summary</button><button data-tab=\"groups\">Groups</button><button data-tab=\"unresolved\">Unresolved</button><button data-tab=\"warnings\">Warnings</button><button data-tab=\"decisions\">Decisions <span id=\"decision-count\">0</span></button></nav>\n<main>\n<section id=\"summary\">")?;
+    w.write_all(b"\n<nav id=\"tabs\"><button data-tab=\"summary\" class=\"on\">Summary</button><button data-tab=\"groups\">Groups</button><button data-tab=\"unresolved\">Unresolved</button><button data-tab=\"warnings\">Warnings</button><button data-tab=\"decisions\">Decisions <span id=\"decision-count\">0</span></button></nav>\n<main>\n<section id=\"summary\">")?;
     let c = |k: &str| counts[k].as_u64().unwrap_or(0);
     let totals = [
         ("changes", stats.changes),
@@ -629,7 +629,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut o = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             o.push(',');
         }
         o.push(c);

@@ -436,5 +436,6 @@
   shown.decisions = true;
   changed();
   document.body.dataset.ready = String(Math.round(performance.now() - T0));
+  document.body.dataset.readyAt = String(Math.round(performance.now())); // since navigation
   window.lookmigReview = { tab: tab, openGroup: openGroup, csv: csv };
 })();

@@ -436,18 +436,26 @@ fn measure() {
         "JSON.stringify({fcp: (performance.getEntriesByName('first-contentful-paint')[0]||{}).startTime,
           dcl: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd,
           load: performance.getEntriesByType('navigation')[0].loadEventEnd,
-          script_ms: +document.body.dataset.ready})",
+          script_ms: +document.body.dataset.ready, interactive_at: +document.body.dataset.readyAt})",
     );
+    page.wait_for("document.readyState === 'complete'");
+    let loaded = started.elapsed();
+    let dcl = page.eval("performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd");
     let t0 = Instant::now();
     page.click("nav button", "e.dataset.tab === 'groups'");
     page.wait_for("document.querySelectorAll('#group-rows tr').length > 0");
     let groups_tab = t0.elapsed();
     let t1 = Instant::now();
     page.click("#group-rows tr", "true");
-    page.wait_for("document.getElementById('detail-title')");
+    page.wait_for("document.querySelector('#detail h3')");
     let open = t1.elapsed();
+    let t2 = Instant::now();
+    page.click("#search", "true");
+    page.type_text("dashboard/1");
+    page.wait_for("document.getElementById('group-count').textContent.includes(' of ') && !document.getElementById('group-count').textContent.startsWith(document.getElementById('group-count').textContent.split(' of ')[1])");
+    let search = t2.elapsed();
     println!(
-        "page {path}: {} bytes; {t}; chromium start to ready {wall:?}; groups tab {groups_tab:?}; open a group {open:?}",
+        "page {path}: {} bytes; {t}; chromium start to ready {wall:?}, to loaded {loaded:?} (DOMContentLoaded at {dcl} ms); groups tab {groups_tab:?}; open a group {open:?}; search {search:?}",
         std::fs::metadata(&path).unwrap().len()
     );
     if let Ok(shot) = std::env::var("LOOKMIG_REVIEW_SHOT") {

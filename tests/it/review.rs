@@ -99,15 +99,15 @@ fn a_trust_flag_decision_takes_the_other_flag() {
     )
     .ok();
     let ch = changes(&d.join("b.bundle"));
-    let flag = |id: i64| {
+    let flag = |id: &str| {
         ch.iter()
-            .find(|c| c["kind"] == "trust_flag" && c["key"] == id.to_string())
+            .find(|c| c["kind"] == "trust_flag" && c["key"].as_str() == Some(id))
             .map(|c| (c["op"].clone(), util::after(c)))
     };
-    let (op, rec) = flag(502).expect("flag 502 changes");
+    let (op, rec) = flag("502").expect("flag 502 changes");
     assert_eq!(op, "update");
     assert_eq!(rec["subject"]["oid"], 103, "502 moves to the survivor");
-    assert_eq!(flag(501).expect("flag 501 changes").0, "delete");
+    assert_eq!(flag("501").expect("flag 501 changes").0, "delete");
 }
 
 #[test]
