@@ -540,7 +540,7 @@ fn curator_adds(c: &mut postgres::Client, oid: i64, n: u64) -> Result<bool, post
         )?
         .is_some();
     if there {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             tx.execute(
                 "INSERT INTO tag (subject_otype, subject_oid, name) VALUES ('bi_report', $1, $2)",
                 &[&oid, &format!("curator-{n}")],
@@ -577,7 +577,8 @@ fn curators_adding_tags_during_the_restore_never_leave_one_on_a_missing_report()
     let counter = Arc::new(AtomicU64::new(0));
     // Rounds: one transaction held open a while; batches with pauses between them; batches
     // without pauses.
-    let rounds: [(&[&str], &[(&str, &str)]); 3] = [
+    type Round<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let rounds: [Round; 3] = [
         (&[], &[("LOOKMIG_TEST_PAUSE_BEFORE_COMMIT_MS", "300")]),
         (
             &["--batch-size", "400"],

@@ -19,9 +19,14 @@
 //! restored row. Every row lock is held until its batch commits. `lock_timeout` bounds the wait
 //! for a row a curator's open transaction holds: the restore stops with the row named.
 //!
-//! **Newer records.** Before a batch that deletes retired versions commits, the curation tables
-//! are locked `IN SHARE ROW EXCLUSIVE MODE` (reads go on; other writers wait until the commit)
-//! and every row that refers to a retired version — by its subject, an OBJECT_SET member or a
+//! A chunk of deletes is one `DELETE … RETURNING`, judged on the rows it returns (a conflict
+//! rolls the batch back, so this equals lock, judge, delete).
+//!
+//! **Newer records.** A batch that deletes report or column versions (and the last batch) locks
+//! the curation tables `IN SHARE ROW EXCLUSIVE MODE` first, before any row (reads go on; other
+//! writers wait until the commit): taken after its row locks, that lock would deadlock with a
+//! curator's write waiting for one of those rows. Before it commits, every row that refers to a
+//! retired version — by its subject, an OBJECT_SET member or a
 //! mention — is looked for ([`crate::carry`]): such a row was made after the export. It is a
 //! conflict, or with `--carry-new` it is carried onto the survivor under SPEC §4–§5 in the same
 //! transaction, and the changes that carried it are recorded in `lookmig_carried` for a rollback.
@@ -90,6 +95,8 @@ struct Changes {
     /// (offset, length) of each line, in the order of application.
     at: Vec<(u64, u32)>,
     invert: bool,
+    /// Where the deletes of report and column versions are, in the order of application.
+    version_deletes: Vec<u64>,
 }
 
 impl Changes {
@@ -99,7 +106,11 @@ impl Changes {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut at = Vec::new();
         let mut offset = 0u64;
+        let mut version_deletes = Vec::new();
         crate::changeset::for_each(b, |_, line| {
+            if line.starts_with(br#"{"op":"delete","kind":"bi_report"#) {
+                version_deletes.push(at.len() as u64);
+            }
             w.write_all(line)?;
             at.push((offset, line.len() as u32));
             offset += line.len() as u64;
@@ -110,8 +121,25 @@ impl Changes {
         drop(w);
         if invert {
             at.reverse();
+            let n = at.len() as u64;
+            version_deletes = version_deletes
+                .into_iter()
+                .rev()
+                .map(|i| n - 1 - i)
+                .collect();
         }
-        Ok(Changes { file, at, invert })
+        Ok(Changes {
+            file,
+            at,
+            invert,
+            version_deletes,
+        })
+    }
+
+    /// Whether changes `from..to` delete a report or column version.
+    fn deletes_versions(&self, from: u64, to: u64) -> bool {
+        let i = self.version_deletes.partition_point(|&v| v < from);
+        self.version_deletes.get(i).is_some_and(|&v| v < to)
     }
 
     fn get(&self, i: usize) -> Result<Change> {
@@ -168,6 +196,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         summary: Summary::default(),
         bundle_id: &id,
         tables_locked: None,
+        spent: Spent::default(),
         gone: Vec::new(),
         covered: Vec::new(),
     };
@@ -185,6 +214,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             summary: Summary::default(),
             bundle_id: &id,
             tables_locked: None,
+            spent: Spent::default(),
             gone: Vec::new(),
             covered: Vec::new(),
         };
@@ -234,6 +264,13 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             }
             first = false;
         }
+        if restore && (last || changes.deletes_versions(from, to)) {
+            // This batch will look for newer records with the curation tables locked. They are
+            // locked first, before any row: a curator's write that waits for a row this batch
+            // holds would otherwise hold its table lock while this batch waits for it — a
+            // deadlock the server ends by aborting one of the two, maybe the restore.
+            run.lock_tables(&mut tx)?;
+        }
         run.range(&mut tx, &changes, from, to, false, &bar)?;
         if restore {
             run.newer(&mut tx, last, false)?;
@@ -276,6 +313,16 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         from = to;
     }
     bar.finish();
+    let s = &run.spent;
+    timing(format_args!(
+        "spent    select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
+        s.select.as_secs_f64(),
+        s.judge.as_secs_f64(),
+        s.delete.as_secs_f64(),
+        s.update.as_secs_f64(),
+        s.copy.as_secs_f64(),
+        s.newer.as_secs_f64()
+    ));
     Ok(run.summary)
 }
 
@@ -288,12 +335,25 @@ struct Run<'a> {
     bundle_id: &'a str,
     /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
     tables_locked: Option<std::time::Instant>,
+    /// Time spent in each step (for `LOOKMIG_TIMING`).
+    spent: Spent,
     /// The retired versions whose deletes this batch judged (for the newer-record look).
     gone: Vec<Subject>,
     /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
     /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
     /// are still there: they are the bundle's, not newer.
     covered: Vec<u64>,
+}
+
+/// Time spent in each step of an apply (reading and locking rows, judging them, writing).
+#[derive(Default)]
+struct Spent {
+    select: std::time::Duration,
+    judge: std::time::Duration,
+    delete: std::time::Duration,
+    update: std::time::Duration,
+    copy: std::time::Duration,
+    newer: std::time::Duration,
 }
 
 /// What one chunk writes.
@@ -349,7 +409,22 @@ impl Run<'_> {
             return Ok(());
         }
         let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
-        let current = self.select(tx, t, &keys, !dry)?;
+        // A chunk of deletes deletes first and judges the rows it deleted: a row that differs
+        // from `prior` is a conflict, which rolls the batch back (or under `--force` is deleted
+        // anyway), so this is the same as locking, judging and deleting, in one statement.
+        let deleted = !dry && chunk.iter().all(|(c, _)| c.op == Op::Delete);
+        let clock = std::time::Instant::now();
+        let current = if deleted {
+            let current = self.read(tx, t, &keys, "DELETE FROM", "")?;
+            self.spent.delete += clock.elapsed();
+            current
+        } else {
+            let current =
+                self.read(tx, t, &keys, "SELECT", if dry { "" } else { " FOR UPDATE" })?;
+            self.spent.select += clock.elapsed();
+            current
+        };
+        let clock = std::time::Instant::now();
         let mut w = Writes::default();
         for (change, key) in chunk.iter() {
             let found = current.get(&(change.kind.clone(), change.key.clone()));
@@ -376,11 +451,12 @@ impl Run<'_> {
             let write = self.summary.judged(step, self.opts.force, || {
                 Conflict::of_change(change, cur.as_ref(), None)
             });
-            if !write || dry {
+            if !write || dry || deleted {
                 continue;
             }
             self.write(&mut w, t, change, key, cur.as_ref())?;
         }
+        self.spent.judge += clock.elapsed();
         if !dry {
             self.flush(tx, t, w)?;
         }
@@ -449,11 +525,14 @@ impl Run<'_> {
     fn flush(&mut self, tx: &mut Transaction, t: usize, w: Writes) -> Result<()> {
         let db = self.db;
         if !w.deletes.is_empty() {
+            let clock = std::time::Instant::now();
             let keys: Vec<&KeyCells> = w.deletes.iter().collect();
             let (sql, params) = keyed(t, "DELETE FROM", "", &keys);
             tx.execute(&sql, &refs(&params))
                 .map_err(|e| db.error(&e, &format!("deleting from {}", table_name(t))))?;
+            self.spent.delete += clock.elapsed();
         }
+        let clock = std::time::Instant::now();
         for (cols, rows) in &w.updates {
             let table = &TABLES[t];
             let (sql, params) = update_sql(table, cols, rows);
@@ -467,7 +546,9 @@ impl Run<'_> {
             )
             .map_err(|e| db.error(&e, &format!("updating {OTHER}")))?;
         }
+        self.spent.update += clock.elapsed();
         if !w.creates.is_empty() {
+            let clock = std::time::Instant::now();
             let cols = TABLES
                 .get(t)
                 .map_or("kind, key, record".to_string(), Table::column_list);
@@ -479,24 +560,30 @@ impl Run<'_> {
                 .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
             copy.finish()
                 .map_err(|e| db.error(&e, &format!("copying into {name}")))?;
+            self.spent.copy += clock.elapsed();
         }
         Ok(())
     }
 
-    /// Reads (and with `lock`, locks) the rows with these keys, as records by (kind, key). A row
-    /// another session holds longer than `lock_timeout` stops the restore, naming it.
-    fn select(
+    /// Reads the rows with these keys, as records by (kind, key): `SELECT` (with `tail` ` FOR
+    /// UPDATE` to lock them), or `DELETE FROM` (the rows deleted). A row another session holds
+    /// longer than `lock_timeout` stops the restore, naming it.
+    fn read(
         &self,
         tx: &mut Transaction,
         t: usize,
         keys: &[&KeyCells],
-        lock: bool,
+        verb: &str,
+        tail: &str,
     ) -> Result<HashMap<(String, String), Value>> {
         let cols = TABLES
             .get(t)
             .map_or("kind, key, record".to_string(), Table::column_list);
-        let tail = if lock { " FOR UPDATE" } else { "" };
-        let (sql, params) = keyed(t, &format!("SELECT {cols} FROM"), tail, keys);
+        let (sql, params) = if verb == "SELECT" {
+            keyed(t, &format!("SELECT {cols} FROM"), tail, keys)
+        } else {
+            keyed(t, verb, &format!("{tail} RETURNING {cols}"), keys)
+        };
         let rows = match tx.query(&sql, &refs(&params)) {
             Ok(rows) => rows,
             Err(e) if is_lock_timeout(&e) => {
@@ -555,29 +642,43 @@ impl Run<'_> {
         err
     }
 
+    /// Locks the curation tables against writers (reads go on) until the commit.
+    fn lock_tables(&mut self, tx: &mut Transaction) -> Result<()> {
+        let db = self.db;
+        tx.batch_execute(&format!(
+            "LOCK TABLE field_value, trust_flag, tag, star, conversation, article, bi_report, bi_report_column, {OTHER} IN SHARE ROW EXCLUSIVE MODE"
+        ))
+        .map_err(|e| {
+            if is_lock_timeout(&e) {
+                db.error(&e, "locking the curation tables against writers (another session held a conflicting lock past lock_timeout; nothing of this batch was written: run the same command again)")
+            } else {
+                db.error(&e, "locking the curation tables")
+            }
+        })?;
+        self.tables_locked = Some(std::time::Instant::now());
+        Ok(())
+    }
+
     /// Looks for rows that refer to retired versions (and versions the bundle does not know)
     /// once the retired versions of changes `from..to` are gone, with the curation tables locked
     /// against writers. Conflicts, or with `--carry-new` carried. `full` looks at object sets and
     /// mentions too (a scan of the rich text), which the last batch always does.
     fn newer(&mut self, tx: &mut Transaction, full: bool, dry: bool) -> Result<()> {
+        let clock = std::time::Instant::now();
+        let r = self.newer_inner(tx, full, dry);
+        self.spent.newer += clock.elapsed();
+        r
+    }
+
+    fn newer_inner(&mut self, tx: &mut Transaction, full: bool, dry: bool) -> Result<()> {
         // The retired versions this batch deletes (all of them for a full look).
         let gone = std::mem::take(&mut self.gone);
         if gone.is_empty() && !full {
             return Ok(());
         }
         let db = self.db;
-        if !dry {
-            tx.batch_execute(&format!(
-                "LOCK TABLE field_value, trust_flag, tag, star, conversation, article, bi_report, bi_report_column, {OTHER} IN SHARE ROW EXCLUSIVE MODE"
-            ))
-            .map_err(|e| {
-                if is_lock_timeout(&e) {
-                    db.error(&e, "locking the curation tables against writers (another session holds a conflicting lock; run again)")
-                } else {
-                    db.error(&e, "locking the curation tables")
-                }
-            })?;
-            self.tables_locked = Some(std::time::Instant::now());
+        if !dry && self.tables_locked.is_none() {
+            self.lock_tables(tx)?;
         }
         let mut found: Vec<Record> = Vec::new();
         let by_subject = |otype: &str| -> Vec<i64> {
