@@ -160,7 +160,11 @@ fn report(
         );
     }
     if let Some(r) = &summary.carried_record {
-        s += &format!("\nwhat was carried is recorded in {r} (rollback reads it)");
+        if o.restore.direction == Direction::Restore {
+            s += &format!("\nwhat was carried is recorded in {r} (rollback reads it)");
+        } else {
+            s += &format!(" (recorded in {r})");
+        }
     }
     out(&s)
 }
