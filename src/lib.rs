@@ -14,6 +14,7 @@ pub mod mentions;
 pub mod merge;
 pub mod migrate;
 pub mod output;
+pub mod progress;
 pub mod record;
 pub mod refs;
 pub mod report;

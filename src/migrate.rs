@@ -18,6 +18,7 @@ use crate::input::{Input, Line};
 use crate::keys;
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
+use crate::progress::Progress;
 use crate::record::{
     instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record, SeenKeys,
 };
@@ -114,7 +115,7 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
     if let Some(d) = &opts.decisions {
         d.add_to_id_map(&mut id_map, opts.id_map.as_deref())?;
     }
-    let progress = Progress::new(opts.progress, "scanning");
+    let progress = Progress::lines(opts.progress, "scanning");
     let mut scan = scan(input, opts, &id_map, &progress)?;
     progress.finish();
     timing("scan");
@@ -190,7 +191,7 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
         servers: groups.servers.clone(),
         ..Report::default()
     };
-    let progress = Progress::new(opts.progress, "changing");
+    let progress = Progress::lines(opts.progress, "changing");
     let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress, dry)?;
     progress.finish();
 
@@ -958,41 +959,4 @@ struct RawChange {
     sort: Vec<u8>,
     line: Vec<u8>,
     op: Op,
-}
-
-/// A progress bar on stderr while a terminal watches; nothing otherwise.
-pub struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    /// A spinner counting lines, shown only when `show` and stderr is a terminal.
-    pub fn new(show: bool, what: &'static str) -> Progress {
-        use std::io::IsTerminal;
-        if !show || !std::io::stderr().is_terminal() {
-            return Progress(None);
-        }
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg}: {human_pos} lines in {elapsed}",
-            )
-            .expect("a valid template"),
-        );
-        bar.set_message(what);
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        Progress(Some(bar))
-    }
-
-    /// Counts lines done.
-    pub fn add(&self, n: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(n);
-        }
-    }
-
-    /// Clears the bar.
-    pub fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -15,8 +15,8 @@ use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::input::Input;
-use crate::migrate::Progress;
 use crate::output::{AtomicFile, LineWriter, Target};
+use crate::progress::Progress;
 use crate::record::{Kind, Probe, Record, SeenKeys};
 use crate::refs::Fields;
 use anyhow::{bail, Context, Result};
@@ -638,7 +638,7 @@ fn apply_to(
     // Duplicate keys of unchanged records are found after the pass, by sorting key hashes.
     let mut keys = crate::record::DuplicateKeys::new(8 << 20);
     let mut any_line = false;
-    let progress = Progress::new(opts.progress, "restoring");
+    let progress = Progress::lines(opts.progress, "restoring");
     for batch in target.batches(4 << 20)? {
         let batch = batch?;
         let index_ref = &*index;

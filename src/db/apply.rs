@@ -32,10 +32,11 @@
 //! transaction, and the changes that carried it are recorded in `lookmig_carried` for a rollback.
 
 use super::schema::{self, Cell, Table, Ty, OTHER, TABLES};
-use super::{Bar, Database};
+use super::Database;
 use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Op, RawRecord};
+use crate::progress::Progress;
 use crate::record::{Kind, Record, Subject};
 use crate::restore::{Conflict, Conflicts, Direction, Summary};
 use anyhow::{bail, Context, Result};
@@ -201,7 +202,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         covered: Vec::new(),
     };
     run.summary.already_applied = 0;
-    let bar = Bar::new(opts.progress, direction, Some(total));
+    let bar = Progress::new(opts.progress, direction, Some(total));
     if opts.batch_size.is_some() && start == 0 {
         // Judge everything first, without locks and without writing: a conflict known now stops
         // the restore before its first commit.
@@ -376,7 +377,7 @@ impl Run<'_> {
         from: u64,
         to: u64,
         dry: bool,
-        bar: &Bar,
+        bar: &Progress,
     ) -> Result<()> {
         let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
         let mut chunk_table = usize::MAX;

@@ -6,8 +6,9 @@
 //! by (kind, key). Each record is rebuilt exactly as restore reads it ([`super::read_row`]).
 
 use super::schema::{OTHER, TABLES};
-use super::{Bar, Database};
+use super::Database;
 use crate::output::{AtomicFile, LineWriter, Target};
+use crate::progress::Progress;
 use anyhow::{Context, Result};
 use postgres::fallible_iterator::FallibleIterator;
 
@@ -39,7 +40,7 @@ pub fn dump(db: &Database, out: &Target, opts: &Options) -> Result<u64> {
         .read_only(true)
         .start()
         .map_err(|e| db.error(&e, "starting a transaction"))?;
-    let bar = Bar::new(opts.progress, "dumping", None);
+    let bar = Progress::new(opts.progress, "dumping", None);
     let mut n = 0u64;
     for t in TABLES {
         let order = if t.key.is_empty() {

@@ -8,8 +8,9 @@
 //! export or nothing of it.
 
 use super::schema::{self, copy_line, to_row, TABLES};
-use super::{Bar, Database};
+use super::Database;
 use crate::input::Input;
+use crate::progress::Progress;
 use crate::record::{parse_line, Kind};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
@@ -62,7 +63,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
     let mut client = db.connect()?;
     super::check_schema(db, &mut client)?;
     let (spools, loaded) = pool.install(|| spool(input, opts))?;
-    let bar = Bar::new(
+    let bar = Progress::new(
         opts.progress,
         "copying into the database",
         Some(loaded.records),
@@ -129,7 +130,7 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
     let mut keys = crate::record::DuplicateKeys::new(8 << 20);
     let mut lines = input.lines()?;
     let mut any_line = false;
-    let bar = Bar::new(opts.progress, "reading", None);
+    let bar = Progress::new(opts.progress, "reading", None);
     loop {
         let batch = lines.next_batch(8 << 20)?;
         if batch.is_empty() {

@@ -413,58 +413,6 @@ pub fn read_row(t: &Table, row: &postgres::Row) -> Result<serde_json::Value> {
     Ok(schema::from_row(t, Row { cells, extra }))
 }
 
-/// A progress bar on stderr (only when a terminal watches).
-pub struct Bar(Option<indicatif::ProgressBar>);
-
-impl Bar {
-    /// A bar of `len` steps, or a spinner counting when `len` is None.
-    pub fn new(show: bool, what: &str, len: Option<u64>) -> Bar {
-        use std::io::IsTerminal;
-        if !show || !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let (bar, template) = match len {
-            Some(n) => (
-                indicatif::ProgressBar::new(n),
-                "{msg} [{bar:30}] {human_pos}/{human_len} ({eta} left)",
-            ),
-            None => (
-                indicatif::ProgressBar::new_spinner(),
-                "{spinner} {msg}: {human_pos} ({per_sec}, {elapsed})",
-            ),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .expect("a valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_message(what.to_string());
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        Bar(Some(bar))
-    }
-
-    /// Counts steps done.
-    pub fn add(&self, n: u64) {
-        if let Some(b) = &self.0 {
-            b.inc(n);
-        }
-    }
-
-    /// Changes the message.
-    pub fn message(&self, what: &str) {
-        if let Some(b) = &self.0 {
-            b.set_message(what.to_string());
-        }
-    }
-
-    /// Clears the bar.
-    pub fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
