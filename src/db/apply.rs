@@ -1062,54 +1062,43 @@ fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
 
 /// An array parameter holding column `j` of every row, and its SQL cast.
 fn column_param(ty: Ty, cells: &[&Cell], n: usize) -> (Box<dyn ToSql + Sync>, String) {
-    match ty {
-        Ty::Int => {
-            let v: Vec<Option<i64>> = cells
-                .iter()
-                .map(|c| if let Cell::Int(i) = c { Some(*i) } else { None })
-                .collect();
-            (Box::new(v), format!("${n}::bigint[]"))
-        }
-        Ty::Bool => {
-            let v: Vec<Option<bool>> = cells
-                .iter()
-                .map(|c| {
-                    if let Cell::Bool(b) = c {
-                        Some(*b)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            (Box::new(v), format!("${n}::boolean[]"))
-        }
-        Ty::Json => {
-            let v: Vec<Option<Value>> = cells
-                .iter()
-                .map(|c| {
-                    if let Cell::Json(j) = c {
-                        Some(j.clone())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            (Box::new(v), format!("${n}::jsonb[]"))
-        }
-        Ty::Text | Ty::Subject => {
-            let v: Vec<Option<String>> = cells
-                .iter()
-                .map(|c| {
-                    if let Cell::Text(s) = c {
-                        Some(s.clone())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            (Box::new(v), format!("${n}::text[]"))
-        }
+    fn array<T>(cells: &[&Cell], pick: impl Fn(&Cell) -> Option<T>) -> Box<dyn ToSql + Sync>
+    where
+        Vec<Option<T>>: ToSql + Sync + 'static,
+    {
+        Box::new(cells.iter().map(|c| pick(c)).collect::<Vec<_>>())
     }
+    let (param, sql_type) = match ty {
+        Ty::Int => (
+            array(cells, |c| match c {
+                Cell::Int(i) => Some(*i),
+                _ => None,
+            }),
+            "bigint",
+        ),
+        Ty::Bool => (
+            array(cells, |c| match c {
+                Cell::Bool(b) => Some(*b),
+                _ => None,
+            }),
+            "boolean",
+        ),
+        Ty::Json => (
+            array(cells, |c| match c {
+                Cell::Json(j) => Some(j.clone()),
+                _ => None,
+            }),
+            "jsonb",
+        ),
+        Ty::Text | Ty::Subject => (
+            array(cells, |c| match c {
+                Cell::Text(s) => Some(s.clone()),
+                _ => None,
+            }),
+            "text",
+        ),
+    };
+    (param, format!("${n}::{sql_type}[]"))
 }
 
 /// One `UPDATE … FROM unnest(…)` setting columns `cols` (an index past the last column is
