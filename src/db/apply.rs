@@ -174,7 +174,6 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         ))
         .map_err(|e| db.error(&e, "setting lock_timeout"))?;
     let direction = if restore { "restore" } else { "rollback" };
-    let other = if restore { "rollback" } else { "restore" };
     let total = changes.at.len() as u64;
     // Where an earlier run of the same command stopped.
     let row = client
@@ -246,56 +245,32 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     let mut from = start;
     let mut first = true;
     let mut number = from / batch;
+    // A batch the server aborts to break a deadlock with a curator's transaction (the
+    // curator waits for a row this batch holds while holding a table lock it needs) is run
+    // again from its start: nothing of it was committed.
+    let mut retries = 0;
     loop {
         let started = std::time::Instant::now();
-        run.tables_locked = None;
         let to = from.saturating_add(batch).min(total);
         let last = to == total;
-        let mut tx = client
-            .transaction()
-            .map_err(|e| db.error(&e, "starting a transaction"))?;
-        if first {
-            tx.execute(
-                "DELETE FROM lookmig_restore WHERE bundle_id = $1 AND direction = $2",
-                &[&id, &other],
-            )
-            .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
-            if !restore {
-                run.uncarry(&mut tx)?;
+        let saved = (run.summary.clone(), run.gone.len(), run.covered.len());
+        match run.batch(&mut client, &changes, (from, to), first, &bar) {
+            Ok(()) => retries = 0,
+            Err(e) if super::is_retryable(&e) && retries < 5 => {
+                retries += 1;
+                run.summary = saved.0;
+                run.gone.truncate(saved.1);
+                run.covered.truncate(saved.2);
+                timing(format_args!("batch changes {from}..{to}: retried ({e:#})"));
+                std::thread::sleep(std::time::Duration::from_millis(50 * retries));
+                continue;
             }
-            first = false;
+            Err(e) => {
+                bar.finish();
+                return Err(e);
+            }
         }
-        if restore && (last || changes.deletes_versions(from, to)) {
-            // This batch will look for newer records with the curation tables locked. They are
-            // locked first, before any row: a curator's write that waits for a row this batch
-            // holds would otherwise hold its table lock while this batch waits for it — a
-            // deadlock the server ends by aborting one of the two, maybe the restore.
-            run.lock_tables(&mut tx)?;
-        }
-        run.range(&mut tx, &changes, from, to, false, &bar)?;
-        if restore {
-            run.newer(&mut tx, last, false)?;
-        }
-        if run.summary.conflict_count > 0 && !opts.force {
-            bar.finish();
-            drop(tx); // rolls the batch back, releases its locks
-            return Err(Conflicts(run.summary).into());
-        }
-        let state = if last { "done" } else { "running" };
-        tx.execute(
-            "INSERT INTO lookmig_restore (bundle_id, direction, next_change, total, state) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (bundle_id, direction) DO UPDATE SET \
-             next_change = EXCLUDED.next_change, total = EXCLUDED.total, state = EXCLUDED.state, \
-             updated_at = now()",
-            &[&id, &direction, &(to as i64), &(total as i64), &state],
-        )
-        .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
-        if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_BEFORE_COMMIT_MS") {
-            // Tests: a window in which the batch holds every lock it takes, written and not yet
-            // committed, for another session to run into.
-            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
-        }
-        tx.commit().map_err(|e| db.error(&e, "committing"))?;
+        first = false;
         // How long this batch held its row locks (all of them until the commit), and how long
         // the curation tables were locked against writers.
         number += 1;
@@ -369,6 +344,74 @@ struct Writes {
 }
 
 impl Run<'_> {
+    /// One batch, changes `from..to`, in a transaction of its own: judged, written, newer
+    /// records looked for, progress recorded, committed — or, on a conflict, rolled back.
+    fn batch(
+        &mut self,
+        client: &mut postgres::Client,
+        changes: &Changes,
+        (from, to): (u64, u64),
+        first: bool,
+        bar: &Progress,
+    ) -> Result<()> {
+        let db = self.db;
+        let opts = self.opts;
+        let id = self.bundle_id;
+        let restore = opts.direction == Direction::Restore;
+        let (direction, other) = if restore {
+            ("restore", "rollback")
+        } else {
+            ("rollback", "restore")
+        };
+        let total = changes.at.len() as u64;
+        let last = to == total;
+        self.tables_locked = None;
+        let mut tx = client
+            .transaction()
+            .map_err(|e| db.error(&e, "starting a transaction"))?;
+        if first {
+            tx.execute(
+                "DELETE FROM lookmig_restore WHERE bundle_id = $1 AND direction = $2",
+                &[&id, &other],
+            )
+            .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+            if !restore {
+                self.uncarry(&mut tx)?;
+            }
+        }
+        if restore && (last || changes.deletes_versions(from, to)) {
+            // This batch will look for newer records with the curation tables locked. They are
+            // locked first, before any row: a curator's write that waits for a row this batch
+            // holds would otherwise hold its table lock while this batch waits for it.
+            self.lock_tables(&mut tx)?;
+        }
+        self.range(&mut tx, changes, from, to, false, bar)?;
+        if restore {
+            self.newer(&mut tx, last, false)?;
+        }
+        if self.summary.conflict_count > 0 && !opts.force {
+            bar.finish();
+            drop(tx); // rolls the batch back, releases its locks
+            return Err(Conflicts(self.summary.clone()).into());
+        }
+        let state = if last { "done" } else { "running" };
+        tx.execute(
+            "INSERT INTO lookmig_restore (bundle_id, direction, next_change, total, state) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (bundle_id, direction) DO UPDATE SET \
+             next_change = EXCLUDED.next_change, total = EXCLUDED.total, state = EXCLUDED.state, \
+             updated_at = now()",
+            &[&id, &direction, &(to as i64), &(total as i64), &state],
+        )
+        .map_err(|e| db.error(&e, "writing lookmig_restore"))?;
+        if let Ok(ms) = std::env::var("LOOKMIG_TEST_PAUSE_BEFORE_COMMIT_MS") {
+            // Tests: a window in which the batch holds every lock it takes, written and not yet
+            // committed, for another session to run into.
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+        }
+        tx.commit().map_err(|e| db.error(&e, "committing"))?;
+        Ok(())
+    }
+
     /// Judges (and unless `dry`, applies) changes `from..to`, a chunk of one table at a time.
     fn range(
         &mut self,

@@ -19,6 +19,35 @@ use postgres::{Client, NoTls};
 use schema::{Cell, Row, Table, Ty};
 use std::str::FromStr;
 
+/// An error from the server or the driver, shown without the password, with the server's
+/// SQLSTATE kept so that a caller can tell a deadlock (worth a retry) from the rest.
+#[derive(Debug)]
+pub struct DbError {
+    /// The server's SQLSTATE, when the server answered.
+    pub code: Option<postgres::error::SqlState>,
+    text: String,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// True when the server ended a transaction to break a deadlock (or a serialization failure):
+/// running the same transaction again is the remedy.
+pub fn is_retryable(e: &anyhow::Error) -> bool {
+    use postgres::error::SqlState;
+    e.chain().any(|c| {
+        c.downcast_ref::<DbError>().is_some_and(|d| {
+            d.code == Some(SqlState::T_R_DEADLOCK_DETECTED)
+                || d.code == Some(SqlState::T_R_SERIALIZATION_FAILURE)
+        })
+    })
+}
+
 /// A database to connect to, with what may be shown of it.
 pub struct Database {
     config: postgres::Config,
@@ -263,11 +292,14 @@ impl Database {
 
     /// An error from the driver, with the database named and the password scrubbed.
     pub fn error(&self, e: &postgres::Error, what: &str) -> anyhow::Error {
-        anyhow!(
-            "database {}: {what}: {}",
-            self.shown,
-            scrub(&self.describe(e), &self.secrets)
-        )
+        anyhow::Error::new(DbError {
+            code: e.code().cloned(),
+            text: format!(
+                "database {}: {what}: {}",
+                self.shown,
+                scrub(&self.describe(e), &self.secrets)
+            ),
+        })
     }
 
     /// The text of a driver error: the server's message with its detail and hint, or the chain
@@ -415,6 +447,25 @@ pub fn read_row(t: &Table, row: &postgres::Row) -> Result<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_deadlock_or_a_serialization_failure_is_worth_a_retry() {
+        use postgres::error::SqlState;
+        let err = |code: Option<SqlState>| {
+            anyhow::Error::new(DbError {
+                code,
+                text: "x".into(),
+            })
+            .context("running a batch")
+        };
+        assert!(is_retryable(&err(Some(SqlState::T_R_DEADLOCK_DETECTED))));
+        assert!(is_retryable(&err(Some(
+            SqlState::T_R_SERIALIZATION_FAILURE
+        ))));
+        assert!(!is_retryable(&err(Some(SqlState::LOCK_NOT_AVAILABLE))));
+        assert!(!is_retryable(&err(None)));
+        assert!(!is_retryable(&anyhow::anyhow!("deadlock detected")));
+    }
+
     use super::*;
 
     #[test]
