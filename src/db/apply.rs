@@ -189,35 +189,14 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     if start > total {
         start = 0;
     }
-    let mut run = Run {
-        db,
-        opts,
-        retired: &retired,
-        summary: Summary::default(),
-        bundle_id: &id,
-        tables_locked: None,
-        spent: Spent::default(),
-        gone: Vec::new(),
-        covered: Vec::new(),
-    };
-    run.summary.already_applied = 0;
+    let mut run = Run::new(db, opts, &retired, &id);
     let bar = Progress::new(opts.progress, direction, Some(total));
     if opts.batch_size.is_some() && start == 0 {
         // Judge everything first, without locks and without writing: a conflict known now stops
         // the restore before its first commit.
         bar.message("checking");
         let started = std::time::Instant::now();
-        let mut check = Run {
-            db,
-            opts,
-            retired: &retired,
-            summary: Summary::default(),
-            bundle_id: &id,
-            tables_locked: None,
-            spent: Spent::default(),
-            gone: Vec::new(),
-            covered: Vec::new(),
-        };
+        let mut check = Run::new(db, opts, &retired, &id);
         let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -343,7 +322,22 @@ struct Writes {
     other_updates: Vec<(String, String, Value)>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run that has judged nothing yet.
+    fn new(db: &'a Database, opts: &'a Options, retired: &'a Retired, bundle_id: &'a str) -> Self {
+        Run {
+            db,
+            opts,
+            retired,
+            summary: Summary::default(),
+            bundle_id,
+            tables_locked: None,
+            spent: Spent::default(),
+            gone: Vec::new(),
+            covered: Vec::new(),
+        }
+    }
+
     /// One batch, changes `from..to`, in a transaction of its own: judged, written, newer
     /// records looked for, progress recorded, committed — or, on a conflict, rolled back.
     fn batch(
