@@ -96,8 +96,6 @@ struct Changes {
     /// (offset, length) of each line, in the order of application.
     at: Vec<(u64, u32)>,
     invert: bool,
-    /// Where the deletes of report and column versions are, in the order of application.
-    version_deletes: Vec<u64>,
 }
 
 impl Changes {
@@ -107,11 +105,7 @@ impl Changes {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut at = Vec::new();
         let mut offset = 0u64;
-        let mut version_deletes = Vec::new();
         crate::changeset::for_each(b, |_, line| {
-            if line.starts_with(br#"{"op":"delete","kind":"bi_report"#) {
-                version_deletes.push(at.len() as u64);
-            }
             w.write_all(line)?;
             at.push((offset, line.len() as u32));
             offset += line.len() as u64;
@@ -122,25 +116,8 @@ impl Changes {
         drop(w);
         if invert {
             at.reverse();
-            let n = at.len() as u64;
-            version_deletes = version_deletes
-                .into_iter()
-                .rev()
-                .map(|i| n - 1 - i)
-                .collect();
         }
-        Ok(Changes {
-            file,
-            at,
-            invert,
-            version_deletes,
-        })
-    }
-
-    /// Whether changes `from..to` delete a report or column version.
-    fn deletes_versions(&self, from: u64, to: u64) -> bool {
-        let i = self.version_deletes.partition_point(|&v| v < from);
-        self.version_deletes.get(i).is_some_and(|&v| v < to)
+        Ok(Changes { file, at, invert })
     }
 
     fn get(&self, i: usize) -> Result<Change> {
@@ -373,12 +350,11 @@ impl<'a> Run<'a> {
                 self.uncarry(&mut tx)?;
             }
         }
-        if restore && (last || changes.deletes_versions(from, to)) {
-            // This batch will look for newer records with the curation tables locked. They are
-            // locked first, before any row: a curator's write that waits for a row this batch
-            // holds would otherwise hold its table lock while this batch waits for it.
-            self.lock_tables(&mut tx)?;
-        }
+        // The curation tables are locked after the rows (in `newer`), not before: a curator
+        // holding a report's FOR KEY SHARE lock and then inserting curation would otherwise meet
+        // this batch in a deadlock the batch always loses (it waits first). In the other order a
+        // curator waiting for a row this batch holds is the one the server aborts, and a batch
+        // aborted all the same is run again.
         self.range(&mut tx, changes, from, to, false, bar)?;
         if restore {
             self.newer(&mut tx, last, false)?;
