@@ -35,20 +35,21 @@ use super::schema::{self, Cell, Table, Ty, OTHER, TABLES};
 use super::Database;
 use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
-use crate::changeset::{Change, Op, RawRecord};
+use crate::changeset::{Change, Op, RawRecord, Step};
 use crate::progress::Progress;
 use crate::record::{Kind, Record, Subject};
 use crate::restore::{Conflict, Conflicts, Direction, Summary};
 use anyhow::{bail, Context, Result};
 use postgres::types::ToSql;
 use postgres::Transaction;
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 /// How many keys one statement names.
-pub const CHUNK: usize = 5000;
+pub const CHUNK: usize = 20000;
 
 /// Options of a restore or rollback onto a database.
 #[derive(Debug, Clone)]
@@ -392,18 +393,33 @@ impl<'a> Run<'a> {
         dry: bool,
         bar: &Progress,
     ) -> Result<()> {
-        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
+        let chunk_size = CHUNK;
+        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(chunk_size);
         let mut chunk_table = usize::MAX;
-        for i in from..to {
-            let c = changes.get(i as usize)?;
-            let (t, key) = key_cells(&c)?;
-            if t != chunk_table || chunk.len() >= CHUNK {
-                let n = chunk.len() as u64;
-                self.chunk(tx, chunk_table, &mut chunk, dry)?;
-                bar.add(n);
-                chunk_table = t;
+        // Change lines are read and keyed a window at a time on every core (the database
+        // waits meanwhile: its statements run one after the other).
+        let window = 4 * chunk_size as u64;
+        let mut start = from;
+        while start < to {
+            let end = (start + window).min(to);
+            let read: Vec<(usize, Change, KeyCells)> = (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let c = changes.get(i as usize)?;
+                    let (t, key) = key_cells(&c)?;
+                    Ok((t, c, key))
+                })
+                .collect::<Result<_>>()?;
+            start = end;
+            for (t, c, key) in read {
+                if t != chunk_table || chunk.len() >= chunk_size {
+                    let n = chunk.len() as u64;
+                    self.chunk(tx, chunk_table, &mut chunk, dry)?;
+                    bar.add(n);
+                    chunk_table = t;
+                }
+                chunk.push((c, key));
             }
-            chunk.push((c, key));
         }
         let n = chunk.len() as u64;
         self.chunk(tx, chunk_table, &mut chunk, dry)?;
@@ -439,15 +455,40 @@ impl<'a> Run<'a> {
             current
         };
         let clock = std::time::Instant::now();
+        let force = self.opts.force;
+        // Judged and planned on every core; counted and gathered in the change file's order.
+        let judged: Vec<Judged> = chunk
+            .par_iter()
+            .map(|(change, key)| {
+                let found = current.get(&(change.kind.clone(), change.key.clone()));
+                let bytes = found.map(|v| serde_json::to_vec(v).expect("a JSON value serialises"));
+                let cur = bytes
+                    .as_deref()
+                    .map(RawRecord::parse)
+                    .transpose()
+                    .context("a row rebuilt as a record")?;
+                let step = change.judge(cur.as_ref());
+                let conflict = (step == Step::Conflict)
+                    .then(|| Conflict::of_change(change, cur.as_ref(), None));
+                let write = match step {
+                    Step::Apply => true,
+                    Step::Already => false,
+                    Step::Conflict => force,
+                };
+                let plan = if write && !dry && !deleted {
+                    plan(t, change, key, cur.as_ref())?
+                } else {
+                    Vec::new()
+                };
+                Ok(Judged {
+                    step,
+                    conflict,
+                    plan,
+                })
+            })
+            .collect::<Result<_>>()?;
         let mut w = Writes::default();
-        for (change, key) in chunk.iter() {
-            let found = current.get(&(change.kind.clone(), change.key.clone()));
-            let bytes = found.map(|v| serde_json::to_vec(v).expect("a JSON value serialises"));
-            let cur = bytes
-                .as_deref()
-                .map(RawRecord::parse)
-                .transpose()
-                .context("a row rebuilt as a record")?;
+        for ((change, _), j) in chunk.iter().zip(judged) {
             if dry {
                 self.covered.push(covered_hash(&change.kind, &change.key));
             }
@@ -461,77 +502,37 @@ impl<'a> Run<'a> {
                     }
                 }
             }
-            let step = change.judge(cur.as_ref());
-            let write = self.summary.judged(step, self.opts.force, || {
-                Conflict::of_change(change, cur.as_ref(), None)
+            let mut conflict = j.conflict;
+            self.summary.judged(j.step, force, || {
+                conflict
+                    .take()
+                    .expect("a conflict is judged with its description")
             });
-            if !write || dry || deleted {
-                continue;
+            for p in j.plan {
+                match p {
+                    Planned::Delete(k) => w.deletes.push(k),
+                    Planned::Create(row) => {
+                        w.creates.extend_from_slice(&row);
+                        self.summary.lines_written += 1;
+                    }
+                    Planned::Update(cols, k, row) => {
+                        self.summary.lines_written += 1;
+                        if !cols.is_empty() {
+                            w.updates.entry(cols).or_default().push((k, row));
+                        }
+                    }
+                    Planned::Other(kind, key, rec) => {
+                        self.summary.lines_written += 1;
+                        w.other_updates.push((kind, key, rec));
+                    }
+                }
             }
-            self.write(&mut w, t, change, key, cur.as_ref())?;
         }
         self.spent.judge += clock.elapsed();
         if !dry {
             self.flush(tx, t, w)?;
         }
         chunk.clear();
-        Ok(())
-    }
-
-    /// Plans the write of one applied change.
-    fn write(
-        &mut self,
-        w: &mut Writes,
-        t: usize,
-        change: &Change,
-        key: &KeyCells,
-        cur: Option<&RawRecord>,
-    ) -> Result<()> {
-        let after = change.result(cur);
-        match (after, cur) {
-            (None, Some(_)) => w.deletes.push(key.clone()),
-            (None, None) => {}
-            (Some(rec), None) => {
-                let v: Value = serde_json::from_slice(&rec)?;
-                let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
-                w.creates.extend_from_slice(&row);
-                self.summary.lines_written += 1;
-            }
-            (Some(rec), Some(cur)) if change.op == Op::Create => {
-                // A forced create over a record that differs: replaced whole.
-                let _ = cur;
-                w.deletes.push(key.clone());
-                let v: Value = serde_json::from_slice(&rec)?;
-                let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
-                w.creates.extend_from_slice(&row);
-                self.summary.lines_written += 1;
-            }
-            (Some(rec), Some(cur)) => {
-                let new: Map<String, Value> = serde_json::from_slice(&rec)?;
-                self.summary.lines_written += 1;
-                match TABLES.get(t) {
-                    None => w.other_updates.push((
-                        change.kind.clone(),
-                        change.key.clone(),
-                        Value::Object(new),
-                    )),
-                    Some(table) => {
-                        let old = schema::to_row(table, &cur.to_map())?;
-                        let row = schema::to_row(table, &new)
-                            .with_context(|| format!("{} {:?}", change.kind, change.key))?;
-                        let mut cols: Vec<usize> = (0..row.cells.len())
-                            .filter(|&i| row.cells[i] != old.cells[i])
-                            .collect();
-                        if row.extra != old.extra {
-                            cols.push(row.cells.len()); // `extra`
-                        }
-                        if !cols.is_empty() {
-                            w.updates.entry(cols).or_default().push((key.clone(), row));
-                        }
-                    }
-                }
-            }
-        }
         Ok(())
     }
 
@@ -701,23 +702,27 @@ impl<'a> Run<'a> {
                 .map(|s| s.oid)
                 .collect()
         };
-        for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
-            let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
-            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-                let oids: Vec<i64> = if full {
-                    self.retired.retired_oids(otype)
-                } else {
-                    by_subject(otype)
-                };
-                if oids.is_empty() {
-                    continue;
-                }
-                // A join with the list (not `= ANY`): one hash of the list, one pass of the table.
+        // Every retired (otype, oid) the look covers, one list for both otypes: one pass of
+        // each table, joined with the list's hash.
+        let mut otypes: Vec<&str> = Vec::new();
+        let mut oids: Vec<i64> = Vec::new();
+        for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+            let these = if full {
+                self.retired.retired_oids(otype)
+            } else {
+                by_subject(otype)
+            };
+            otypes.extend(std::iter::repeat_n(otype, these.len()));
+            oids.extend(these);
+        }
+        if !oids.is_empty() {
+            for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
+                let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
                 let cols = TABLES[ti].column_list();
                 let rows = tx
                     .query(
-                        &format!("SELECT {cols} FROM {t} WHERE subject_otype = $1 AND subject_oid IN (SELECT unnest($2::bigint[]))"),
-                        &[&otype, &oids],
+                        &format!("SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"),
+                        &[&otypes, &oids],
                     )
                     .map_err(|e| db.error(&e, &format!("reading {t}")))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
@@ -778,8 +783,14 @@ impl<'a> Run<'a> {
             }
         }
         // Each record once, in key order.
-        found.sort_by_key(|a| (a.kind_name().to_string(), a.key()));
-        found.dedup_by(|a, b| a.kind_name() == b.kind_name() && a.key() == b.key());
+        // (Keys computed once each: a record of an unknown kind is keyed by a hash of its JSON.)
+        let mut keyed: Vec<((String, String), Record)> = found
+            .into_iter()
+            .map(|r| ((r.kind_name().to_string(), r.key()), r))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keyed.dedup_by(|a, b| a.0 == b.0);
+        let mut found: Vec<Record> = keyed.into_iter().map(|(_, r)| r).collect();
         let fields = read_fields(db, tx)?;
         if dry {
             self.covered.sort_unstable();
@@ -930,6 +941,71 @@ impl<'a> Run<'a> {
     }
 }
 
+/// A change judged against the row as it is: the verdict, the conflict to report, and what to
+/// write.
+struct Judged {
+    step: Step,
+    conflict: Option<Conflict>,
+    plan: Vec<Planned>,
+}
+
+/// One write of an applied change.
+enum Planned {
+    /// The row leaves.
+    Delete(KeyCells),
+    /// A row to `COPY` in (its text-format line).
+    Create(Vec<u8>),
+    /// The columns that change (an index past the last is `extra`), the key, the new row.
+    Update(Vec<usize>, KeyCells, schema::Row),
+    /// An update of an unknown kind: (kind, key, record).
+    Other(String, String, Value),
+}
+
+/// Plans the write of one applied change against the row as it is (`cur`).
+fn plan(
+    t: usize,
+    change: &Change,
+    key: &KeyCells,
+    cur: Option<&RawRecord>,
+) -> Result<Vec<Planned>> {
+    let create = |rec: &[u8]| -> Result<Planned> {
+        let v: Value = serde_json::from_slice(rec)?;
+        let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
+        Ok(Planned::Create(row))
+    };
+    Ok(match (change.result(cur), cur) {
+        (None, Some(_)) => vec![Planned::Delete(key.clone())],
+        (None, None) => Vec::new(),
+        (Some(rec), None) => vec![create(&rec)?],
+        // A forced create over a record that differs: replaced whole.
+        (Some(rec), Some(_)) if change.op == Op::Create => {
+            vec![Planned::Delete(key.clone()), create(&rec)?]
+        }
+        (Some(rec), Some(cur)) => {
+            let new: Map<String, Value> = serde_json::from_slice(&rec)?;
+            match TABLES.get(t) {
+                None => vec![Planned::Other(
+                    change.kind.clone(),
+                    change.key.clone(),
+                    Value::Object(new),
+                )],
+                Some(table) => {
+                    let old = schema::to_row(table, &cur.to_map())?;
+                    let row = schema::to_row(table, &new)
+                        .with_context(|| format!("{} {:?}", change.kind, change.key))?;
+                    let mut cols: Vec<usize> = (0..row.cells.len())
+                        .filter(|&i| row.cells[i] != old.cells[i])
+                        .collect();
+                    if row.extra != old.extra {
+                        cols.push(row.cells.len()); // `extra`
+                    }
+                    vec![Planned::Update(cols, key.clone(), row)]
+                }
+            }
+        }
+    })
+}
+
 fn value_record(v: Value) -> Record {
     let Value::Object(obj) = v else {
         unreachable!("rows are rebuilt as objects")
@@ -977,26 +1053,26 @@ fn is_lock_timeout(e: &postgres::Error) -> bool {
 }
 
 fn rows_to_records(t: usize, rows: Vec<postgres::Row>) -> Result<HashMap<(String, String), Value>> {
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        match TABLES.get(t) {
+    let keyed: Vec<((String, String), Value)> = rows
+        .par_iter()
+        .map(|row| match TABLES.get(t) {
             Some(table) => {
-                let rec = super::read_row(table, &row)?;
-                let Value::Object(obj) = rec else {
+                let Value::Object(obj) = super::read_row(table, row)? else {
                     unreachable!("read_row builds objects")
                 };
-                let key = schema::key_of(Kind::from_name(table.kind), obj.clone());
-                out.insert((table.kind.to_string(), key), Value::Object(obj));
+                let rec = Record {
+                    kind: Kind::from_name(table.kind),
+                    obj,
+                };
+                Ok(((table.kind.to_string(), rec.key()), Value::Object(rec.obj)))
             }
-            None => {
-                out.insert(
-                    (row.try_get(0)?, row.try_get(1)?),
-                    row.try_get::<_, Value>(2)?,
-                );
-            }
-        }
-    }
-    Ok(out)
+            None => Ok((
+                (row.try_get(0)?, row.try_get(1)?),
+                row.try_get::<_, Value>(2)?,
+            )),
+        })
+        .collect::<Result<_>>()?;
+    Ok(keyed.into_iter().collect())
 }
 
 fn table_name(t: usize) -> &'static str {
@@ -1048,6 +1124,9 @@ fn key_cells(c: &Change) -> Result<(usize, KeyCells)> {
             vec![Cell::Text(c.kind.clone()), Cell::Text(c.key.clone())],
         )),
         Some(t) => {
+            if let Some(cells) = raw_key_cells(&TABLES[t], rec.get().as_bytes()) {
+                return Ok((t, cells));
+            }
             let obj: Map<String, Value> = serde_json::from_str(rec.get())
                 .with_context(|| format!("{} {:?}: not a JSON object", c.kind, c.key))?;
             let row = schema::to_row(&TABLES[t], &obj)
@@ -1062,6 +1141,40 @@ fn key_cells(c: &Change) -> Result<(usize, KeyCells)> {
             ))
         }
     }
+}
+
+/// The key columns' values read from the record's raw fields, without building the record;
+/// None where a key field does not hold its column's type (the full mapping then decides).
+fn raw_key_cells(table: &Table, bytes: &[u8]) -> Option<KeyCells> {
+    let raw = RawRecord::parse(bytes).ok()?;
+    let mut subject = None;
+    let mut cells = Vec::with_capacity(table.key.len());
+    for &col in table.key {
+        let cell = match col {
+            "subject_otype" | "subject_oid" => {
+                if subject.is_none() {
+                    let v: Value = serde_json::from_str(raw.get("subject")?.get()).ok()?;
+                    subject = Some(Subject::from_value(&v)?);
+                }
+                let s = subject.as_ref()?;
+                if col == "subject_otype" {
+                    Cell::Text(s.otype.clone())
+                } else {
+                    Cell::Int(s.oid)
+                }
+            }
+            name => {
+                let v = raw.get(name)?.get();
+                match table.fields.iter().find(|f| f.name == name)?.ty {
+                    Ty::Int => Cell::Int(serde_json::from_str::<i64>(v).ok()?),
+                    Ty::Text => Cell::Text(serde_json::from_str::<String>(v).ok()?),
+                    _ => return None,
+                }
+            }
+        };
+        cells.push(cell);
+    }
+    Some(cells)
 }
 
 type Params = Vec<Box<dyn ToSql + Sync>>;

@@ -418,7 +418,7 @@ pub struct Row {
 
 /// Splits a record into its table's cells and `extra` (see the module docs for the rules).
 pub fn to_row(t: &Table, obj: &Map<String, Value>) -> Result<Row> {
-    storable(&Value::Object(obj.clone()))?;
+    storable_fields(obj)?;
     let mut cells = Vec::with_capacity(t.fields.len() + 1);
     let mut extra = Map::new();
     for fld in t.fields {
@@ -513,6 +513,17 @@ pub fn key_of(kind: Kind, obj: Map<String, Value>) -> String {
     Record { kind, obj }.key()
 }
 
+/// [`storable`] for each field of an object (and its name), without copying the object.
+fn storable_fields(m: &Map<String, Value>) -> Result<()> {
+    for (k, v) in m {
+        if k.contains('\0') {
+            bail!("a field name holds U+0000, which PostgreSQL cannot store");
+        }
+        storable(v)?;
+    }
+    Ok(())
+}
+
 /// Refuses what PostgreSQL cannot hold exactly: U+0000 in a string (or a field name), and a
 /// whole-number float that `jsonb` would give back as an integer.
 pub fn storable(v: &Value) -> Result<()> {
@@ -529,15 +540,7 @@ pub fn storable(v: &Value) -> Result<()> {
             Ok(())
         }
         Value::Array(a) => a.iter().try_for_each(storable),
-        Value::Object(m) => {
-            for (k, v) in m {
-                if k.contains('\0') {
-                    bail!("a field name holds U+0000, which PostgreSQL cannot store");
-                }
-                storable(v)?;
-            }
-            Ok(())
-        }
+        Value::Object(m) => storable_fields(m),
         _ => Ok(()),
     }
 }
