@@ -22,10 +22,14 @@
 //! A chunk of deletes is one `DELETE … RETURNING`, judged on the rows it returns (a conflict
 //! rolls the batch back, so this equals lock, judge, delete).
 //!
-//! **Newer records.** A batch that deletes report or column versions (and the last batch) locks
-//! the curation tables `IN SHARE ROW EXCLUSIVE MODE` first, before any row (reads go on; other
-//! writers wait until the commit): taken after its row locks, that lock would deadlock with a
-//! curator's write waiting for one of those rows. Before it commits, every row that refers to a
+//! The client's share — reading change lines, judging rows, building the new ones — runs on
+//! every core (rayon) between two statements; the statements themselves run one at a time.
+//!
+//! **Newer records.** A batch that deletes report or column versions (and the last batch), once
+//! its rows are written, locks the curation tables `IN SHARE ROW EXCLUSIVE MODE` (reads go on;
+//! other writers wait until the commit) — after its row locks, not before: a curator holding a
+//! report's `FOR KEY SHARE` lock and then adding curation would otherwise deadlock with the
+//! batch, which waited first and always lost. Before it commits, every row that refers to a
 //! retired version — by its subject, an OBJECT_SET member or a
 //! mention — is looked for ([`crate::carry`]): such a row was made after the export. It is a
 //! conflict, or with `--carry-new` it is carried onto the survivor under SPEC §4–§5 in the same
