@@ -143,6 +143,9 @@ pub enum DbCommand {
         /// Empty the catalog tables first (in the same transaction).
         #[arg(long)]
         replace: bool,
+        /// Skip up to N malformed lines (each listed) and load the rest, instead of failing.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_errors: u64,
         #[command(flatten)]
         common: CommonArgs,
     },

@@ -587,16 +587,11 @@ fn skip(
     error: String,
     bytes: &[u8],
 ) -> Result<()> {
-    if summary.skipped_lines.len() as u64 >= opts.max_errors {
-        bail!(
-            "{}:{no}: {error}; fix the line in the target export, or pass --max-errors N to copy bad lines through",
-            target.name
-        );
-    }
-    summary
-        .skipped_lines
-        .push(crate::report::Skipped::new(no, error, bytes));
-    Ok(())
+    let rules = crate::export::BadLines {
+        max_errors: opts.max_errors,
+        hint: "fix the line in the target export, or pass --max-errors N to copy bad lines through",
+    };
+    rules.bad(target, &mut summary.skipped_lines, no, error, bytes)
 }
 
 /// What the parallel part found for one target line.
@@ -668,12 +663,12 @@ fn apply_to(
         for (line, s) in batch.iter().zip(seen) {
             // As in migrate: a header anywhere but on the first line is a bad line.
             let first = !std::mem::replace(&mut any_line, true);
-            let s = match s? {
-                Seen::Record { kind, .. } if kind == "header" && !first => {
-                    Seen::Bad("a header must be the first line".into())
+            let mut s = s?;
+            if let Seen::Record { kind, .. } = &s {
+                if let Err(e) = crate::export::header_first(Kind::from_name(kind), first) {
+                    s = Seen::Bad(e);
                 }
-                s => s,
-            };
+            }
             let (kind, key, change, newer) = match s {
                 Seen::Bad(e) => {
                     // No change can name a line that is not a record: it goes through as it is.
