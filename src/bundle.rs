@@ -2,6 +2,7 @@
 //! manifest that checksums every file. Written completely or not at all, byte for byte the same
 //! for the same input and options; a bundle whose files disagree with its manifest is refused.
 
+use crate::error::Failure;
 use crate::input::sha256_file;
 use crate::output::{AtomicDir, LineWriter, Target};
 use crate::report::Report;
@@ -184,21 +185,10 @@ fn write_lines(
     })
 }
 
-/// A bundle whose files disagree with its manifest: refused everywhere, and a failed
-/// verification (exit 3) for `verify`.
-#[derive(Debug)]
-pub struct Damaged(pub String);
-
-impl std::fmt::Display for Damaged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Damaged {}
-
+/// A bundle whose files disagree with its manifest ([`Failure::Damaged`]): refused everywhere,
+/// and a failed verification (exit 3) for `verify`.
 macro_rules! damaged {
-    ($($t:tt)*) => { return Err(Damaged(format!($($t)*)).into()) };
+    ($($t:tt)*) => { return Err(Failure::Damaged(format!($($t)*)).into()) };
 }
 
 /// A bundle on disk whose files were checked against its manifest.
@@ -220,7 +210,7 @@ pub fn open(dir: &Path) -> Result<Bundle> {
         damaged!("{name}: cannot read {MANIFEST}; the bundle is incomplete");
     };
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
-        Damaged(format!(
+        Failure::Damaged(format!(
             "{}: not a valid manifest ({e}); the bundle is damaged, make it again",
             mpath.display()
         ))

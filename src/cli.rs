@@ -1,5 +1,6 @@
 //! The command line (SPEC §8): clap types, turned into each command's plain options before any
-//! work starts, and the one place where errors become exit codes.
+//! work starts, and `main`, which prints an error once and exits with the code
+//! [`crate::error::exit_code`] gives it.
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -143,6 +144,9 @@ pub enum DbCommand {
         /// Empty the catalog tables first (in the same transaction).
         #[arg(long)]
         replace: bool,
+        /// Skip up to N malformed lines (each listed) and load the rest, instead of failing.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_errors: u64,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -264,20 +268,9 @@ pub struct RestoreArgs {
     pub write: WriteArgs,
 }
 
-/// An error that maps to exit 3 (conflicts, a failed verification).
-#[derive(Debug)]
-pub struct Exit3(pub String);
-
-impl std::fmt::Display for Exit3 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Exit3 {}
-
 /// Parses the command line, runs the command, prints an error once and returns the exit code
-/// of SPEC §8: 0 done, 1 error, 2 usage, 3 conflicts or failed verification.
+/// of SPEC §8 (the table is in [`crate::error`]): 0 done, 1 error, 2 usage, 3 conflicts or
+/// failed verification.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -289,20 +282,11 @@ pub fn main() -> ExitCode {
     match crate::cmd::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_broken_pipe(&e) {
-                return ExitCode::SUCCESS;
+            let code = crate::error::exit_code(&e);
+            if code != 0 {
+                eprintln!("lookmig: {e:#}");
             }
-            eprintln!("lookmig: {e:#}");
-            let three = e.downcast_ref::<crate::restore::Conflicts>().is_some()
-                || e.downcast_ref::<Exit3>().is_some();
-            ExitCode::from(if three { 3 } else { 1 })
+            ExitCode::from(code)
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

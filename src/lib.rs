@@ -6,6 +6,8 @@ pub mod cli;
 pub mod cmd;
 pub mod db;
 pub mod decisions;
+pub mod error;
+pub mod export;
 pub mod generate;
 pub mod groups;
 pub mod input;

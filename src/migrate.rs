@@ -265,15 +265,12 @@ fn bad_line(
     line: &Line,
     error: String,
 ) -> Result<()> {
-    if skipped.len() as u64 >= opts.max_errors {
-        bail!(
-            "{}:{}: {error}; fix or remove the line, or pass --max-errors N to skip bad lines (each is listed in the report)",
-            input.name,
-            line.no
-        );
-    }
+    let rules = crate::export::BadLines {
+        max_errors: opts.max_errors,
+        hint: crate::export::SKIP_HINT,
+    };
+    rules.bad(input, skipped, line.no, error, &line.bytes)?;
     bad.insert(line.no);
-    skipped.push(Skipped::new(line.no, error, &line.bytes));
     Ok(())
 }
 
@@ -307,8 +304,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                     continue;
                 }
             };
-            if scanned.probe_kind == Kind::Header && !first {
-                let e = "a header must be the first line".to_string();
+            if let Err(e) = crate::export::header_first(scanned.probe_kind, first) {
                 bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
                 continue;
             }

@@ -14,6 +14,7 @@
 use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Head, RawRecord, Step};
+use crate::error::Failure;
 use crate::input::Input;
 use crate::output::{AtomicFile, LineWriter, Target};
 use crate::progress::Progress;
@@ -169,13 +170,10 @@ pub struct Options {
     pub carry_new: bool,
 }
 
-/// Raised when conflicts stop a restore; the binary maps it to exit 3.
-#[derive(Debug)]
-pub struct Conflicts(pub Summary);
-
-impl std::fmt::Display for Conflicts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = &self.0;
+impl Summary {
+    /// The message of conflicts that stopped a restore ([`Failure::Conflicts`], exit 3).
+    pub fn write_conflicts(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self;
         writeln!(
             f,
             "{} conflict(s): the target changed since the export; nothing was written",
@@ -221,8 +219,6 @@ impl std::fmt::Display for Conflicts {
         Ok(())
     }
 }
-
-impl std::error::Error for Conflicts {}
 
 /// A change set indexed by a hash of (kind, key), the lines on disk: memory holds 16 bytes per
 /// change, and a change is read back when a target record matches it.
@@ -385,7 +381,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             summary.carry_changes = first_summary.changes;
             summary.carried_record = Some(carried.display().to_string());
             if first_summary.conflict_count > 0 && !opts.force {
-                return Err(Conflicts(first_summary).into());
+                return Err(Failure::conflicts(first_summary));
             }
             let mut index = ChangeIndex::of_bundle(bundle, true)?;
             let mid = wide(Input::new(&t.path().to_string_lossy())?);
@@ -426,7 +422,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
                 true,
             )?;
             if summary.conflict_count > 0 && !opts.force {
-                return Err(Conflicts(summary).into());
+                return Err(Failure::conflicts(summary));
             }
             let mid = wide(Input::new(&t1.path().to_string_lossy())?);
             // Pass 2: the survivors' curation and the field definitions, as the bundle left them.
@@ -475,7 +471,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             if third.conflict_count > 0 {
                 bail!(
                     "carrying the newer curation met its own conflicts (a bug): {}",
-                    Conflicts(third)
+                    Failure::conflicts(third)
                 );
             }
             summary.carry_changes = third.changes;
@@ -507,7 +503,7 @@ fn wide(mut input: Input) -> Input {
 fn finish(mut summary: Summary, opts: &Options) -> Result<Summary> {
     summary.skipped_lines.sort_by_key(|s| s.line);
     if summary.conflict_count > 0 && !opts.force {
-        return Err(Conflicts(summary).into());
+        return Err(Failure::conflicts(summary));
     }
     Ok(summary)
 }
@@ -587,16 +583,11 @@ fn skip(
     error: String,
     bytes: &[u8],
 ) -> Result<()> {
-    if summary.skipped_lines.len() as u64 >= opts.max_errors {
-        bail!(
-            "{}:{no}: {error}; fix the line in the target export, or pass --max-errors N to copy bad lines through",
-            target.name
-        );
-    }
-    summary
-        .skipped_lines
-        .push(crate::report::Skipped::new(no, error, bytes));
-    Ok(())
+    let rules = crate::export::BadLines {
+        max_errors: opts.max_errors,
+        hint: "fix the line in the target export, or pass --max-errors N to copy bad lines through",
+    };
+    rules.bad(target, &mut summary.skipped_lines, no, error, bytes)
 }
 
 /// What the parallel part found for one target line.
@@ -668,12 +659,12 @@ fn apply_to(
         for (line, s) in batch.iter().zip(seen) {
             // As in migrate: a header anywhere but on the first line is a bad line.
             let first = !std::mem::replace(&mut any_line, true);
-            let s = match s? {
-                Seen::Record { kind, .. } if kind == "header" && !first => {
-                    Seen::Bad("a header must be the first line".into())
+            let mut s = s?;
+            if let Seen::Record { kind, .. } = &s {
+                if let Err(e) = crate::export::header_first(Kind::from_name(kind), first) {
+                    s = Seen::Bad(e);
                 }
-                s => s,
-            };
+            }
             let (kind, key, change, newer) = match s {
                 Seen::Bad(e) => {
                     // No change can name a line that is not a record: it goes through as it is.

@@ -71,7 +71,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         Ok(_) => {}
         // Bad input or I/O (a line over the limit, a full disk) is an error (exit 1), not a
         // failed verification: only a change that does not apply breaks the law.
-        Err(e) if e.downcast_ref::<restore::Conflicts>().is_none() => return Err(e),
+        Err(e) if crate::error::Failure::conflicts_of(&e).is_none() => return Err(e),
         Err(e) => {
             v.failures.push(format!(
                 "the change set does not apply to the export it was made from: {e:#}"
@@ -88,7 +88,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         &target(&rolled),
         &opts(Direction::Rollback),
     ) {
-        if e.downcast_ref::<restore::Conflicts>().is_none() {
+        if crate::error::Failure::conflicts_of(&e).is_none() {
             return Err(e);
         }
         v.failures

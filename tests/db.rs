@@ -200,6 +200,137 @@ fn init_is_idempotent_and_load_refuses_a_full_catalog_and_bad_lines() {
     );
 }
 
+/// Writes `lines` (with a final newline) to `dir/name`.
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// The non-blank lines of an export file.
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `db load` reads an export with the rules of every command (issue 11): a header past the
+/// first line is a bad line naming file:line; `--max-errors N` skips up to N bad lines
+/// (malformed, late header, duplicate key), lists each, and loads the rest; without it, or past
+/// N, nothing is loaded.
+#[test]
+fn load_follows_the_export_rules_and_max_errors_skips_bad_lines() {
+    let db = TestDb::new("load_rules");
+    let url = Some(db.url.as_str());
+    ok(&["db", "init"], url);
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("d.ndjson");
+    let good = samples.join("01-legacy-dashboard/export.ndjson");
+    ok(&["db", "load", s(&good)], url);
+
+    // A header on line 2: refused like migrate and restore refuse it, nothing loaded.
+    let mut late = lines_of(&good);
+    late.swap(0, 1);
+    let late_path = write_lines(tmp.path(), "late.ndjson", &late);
+    let o = lookmig(&["db", "load", "--replace", s(&late_path)], url);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("late.ndjson:2: a header must be the first line")
+            && o.stderr.contains("--max-errors"),
+        "{}",
+        o.stderr
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&good, &dump, "after a refused late header");
+
+    // The same with --max-errors 1: every line but the late header is loaded.
+    let o = ok(
+        &[
+            "db",
+            "load",
+            "--replace",
+            "--max-errors",
+            "1",
+            s(&late_path),
+        ],
+        url,
+    );
+    assert!(
+        o.stdout
+            .contains("skipped line 2: a header must be the first line"),
+        "{}",
+        o.stdout
+    );
+    let mut expect = late.clone();
+    expect.remove(1);
+    let expect_path = write_lines(tmp.path(), "expect.ndjson", &expect);
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&expect_path, &dump, "late header skipped");
+
+    // A malformed line (sample 18, line 3) and a duplicate key (sample 19, line 5): skipped and
+    // listed verbatim in --json; the duplicate's second occurrence is not loaded although it is
+    // only found once the whole export was read.
+    for (name, bad) in [("18-malformed", 3usize), ("19-duplicate-key", 5)] {
+        let export = samples.join(name).join("export.ndjson");
+        let all = lines_of(&export);
+        let o = ok(
+            &[
+                "db",
+                "load",
+                "--replace",
+                "--max-errors",
+                "1",
+                "--json",
+                s(&export),
+            ],
+            url,
+        );
+        let v: Value = serde_json::from_str(&o.stdout).unwrap();
+        let skipped = v["skipped_lines"].as_array().expect("skipped_lines");
+        assert_eq!(skipped.len(), 1, "{name}: {v}");
+        assert_eq!(skipped[0]["line"], bad as u64, "{name}: {v}");
+        assert_eq!(skipped[0]["text"], all[bad - 1].as_str(), "{name}: {v}");
+        assert_eq!(v["records"], (all.len() - 1) as u64, "{name}: {v}");
+        let mut rest = all.clone();
+        rest.remove(bad - 1);
+        let rest_path = write_lines(tmp.path(), "rest.ndjson", &rest);
+        ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+        same_records(&rest_path, &dump, &format!("{name} with --max-errors 1"));
+    }
+
+    // --max-errors is a limit: two bad lines (a malformed one, then a duplicate key found after
+    // the read) with --max-errors 1 load nothing, and the error names the second.
+    let mut two = lines_of(&samples.join("18-malformed/export.ndjson"));
+    two.push(two[4].clone());
+    let two_path = write_lines(tmp.path(), "two.ndjson", &two);
+    let o = lookmig(
+        &["db", "load", "--replace", "--max-errors", "1", s(&two_path)],
+        url,
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("two.ndjson:6: duplicate record key"),
+        "{}",
+        o.stderr
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    // The database still holds the last load: sample 19 without its line 5.
+    same_records(
+        &tmp.path().join("rest.ndjson"),
+        &dump,
+        "after a load past --max-errors",
+    );
+    ok(
+        &["db", "load", "--replace", "--max-errors", "2", s(&two_path)],
+        url,
+    );
+}
+
 #[test]
 fn the_schema_has_the_catalog_keys() {
     let db = TestDb::new("keys");

@@ -18,11 +18,13 @@ pub fn run(cmd: DbCommand) -> Result<()> {
             export,
             database,
             replace,
+            max_errors,
             common,
         } => load(&LoadOptions {
             export,
             database: database.database,
             replace,
+            max_errors,
             threads: common.threads,
             json: common.json,
         }),
@@ -60,6 +62,8 @@ pub struct LoadOptions {
     pub export: String,
     pub database: String,
     pub replace: bool,
+    /// Bad lines that may be skipped (each listed) before the load fails.
+    pub max_errors: u64,
     pub threads: usize,
     pub json: bool,
 }
@@ -72,6 +76,7 @@ pub fn load(o: &LoadOptions) -> Result<()> {
         replace: o.replace,
         progress: true,
         threads: o.threads,
+        max_errors: o.max_errors,
     };
     let loaded = crate::db::load::load(&db, &input, &opts)?;
     if o.json {
@@ -82,13 +87,18 @@ pub fn load(o: &LoadOptions) -> Result<()> {
         .iter()
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
-    out(&format!(
+    let mut s = format!(
         "loaded {} records from {} into database {}: {}",
         loaded.records,
         o.export,
         db.shown(),
         kinds.join(", ")
-    ))
+    );
+    // As migrate lists them in its summary (the text of each is in the --json output).
+    for k in &loaded.skipped_lines {
+        s += &format!("\nskipped line {}: {}", k.line, k.error);
+    }
+    out(&s)
 }
 
 /// Options of `dump`.

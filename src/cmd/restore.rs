@@ -82,7 +82,7 @@ fn open(o: &Options) -> Result<crate::bundle::Bundle> {
     if let Some(want) = &o.expect {
         let id = b.id()?;
         if !id.eq_ignore_ascii_case(want.trim()) {
-            return Err(crate::cli::Exit3(format!(
+            return Err(crate::error::Failure::NotExpected(format!(
                 "{}: bundle id {id} is not the expected {want}; this is not the bundle that was signed off, nothing was touched",
                 o.bundle
             ))
@@ -101,8 +101,8 @@ fn report(
 ) -> Result<()> {
     let summary = match result {
         Err(e) if o.json => {
-            if let Some(c) = e.downcast_ref::<crate::restore::Conflicts>() {
-                out_json(&c.0)?;
+            if let Some(c) = crate::error::Failure::conflicts_of(&e) {
+                out_json(c)?;
             }
             return Err(e);
         }

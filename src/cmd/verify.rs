@@ -1,7 +1,7 @@
 //! `lookmig verify BUNDLE [--export EXPORT]`: checksums, and the conservation law of SPEC §7.
 
 use super::{out, out_json};
-use crate::cli::Exit3;
+use crate::error::Failure;
 use crate::input::Input;
 use anyhow::Result;
 
@@ -17,8 +17,8 @@ pub struct Options {
 pub fn run(o: &Options) -> Result<()> {
     let export = o.export.as_deref().map(Input::new).transpose()?;
     let v = match crate::verify::run(std::path::Path::new(&o.bundle), export.as_ref(), o.threads) {
-        Err(e) if e.downcast_ref::<crate::bundle::Damaged>().is_some() => {
-            return Err(Exit3(format!("verification failed: {e:#}")).into());
+        Err(e) if Failure::is_damaged(&e) => {
+            return Err(Failure::Verification(format!("verification failed: {e:#}")).into());
         }
         other => other?,
     };
@@ -46,5 +46,5 @@ pub fn run(o: &Options) -> Result<()> {
     for f in v.failures.iter().take(20) {
         msg += &format!("\n  {f}");
     }
-    Err(Exit3(msg).into())
+    Err(Failure::Verification(msg).into())
 }

@@ -40,9 +40,10 @@ use super::Database;
 use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Op, RawRecord, Step};
+use crate::error::Failure;
 use crate::progress::Progress;
 use crate::record::{Kind, Record, Subject};
-use crate::restore::{Conflict, Conflicts, Direction, Summary};
+use crate::restore::{Conflict, Direction, Summary};
 use anyhow::{bail, Context, Result};
 use postgres::types::ToSql;
 use postgres::Transaction;
@@ -196,7 +197,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         ));
         if check.summary.conflict_count > 0 && !opts.force {
             bar.finish();
-            return Err(Conflicts(check.summary).into());
+            return Err(Failure::conflicts(check.summary));
         }
         bar.message(direction);
     }
@@ -367,7 +368,7 @@ impl<'a> Run<'a> {
         if self.summary.conflict_count > 0 && !opts.force {
             bar.finish();
             drop(tx); // rolls the batch back, releases its locks
-            return Err(Conflicts(self.summary.clone()).into());
+            return Err(Failure::conflicts(self.summary.clone()));
         }
         let state = if last { "done" } else { "running" };
         tx.execute(

@@ -1,11 +1,12 @@
 //! `db init` and `db load`: create the catalog schema, and load an export into it (a staging
 //! copy of the catalog).
 //!
-//! Loading reads the export once, checks every line as every other command does (SPEC §1: a
-//! malformed line or a duplicate key names the file and the line, and nothing is loaded),
-//! spools each table's rows in COPY text format to a temporary file, and then copies every
-//! table in with `COPY … FROM STDIN`, all in one transaction: the database holds the whole
-//! export or nothing of it.
+//! Loading reads the export once, checks every line as every other command does
+//! ([`crate::export`], SPEC §1: a malformed line, a header past the first line or a duplicate
+//! key names the file and the line, and nothing is loaded; `--max-errors N` skips up to N such
+//! lines and lists them), spools each table's rows in COPY text format to a temporary file, and
+//! then copies every table in with `COPY … FROM STDIN`, all in one transaction: the database
+//! holds the whole export, less the lines skipped, or nothing of it.
 
 use super::schema::{self, copy_line, to_row, TABLES};
 use super::Database;
@@ -13,8 +14,7 @@ use crate::input::Input;
 use crate::progress::Progress;
 use crate::record::{parse_line, Kind};
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
 
 /// Creates the schema in one transaction. Returns false when it was already there.
@@ -46,13 +46,17 @@ pub struct Options {
     pub progress: bool,
     /// Worker threads (0 = one per core).
     pub threads: usize,
+    /// Bad lines that may be skipped (each listed) before the load fails (`--max-errors`).
+    pub max_errors: u64,
 }
 
-/// What was loaded: records by kind.
+/// What was loaded: records by kind, and the lines skipped under `--max-errors`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Loaded {
     pub records: u64,
     pub by_kind: BTreeMap<String, u64>,
+    /// Lines left out under `--max-errors`, verbatim, in line order.
+    pub skipped_lines: Vec<crate::report::Skipped>,
 }
 
 /// Loads `input` into the database, in one transaction.
@@ -111,8 +115,24 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
 
 type Spools = Vec<(std::fs::File, u64)>;
 
-/// Reads and checks the export, writing each table's COPY rows to its own temporary file.
+/// Reads and checks the export, writing each table's COPY rows to its own temporary file. The
+/// rules are every command's ([`crate::export`]); a duplicate key is found only once the whole
+/// export is read, after its line was spooled, so when `--max-errors` skips one the export is
+/// spooled again without it.
 fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
+    let (mut spools, mut loaded, outcome) = spool_once(input, opts, &BTreeSet::new())?;
+    if !outcome.duplicates.is_empty() {
+        (spools, loaded, _) = spool_once(input, opts, &outcome.duplicates)?;
+    }
+    loaded.skipped_lines = outcome.skipped;
+    Ok((spools, loaded))
+}
+
+fn spool_once(
+    input: &Input,
+    opts: &Options,
+    leave_out: &BTreeSet<u64>,
+) -> Result<(Spools, Loaded, crate::export::Outcome)> {
     let mut writers: Vec<(BufWriter<std::fs::File>, u64)> = (0..=TABLES.len())
         .map(|_| {
             Ok((
@@ -125,48 +145,29 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
         })
         .collect::<Result<_>>()?;
     let mut loaded = Loaded::default();
-    // Duplicate keys are found after the read by sorting key hashes on disk (bounded memory,
-    // like migrate and restore), and reported at the second occurrence before anything is copied.
-    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
-    let mut lines = input.lines()?;
-    let mut any_line = false;
     let bar = Progress::new(opts.progress, "reading", None);
-    loop {
-        let batch = lines.next_batch(8 << 20)?;
-        if batch.is_empty() {
-            break;
-        }
-        let encoded: Vec<_> = batch.par_iter().map(|l| encode(&l.bytes)).collect();
-        for (line, enc) in batch.iter().zip(encoded) {
-            let (kind, name, key, table, bytes) = enc.map_err(|e| {
-                anyhow::anyhow!(
-                    "{}:{}: {e}; fix the line in the export",
-                    input.name,
-                    line.no
-                )
-            })?;
-            if kind == Kind::Header && any_line {
-                bail!(
-                    "{}:{}: a header must be the first line",
-                    input.name,
-                    line.no
-                );
-            }
-            any_line = true;
-            keys.add(&name, &key, line.no)?;
+    let rules = crate::export::BadLines {
+        max_errors: opts.max_errors,
+        hint: crate::export::SKIP_HINT,
+    };
+    let outcome = crate::export::read(
+        input,
+        rules,
+        crate::input::batch_bytes(8 << 20),
+        leave_out,
+        encode,
+        |_, (name, table, bytes)| {
             let (w, n) = &mut writers[table];
             w.write_all(&bytes)
                 .context("writing a temporary file (is the disk full?)")?;
             *n += 1;
             loaded.records += 1;
             *loaded.by_kind.entry(name).or_default() += 1;
-        }
-        bar.add(batch.len() as u64);
-    }
+            bar.add(1);
+            Ok(())
+        },
+    )?;
     bar.finish();
-    if let Some((no, msg, _)) = keys.finish(input)?.into_iter().next() {
-        bail!("{}:{no}: {msg}; fix the line in the export", input.name);
-    }
     let spools = writers
         .into_iter()
         .map(|(w, n)| {
@@ -178,13 +179,15 @@ fn spool(input: &Input, opts: &Options) -> Result<(Spools, Loaded)> {
             ))
         })
         .collect::<Result<_>>()?;
-    Ok((spools, loaded))
+    Ok((spools, loaded, outcome))
 }
 
-type Encoded = (Kind, String, String, usize, Vec<u8>);
+/// A line's kind name, table index and COPY row.
+type Encoded = (String, usize, Vec<u8>);
 
-/// One line → its kind, kind name, record key, table index and COPY row.
-fn encode(bytes: &[u8]) -> Result<Encoded, String> {
+/// One line → its kind and key (for the rules of [`crate::export`]), and its kind name, table
+/// index and COPY row.
+fn encode(bytes: &[u8]) -> Result<crate::export::Parsed<Encoded>, String> {
     let rec = parse_line(bytes)?;
     let key = rec.key();
     let name = rec.kind_name().to_string();
@@ -207,7 +210,11 @@ fn encode(bytes: &[u8]) -> Result<Encoded, String> {
             TABLES.len()
         }
     };
-    Ok((rec.kind, name, key, table, out))
+    Ok(crate::export::Parsed {
+        kind: rec.kind,
+        key_hash: crate::export::key_hash(&name, &key),
+        value: (name, table, out),
+    })
 }
 
 /// Encodes a record (for apply's inserts) as its table index and COPY row.
