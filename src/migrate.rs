@@ -775,9 +775,9 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                 return Decision::Same;
             }
             // Rich text in one string field: rewritten in place, the rest of the line kept.
-            let rich = match p.kind {
+            let (name, rich) = match p.kind {
                 Kind::FieldValue => match p.int(r.field_id).and_then(|id| fields.get(id)) {
-                    Some(def) if def.field_type == "RICH_TEXT" => r.value,
+                    Some(def) if def.field_type == "RICH_TEXT" => ("value", r.value),
                     Some(def)
                         if def.field_type == "OBJECT_SET"
                             && memchr::memmem::find(
@@ -788,20 +788,26 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                     {
                         return full_repair(line, fields, groups);
                     }
-                    _ => None,
+                    _ => ("", None),
                 },
-                Kind::Article => r.body,
-                Kind::TrustFlag => r.reason,
+                Kind::Article => ("body", r.body),
+                Kind::TrustFlag => ("reason", r.reason),
                 Kind::Conversation => return full_repair(line, fields, groups),
-                _ => None,
+                _ => ("", None),
             };
             let Some(text) = rich.and_then(raw_str) else {
                 return Decision::Same;
             };
             match refs::rewrite_rich(&text, &groups.refs) {
                 Some((new, n)) => {
-                    let record = splice(p, vec![(rich.expect("some"), json_string(&new))]);
-                    Decision::Lines(raw_change(p, Some(&record)).into_iter().collect(), n)
+                    let edit =
+                        (new != text).then(|| (rich.expect("some"), name, json_string(&new)));
+                    Decision::Lines(
+                        edit_change(p, edit.into_iter().collect())
+                            .into_iter()
+                            .collect(),
+                        n,
+                    )
                 }
                 None => Decision::Same,
             }
@@ -840,16 +846,24 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
         Action::Rekey => {
             let mut edits = Vec::new();
             if stable != legacy {
-                edits.push((r.external_id.expect("validated"), json_string(&stable)));
+                edits.push((
+                    r.external_id.expect("validated"),
+                    "external_id",
+                    json_string(&stable),
+                ));
             }
             if report.as_ref().is_some_and(|rep| rep != stable_report) {
-                edits.push((r.report.expect("validated"), json_string(stable_report)));
+                edits.push((
+                    r.report.expect("validated"),
+                    "report",
+                    json_string(stable_report),
+                ));
             }
             if edits.is_empty() {
                 action = Action::Keep;
                 None
             } else {
-                raw_change(p, Some(&splice(p, edits)))
+                edit_change(p, edits)
             }
         }
         Action::Keep => None,
@@ -913,20 +927,23 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
-/// The line with some of its raw values replaced; every other byte stays as it was.
-fn splice(p: &Probe, mut edits: Vec<(&RawValue, String)>) -> Vec<u8> {
-    let base = p.line.as_ptr() as usize;
-    edits.sort_by_key(|(raw, _)| raw.get().as_ptr() as usize);
-    let mut out = Vec::with_capacity(p.line.len() + 64);
-    let mut at = 0;
-    for (raw, new) in edits {
-        let start = raw.get().as_ptr() as usize - base;
-        out.extend_from_slice(&p.line[at..start]);
-        out.extend_from_slice(new.as_bytes());
-        at = start + raw.get().len();
-    }
-    out.extend_from_slice(&p.line[at..]);
-    out
+/// The update of a probed line that replaces some of its top-level values, each given as
+/// (its raw value in the line, the field's name, the new JSON text) and each different from
+/// the old value: every other byte of the record stays as it was, so the update sets exactly
+/// these fields, in the order they have in the line.
+fn edit_change(p: &Probe, mut edits: Vec<(&RawValue, &str, String)>) -> Option<RawChange> {
+    edits.sort_by_key(|(raw, _, _)| raw.get().as_ptr() as usize);
+    let set: Vec<(&str, &str)> = edits
+        .iter()
+        .map(|(_, name, new)| (*name, new.as_str()))
+        .collect();
+    let key = p.key();
+    let line = crate::changeset::encode_set(&p.kind_name, &key, p.line, &set)?;
+    Some(RawChange {
+        sort: sort_key(Op::Update, &p.kind_name, &key),
+        line,
+        op: Op::Update,
+    })
 }
 
 /// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
@@ -946,12 +963,21 @@ fn change_line(
 ) -> Option<RawChange> {
     let (op, line) = crate::changeset::encode(kind, key, prior, record)
         .expect("validated records are JSON objects")?;
+    Some(RawChange {
+        sort: sort_key(op, kind, key),
+        line,
+        op,
+    })
+}
+
+/// The order of change lines: (phase, kind, key), as [`crate::changeset`] documents it.
+fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
     let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
     sort.push(crate::changeset::phase(op, kind));
     sort.extend_from_slice(kind.as_bytes());
     sort.push(0);
     sort.extend_from_slice(key.as_bytes());
-    Some(RawChange { sort, line, op })
+    sort
 }
 
 /// A change already serialised, with its sort key.
