@@ -576,7 +576,7 @@ fn change(
                     if bad.contains(&l.no) {
                         (Decision::Same, None)
                     } else {
-                        decide(l, fields, groups, scan)
+                        decide(l, fields, groups, scan, dry)
                     }
                 })
                 .collect();
@@ -596,7 +596,7 @@ fn change(
         |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
             let merged: Vec<GroupResult> = batch
                 .par_iter()
-                .map(|(g, items)| merge_one(*g, items, fields, groups, chooser))
+                .map(|(g, items)| merge_one(*g, items, fields, groups, chooser, dry))
                 .collect();
             for m in merged {
                 for (k, n) in m.carried {
@@ -680,6 +680,7 @@ fn merge_one(
     fields: &Fields,
     groups: &Groups,
     decisions: Option<&dyn merge::Chooser>,
+    dry: bool,
 ) -> GroupResult {
     let mut repaired = 0;
     // Each record's original bytes (the prior of its change) and its index among the items.
@@ -708,16 +709,27 @@ fn merge_one(
         if prior.is_some_and(|(_, i)| originals[i] == a.obj) {
             continue;
         }
+        if dry {
+            // A record that differs from its prior is an update (encode finds a field that
+            // differs), else a create: counted, never written.
+            changes.push(dry_change(if prior.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            }));
+            continue;
+        }
         let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
         changes.extend(change_line(
             &kind,
             &key,
             prior.map(|(p, _)| p),
             Some(&record),
+            false,
         ));
     }
     for ((kind, key), (prior, _)) in before {
-        changes.extend(change_line(&kind, &key, Some(prior), None));
+        changes.extend(change_line(&kind, &key, Some(prior), None, dry));
     }
     GroupResult {
         changes,
@@ -733,6 +745,7 @@ fn decide(
     fields: &Fields,
     groups: &Groups,
     scan: &Scan,
+    dry: bool,
 ) -> (Decision, Option<String>) {
     let p = match Probe::parse(&line.bytes) {
         Ok(p) => p,
@@ -749,11 +762,12 @@ fn decide(
             .is_err()
             .then(|| format!("{} {}", p.kind_name, p.key()))
     });
-    (decide_probed(&p, line, fields, groups), dangling)
+    (decide_probed(&p, line, fields, groups, dry), dangling)
 }
 
 /// [`decide`] for a line already read.
-fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+/// `dry`: the changes are only counted ([`plan`]), so their lines are not built.
+fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
     let r = &p.raw;
     if p.kind == Kind::FieldValue {
         if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
@@ -763,7 +777,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
         }
     }
     match p.kind {
-        Kind::BiReport | Kind::BiReportColumn => version_change(p, groups),
+        Kind::BiReport | Kind::BiReportColumn => version_change(p, groups, dry),
         _ => {
             if let Some((g, rank)) = p
                 .subject()
@@ -786,13 +800,13 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                             )
                             .is_some() =>
                     {
-                        return full_repair(line, fields, groups);
+                        return full_repair(line, fields, groups, dry);
                     }
                     _ => ("", None),
                 },
                 Kind::Article => ("body", r.body),
                 Kind::TrustFlag => ("reason", r.reason),
-                Kind::Conversation => return full_repair(line, fields, groups),
+                Kind::Conversation => return full_repair(line, fields, groups, dry),
                 _ => ("", None),
             };
             let Some(text) = rich.and_then(raw_str) else {
@@ -803,7 +817,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                     let edit =
                         (new != text).then(|| (rich.expect("some"), name, json_string(&new)));
                     Decision::Lines(
-                        edit_change(p, edit.into_iter().collect())
+                        edit_change(p, edit.into_iter().collect(), dry)
                             .into_iter()
                             .collect(),
                         n,
@@ -816,7 +830,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
 }
 
 /// What happens to a report or column version (SPEC §3), and its line of the id map.
-fn version_change(p: &Probe, groups: &Groups) -> Decision {
+fn version_change(p: &Probe, groups: &Groups, dry: bool) -> Decision {
     let r = &p.raw;
     let column = p.kind == Kind::BiReportColumn;
     let oid = p.int(r.oid).unwrap_or_default();
@@ -842,7 +856,7 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     };
     let mut action = v.action;
     let change = match action {
-        Action::Retire => raw_change(p, None),
+        Action::Retire => raw_change(p, None, dry),
         Action::Rekey => {
             let mut edits = Vec::new();
             if stable != legacy {
@@ -863,12 +877,20 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
                 action = Action::Keep;
                 None
             } else {
-                edit_change(p, edits)
+                edit_change(p, edits, dry)
             }
         }
         Action::Keep => None,
     };
     let server = p.int(r.server_id).unwrap_or_default();
+    let column_rekeyed = (column && action == Action::Rekey).then_some(server);
+    if dry {
+        return Decision::Version {
+            change,
+            idmap: (Vec::new(), Vec::new()),
+            column_rekeyed,
+        };
+    }
     let otype = if column { COLUMN } else { REPORT };
     let line = IdMapLine {
         server_id: server,
@@ -892,13 +914,13 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     Decision::Version {
         change,
         idmap,
-        column_rekeyed: (column && action == Action::Rekey).then_some(server),
+        column_rekeyed,
     }
 }
 
 /// The Value route, for records whose repair is not one string: conversations' posts and
 /// object sets that name reports.
-fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+fn full_repair(line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
     let rec = match parse_line(&line.bytes) {
         Ok(r) => r,
         Err(e) => return Decision::Bad(e),
@@ -914,6 +936,7 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
                     &rec.key(),
                     Some(&line.bytes),
                     Some(&record),
+                    dry,
                 )
                 .into_iter()
                 .collect(),
@@ -931,7 +954,14 @@ fn json_string(s: &str) -> String {
 /// (its raw value in the line, the field's name, the new JSON text) and each different from
 /// the old value: every other byte of the record stays as it was, so the update sets exactly
 /// these fields, in the order they have in the line.
-fn edit_change(p: &Probe, mut edits: Vec<(&RawValue, &str, String)>) -> Option<RawChange> {
+fn edit_change(
+    p: &Probe,
+    mut edits: Vec<(&RawValue, &str, String)>,
+    dry: bool,
+) -> Option<RawChange> {
+    if dry {
+        return (!edits.is_empty()).then(|| dry_change(Op::Update));
+    }
     edits.sort_by_key(|(raw, _, _)| raw.get().as_ptr() as usize);
     let set: Vec<(&str, &str)> = edits
         .iter()
@@ -948,8 +978,11 @@ fn edit_change(p: &Probe, mut edits: Vec<(&RawValue, &str, String)>) -> Option<R
 
 /// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
 /// a delete when None.
-fn raw_change(p: &Probe, record: Option<&[u8]>) -> Option<RawChange> {
-    change_line(&p.kind_name, &p.key(), Some(p.line), record)
+fn raw_change(p: &Probe, record: Option<&[u8]>, dry: bool) -> Option<RawChange> {
+    if dry && record.is_none() {
+        return Some(dry_change(Op::Delete));
+    }
+    change_line(&p.kind_name, &p.key(), Some(p.line), record, dry)
 }
 
 /// A change line (SPEC §6) from raw JSON bytes, with its sort key (phase, kind, key: the order
@@ -960,7 +993,20 @@ fn change_line(
     key: &str,
     prior: Option<&[u8]>,
     record: Option<&[u8]>,
+    dry: bool,
 ) -> Option<RawChange> {
+    if dry {
+        let op = match (prior, record) {
+            (None, _) => Op::Create,
+            (Some(_), None) => Op::Delete,
+            (Some(p), Some(r)) => {
+                crate::changeset::update_fields(p, r)
+                    .expect("validated records are JSON objects")?;
+                Op::Update
+            }
+        };
+        return Some(dry_change(op));
+    }
     let (op, line) = crate::changeset::encode(kind, key, prior, record)
         .expect("validated records are JSON objects")?;
     Some(RawChange {
@@ -978,6 +1024,15 @@ fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
     sort.push(0);
     sort.extend_from_slice(key.as_bytes());
     sort
+}
+
+/// A change of a dry run: its kind of operation, counted, and nothing else.
+fn dry_change(op: Op) -> RawChange {
+    RawChange {
+        sort: Vec::new(),
+        line: Vec::new(),
+        op,
+    }
 }
 
 /// A change already serialised, with its sort key.
