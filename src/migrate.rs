@@ -20,7 +20,7 @@ use crate::keys::IdMap;
 use crate::merge::{self, Item};
 use crate::progress::Progress;
 use crate::record::{
-    instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record, SeenKeys,
+    instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record,
 };
 use crate::refs::{self, Fields};
 use crate::report::{Report, Skipped};
@@ -280,8 +280,10 @@ fn bad_line(
 fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
     // Record keys go through an external sort, so duplicate detection needs no table of keys.
-    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES / 2));
+    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES));
     let mut first_seen_kind = false;
+    // Records of each named kind, by `Kind as usize` (joined to `by_kind` at the end).
+    let mut named = [0u64; Kind::Other as usize];
     for batch in input.batches(crate::input::batch_bytes(BATCH_BYTES))? {
         let batch = batch?;
         let parsed: Vec<Result<Scanned, String>> = batch
@@ -289,7 +291,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             .map(|l| {
                 let p = Probe::parse(&l.bytes)?;
                 Ok(Scanned {
-                    hash: SeenKeys::hash(&p.kind_name, &p.key()),
+                    hash: DuplicateKeys::hash(&p.kind_name, &p.key()),
                     kept: keep(&p, id_map),
                     probe_kind: p.kind,
                     other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
@@ -315,11 +317,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             keys.add_hash(scanned.hash, line.no)?;
             match scanned.other_kind {
                 Some(k) => *s.by_kind.entry(k).or_default() += 1,
-                None => {
-                    *s.by_kind
-                        .entry(scanned.probe_kind.name().to_string())
-                        .or_default() += 1
-                }
+                None => named[scanned.probe_kind as usize] += 1,
             }
             match scanned.kept {
                 Kept::Nothing => {}
@@ -345,6 +343,11 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         progress.add(batch.len() as u64);
     }
     s.stable_index = HashMap::new();
+    for (i, n) in named.into_iter().enumerate() {
+        if n > 0 {
+            *s.by_kind.entry(KINDS[i].name().to_string()).or_default() += n;
+        }
+    }
     // Every report and column of the export, exactly sized (these lists are large).
     s.known_reports = s
         .reports
@@ -366,6 +369,22 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     Ok(s)
 }
 
+/// The named kinds, in the order of [`Kind`].
+const KINDS: [Kind; Kind::Other as usize] = [
+    Kind::Header,
+    Kind::BiServer,
+    Kind::BiFolder,
+    Kind::BiReport,
+    Kind::BiReportColumn,
+    Kind::CustomField,
+    Kind::FieldValue,
+    Kind::TrustFlag,
+    Kind::Tag,
+    Kind::Star,
+    Kind::Article,
+    Kind::Conversation,
+];
+
 /// Keeps the first item of each oid, in order.
 fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
     let mut seen = std::collections::HashSet::new();
@@ -374,7 +393,7 @@ fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
 
 /// What the first pass learnt from one line.
 struct Scanned {
-    hash: u128,
+    hash: u64,
     probe_kind: Kind,
     /// The `kind` string of a kind the SPEC does not name.
     other_kind: Option<String>,
@@ -1040,4 +1059,14 @@ struct RawChange {
     sort: Vec<u8>,
     line: Vec<u8>,
     op: Op,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds_are_listed_in_their_order() {
+        for (i, k) in super::KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+    }
 }
