@@ -444,42 +444,96 @@ pub fn encode(
     prior: Option<&[u8]>,
     record: Option<&[u8]>,
 ) -> Result<Option<(Op, Vec<u8>)>> {
-    let trim = |b: &[u8]| -> Box<RawValue> {
-        RawValue::from_string(String::from_utf8_lossy(b.trim_ascii()).into_owned())
-            .expect("a record is valid JSON")
-    };
-    let mut c = Change {
-        op: Op::Create,
-        kind: kind.into(),
-        key: key.into(),
-        prior: None,
-        record: None,
-        set: Vec::new(),
-        unset: Vec::new(),
-        exact_after: None,
-    };
+    // The records are validated lines or serde_json's own output: written as they are, not
+    // parsed again (a RawValue would validate each one a second time).
+    let size = prior.map_or(0, <[u8]>::len) + record.map_or(0, <[u8]>::len);
     match (prior, record) {
-        (None, Some(r)) => c.record = Some(trim(r)),
+        (None, Some(r)) => {
+            let mut line = line_head(Op::Create, kind, key, size);
+            line.extend_from_slice(b",\"record\":");
+            line.extend_from_slice(r.trim_ascii());
+            line.push(b'}');
+            Ok(Some((Op::Create, line)))
+        }
         (Some(p), None) => {
-            c.op = Op::Delete;
-            c.prior = Some(trim(p));
+            let mut line = line_head(Op::Delete, kind, key, size);
+            line.extend_from_slice(b",\"prior\":");
+            line.extend_from_slice(p.trim_ascii());
+            line.push(b'}');
+            Ok(Some((Op::Delete, line)))
         }
         (Some(p), Some(r)) => {
             let Some(u) = update_fields(p, r)? else {
                 return Ok(None);
             };
-            c.op = Op::Update;
-            c.prior = Some(trim(p));
-            c.set = u
+            let set: Vec<(&str, &str)> = u
                 .set
-                .into_iter()
-                .map(|(k, v)| (k, RawValue::from_string(v).expect("valid JSON")))
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            c.unset = u.unset;
+            Ok(Some((
+                Op::Update,
+                update_line(kind, key, p, &set, &u.unset),
+            )))
         }
         (None, None) => bail!("{kind} {key:?}: a change with neither prior nor record"),
     }
-    Ok(Some((c.op, c.to_line())))
+}
+
+/// The update line of `prior` whose changed fields are known, each (name, new raw JSON value),
+/// in the order the fields have in `prior`: what [`encode`] writes for the record with those
+/// values replaced in place, without comparing the two records. None when `set` is empty.
+pub fn encode_set(kind: &str, key: &str, prior: &[u8], set: &[(&str, &str)]) -> Option<Vec<u8>> {
+    (!set.is_empty()).then(|| update_line(kind, key, prior, set, &[]))
+}
+
+/// `{"op":…,"kind":…,"key":…` — the start of every change line ([`Change::to_line`]).
+fn line_head(op: Op, kind: &str, key: &str, size: usize) -> Vec<u8> {
+    let mut line = Vec::with_capacity(size + kind.len() + key.len() + 48);
+    line.extend_from_slice(b"{\"op\":\"");
+    line.extend_from_slice(op.name().as_bytes());
+    line.extend_from_slice(b"\",\"kind\":");
+    push_json_string(&mut line, kind);
+    line.extend_from_slice(b",\"key\":");
+    push_json_string(&mut line, key);
+    line
+}
+
+fn update_line(
+    kind: &str,
+    key: &str,
+    prior: &[u8],
+    set: &[(&str, &str)],
+    unset: &[String],
+) -> Vec<u8> {
+    let size = prior.len()
+        + set
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>();
+    let mut line = line_head(Op::Update, kind, key, size);
+    line.extend_from_slice(b",\"prior\":");
+    line.extend_from_slice(prior.trim_ascii());
+    line.extend_from_slice(b",\"set\":{");
+    for (i, (k, v)) in set.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        push_json_string(&mut line, k);
+        line.push(b':');
+        line.extend_from_slice(v.as_bytes());
+    }
+    line.push(b'}');
+    if !unset.is_empty() {
+        line.extend_from_slice(b",\"unset\":");
+        serde_json::to_writer(&mut line, unset).expect("strings serialise");
+    }
+    line.push(b'}');
+    line
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("a string always serialises");
 }
 
 /// A record as raw JSON: its top-level fields in order, each value's bytes as written.

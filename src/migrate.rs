@@ -20,7 +20,7 @@ use crate::keys::IdMap;
 use crate::merge::{self, Item};
 use crate::progress::Progress;
 use crate::record::{
-    instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record, SeenKeys,
+    instant_str, parse_line, raw_str, DuplicateKeys, FieldDef, Kind, Probe, Record,
 };
 use crate::refs::{self, Fields};
 use crate::report::{Report, Skipped};
@@ -277,8 +277,10 @@ fn bad_line(
 fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
     // Record keys go through an external sort, so duplicate detection needs no table of keys.
-    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES / 2));
+    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES));
     let mut first_seen_kind = false;
+    // Records of each named kind, by `Kind as usize` (joined to `by_kind` at the end).
+    let mut named = [0u64; Kind::Other as usize];
     for batch in input.batches(crate::input::batch_bytes(BATCH_BYTES))? {
         let batch = batch?;
         let parsed: Vec<Result<Scanned, String>> = batch
@@ -286,7 +288,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             .map(|l| {
                 let p = Probe::parse(&l.bytes)?;
                 Ok(Scanned {
-                    hash: SeenKeys::hash(&p.kind_name, &p.key()),
+                    hash: DuplicateKeys::hash(&p.kind_name, &p.key()),
                     kept: keep(&p, id_map),
                     probe_kind: p.kind,
                     other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
@@ -311,11 +313,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             keys.add_hash(scanned.hash, line.no)?;
             match scanned.other_kind {
                 Some(k) => *s.by_kind.entry(k).or_default() += 1,
-                None => {
-                    *s.by_kind
-                        .entry(scanned.probe_kind.name().to_string())
-                        .or_default() += 1
-                }
+                None => named[scanned.probe_kind as usize] += 1,
             }
             match scanned.kept {
                 Kept::Nothing => {}
@@ -341,6 +339,11 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         progress.add(batch.len() as u64);
     }
     s.stable_index = HashMap::new();
+    for (i, n) in named.into_iter().enumerate() {
+        if n > 0 {
+            *s.by_kind.entry(KINDS[i].name().to_string()).or_default() += n;
+        }
+    }
     // Every report and column of the export, exactly sized (these lists are large).
     s.known_reports = s
         .reports
@@ -362,6 +365,22 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     Ok(s)
 }
 
+/// The named kinds, in the order of [`Kind`].
+const KINDS: [Kind; Kind::Other as usize] = [
+    Kind::Header,
+    Kind::BiServer,
+    Kind::BiFolder,
+    Kind::BiReport,
+    Kind::BiReportColumn,
+    Kind::CustomField,
+    Kind::FieldValue,
+    Kind::TrustFlag,
+    Kind::Tag,
+    Kind::Star,
+    Kind::Article,
+    Kind::Conversation,
+];
+
 /// Keeps the first item of each oid, in order.
 fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
     let mut seen = std::collections::HashSet::new();
@@ -370,7 +389,7 @@ fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
 
 /// What the first pass learnt from one line.
 struct Scanned {
-    hash: u128,
+    hash: u64,
     probe_kind: Kind,
     /// The `kind` string of a kind the SPEC does not name.
     other_kind: Option<String>,
@@ -572,7 +591,7 @@ fn change(
                     if bad.contains(&l.no) {
                         (Decision::Same, None)
                     } else {
-                        decide(l, fields, groups, scan)
+                        decide(l, fields, groups, scan, dry)
                     }
                 })
                 .collect();
@@ -592,7 +611,7 @@ fn change(
         |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
             let merged: Vec<GroupResult> = batch
                 .par_iter()
-                .map(|(g, items)| merge_one(*g, items, fields, groups, chooser))
+                .map(|(g, items)| merge_one(*g, items, fields, groups, chooser, dry))
                 .collect();
             for m in merged {
                 for (k, n) in m.carried {
@@ -676,6 +695,7 @@ fn merge_one(
     fields: &Fields,
     groups: &Groups,
     decisions: Option<&dyn merge::Chooser>,
+    dry: bool,
 ) -> GroupResult {
     let mut repaired = 0;
     // Each record's original bytes (the prior of its change) and its index among the items.
@@ -704,16 +724,27 @@ fn merge_one(
         if prior.is_some_and(|(_, i)| originals[i] == a.obj) {
             continue;
         }
+        if dry {
+            // A record that differs from its prior is an update (encode finds a field that
+            // differs), else a create: counted, never written.
+            changes.push(dry_change(if prior.is_some() {
+                Op::Update
+            } else {
+                Op::Create
+            }));
+            continue;
+        }
         let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
         changes.extend(change_line(
             &kind,
             &key,
             prior.map(|(p, _)| p),
             Some(&record),
+            false,
         ));
     }
     for ((kind, key), (prior, _)) in before {
-        changes.extend(change_line(&kind, &key, Some(prior), None));
+        changes.extend(change_line(&kind, &key, Some(prior), None, dry));
     }
     GroupResult {
         changes,
@@ -729,6 +760,7 @@ fn decide(
     fields: &Fields,
     groups: &Groups,
     scan: &Scan,
+    dry: bool,
 ) -> (Decision, Option<String>) {
     let p = match Probe::parse(&line.bytes) {
         Ok(p) => p,
@@ -745,11 +777,12 @@ fn decide(
             .is_err()
             .then(|| format!("{} {}", p.kind_name, p.key()))
     });
-    (decide_probed(&p, line, fields, groups), dangling)
+    (decide_probed(&p, line, fields, groups, dry), dangling)
 }
 
 /// [`decide`] for a line already read.
-fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+/// `dry`: the changes are only counted ([`plan`]), so their lines are not built.
+fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
     let r = &p.raw;
     if p.kind == Kind::FieldValue {
         if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
@@ -759,7 +792,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
         }
     }
     match p.kind {
-        Kind::BiReport | Kind::BiReportColumn => version_change(p, groups),
+        Kind::BiReport | Kind::BiReportColumn => version_change(p, groups, dry),
         _ => {
             if let Some((g, rank)) = p
                 .subject()
@@ -771,9 +804,9 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                 return Decision::Same;
             }
             // Rich text in one string field: rewritten in place, the rest of the line kept.
-            let rich = match p.kind {
+            let (name, rich) = match p.kind {
                 Kind::FieldValue => match p.int(r.field_id).and_then(|id| fields.get(id)) {
-                    Some(def) if def.field_type == "RICH_TEXT" => r.value,
+                    Some(def) if def.field_type == "RICH_TEXT" => ("value", r.value),
                     Some(def)
                         if def.field_type == "OBJECT_SET"
                             && memchr::memmem::find(
@@ -782,22 +815,28 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
                             )
                             .is_some() =>
                     {
-                        return full_repair(line, fields, groups);
+                        return full_repair(line, fields, groups, dry);
                     }
-                    _ => None,
+                    _ => ("", None),
                 },
-                Kind::Article => r.body,
-                Kind::TrustFlag => r.reason,
-                Kind::Conversation => return full_repair(line, fields, groups),
-                _ => None,
+                Kind::Article => ("body", r.body),
+                Kind::TrustFlag => ("reason", r.reason),
+                Kind::Conversation => return full_repair(line, fields, groups, dry),
+                _ => ("", None),
             };
             let Some(text) = rich.and_then(raw_str) else {
                 return Decision::Same;
             };
             match refs::rewrite_rich(&text, &groups.refs) {
                 Some((new, n)) => {
-                    let record = splice(p, vec![(rich.expect("some"), json_string(&new))]);
-                    Decision::Lines(raw_change(p, Some(&record)).into_iter().collect(), n)
+                    let edit =
+                        (new != text).then(|| (rich.expect("some"), name, json_string(&new)));
+                    Decision::Lines(
+                        edit_change(p, edit.into_iter().collect(), dry)
+                            .into_iter()
+                            .collect(),
+                        n,
+                    )
                 }
                 None => Decision::Same,
             }
@@ -806,7 +845,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups) -> De
 }
 
 /// What happens to a report or column version (SPEC §3), and its line of the id map.
-fn version_change(p: &Probe, groups: &Groups) -> Decision {
+fn version_change(p: &Probe, groups: &Groups, dry: bool) -> Decision {
     let r = &p.raw;
     let column = p.kind == Kind::BiReportColumn;
     let oid = p.int(r.oid).unwrap_or_default();
@@ -832,25 +871,41 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     };
     let mut action = v.action;
     let change = match action {
-        Action::Retire => raw_change(p, None),
+        Action::Retire => raw_change(p, None, dry),
         Action::Rekey => {
             let mut edits = Vec::new();
             if stable != legacy {
-                edits.push((r.external_id.expect("validated"), json_string(&stable)));
+                edits.push((
+                    r.external_id.expect("validated"),
+                    "external_id",
+                    json_string(&stable),
+                ));
             }
             if report.as_ref().is_some_and(|rep| rep != stable_report) {
-                edits.push((r.report.expect("validated"), json_string(stable_report)));
+                edits.push((
+                    r.report.expect("validated"),
+                    "report",
+                    json_string(stable_report),
+                ));
             }
             if edits.is_empty() {
                 action = Action::Keep;
                 None
             } else {
-                raw_change(p, Some(&splice(p, edits)))
+                edit_change(p, edits, dry)
             }
         }
         Action::Keep => None,
     };
     let server = p.int(r.server_id).unwrap_or_default();
+    let column_rekeyed = (column && action == Action::Rekey).then_some(server);
+    if dry {
+        return Decision::Version {
+            change,
+            idmap: (Vec::new(), Vec::new()),
+            column_rekeyed,
+        };
+    }
     let otype = if column { COLUMN } else { REPORT };
     let line = IdMapLine {
         server_id: server,
@@ -874,13 +929,13 @@ fn version_change(p: &Probe, groups: &Groups) -> Decision {
     Decision::Version {
         change,
         idmap,
-        column_rekeyed: (column && action == Action::Rekey).then_some(server),
+        column_rekeyed,
     }
 }
 
 /// The Value route, for records whose repair is not one string: conversations' posts and
 /// object sets that name reports.
-fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
+fn full_repair(line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
     let rec = match parse_line(&line.bytes) {
         Ok(r) => r,
         Err(e) => return Decision::Bad(e),
@@ -896,6 +951,7 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups) -> Decision {
                     &rec.key(),
                     Some(&line.bytes),
                     Some(&record),
+                    dry,
                 )
                 .into_iter()
                 .collect(),
@@ -909,26 +965,39 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 
-/// The line with some of its raw values replaced; every other byte stays as it was.
-fn splice(p: &Probe, mut edits: Vec<(&RawValue, String)>) -> Vec<u8> {
-    let base = p.line.as_ptr() as usize;
-    edits.sort_by_key(|(raw, _)| raw.get().as_ptr() as usize);
-    let mut out = Vec::with_capacity(p.line.len() + 64);
-    let mut at = 0;
-    for (raw, new) in edits {
-        let start = raw.get().as_ptr() as usize - base;
-        out.extend_from_slice(&p.line[at..start]);
-        out.extend_from_slice(new.as_bytes());
-        at = start + raw.get().len();
+/// The update of a probed line that replaces some of its top-level values, each given as
+/// (its raw value in the line, the field's name, the new JSON text) and each different from
+/// the old value: every other byte of the record stays as it was, so the update sets exactly
+/// these fields, in the order they have in the line.
+fn edit_change(
+    p: &Probe,
+    mut edits: Vec<(&RawValue, &str, String)>,
+    dry: bool,
+) -> Option<RawChange> {
+    if dry {
+        return (!edits.is_empty()).then(|| dry_change(Op::Update));
     }
-    out.extend_from_slice(&p.line[at..]);
-    out
+    edits.sort_by_key(|(raw, _, _)| raw.get().as_ptr() as usize);
+    let set: Vec<(&str, &str)> = edits
+        .iter()
+        .map(|(_, name, new)| (*name, new.as_str()))
+        .collect();
+    let key = p.key();
+    let line = crate::changeset::encode_set(&p.kind_name, &key, p.line, &set)?;
+    Some(RawChange {
+        sort: sort_key(Op::Update, &p.kind_name, &key),
+        line,
+        op: Op::Update,
+    })
 }
 
 /// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
 /// a delete when None.
-fn raw_change(p: &Probe, record: Option<&[u8]>) -> Option<RawChange> {
-    change_line(&p.kind_name, &p.key(), Some(p.line), record)
+fn raw_change(p: &Probe, record: Option<&[u8]>, dry: bool) -> Option<RawChange> {
+    if dry && record.is_none() {
+        return Some(dry_change(Op::Delete));
+    }
+    change_line(&p.kind_name, &p.key(), Some(p.line), record, dry)
 }
 
 /// A change line (SPEC §6) from raw JSON bytes, with its sort key (phase, kind, key: the order
@@ -939,15 +1008,46 @@ fn change_line(
     key: &str,
     prior: Option<&[u8]>,
     record: Option<&[u8]>,
+    dry: bool,
 ) -> Option<RawChange> {
+    if dry {
+        let op = match (prior, record) {
+            (None, _) => Op::Create,
+            (Some(_), None) => Op::Delete,
+            (Some(p), Some(r)) => {
+                crate::changeset::update_fields(p, r)
+                    .expect("validated records are JSON objects")?;
+                Op::Update
+            }
+        };
+        return Some(dry_change(op));
+    }
     let (op, line) = crate::changeset::encode(kind, key, prior, record)
         .expect("validated records are JSON objects")?;
+    Some(RawChange {
+        sort: sort_key(op, kind, key),
+        line,
+        op,
+    })
+}
+
+/// The order of change lines: (phase, kind, key), as [`crate::changeset`] documents it.
+fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
     let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
     sort.push(crate::changeset::phase(op, kind));
     sort.extend_from_slice(kind.as_bytes());
     sort.push(0);
     sort.extend_from_slice(key.as_bytes());
-    Some(RawChange { sort, line, op })
+    sort
+}
+
+/// A change of a dry run: its kind of operation, counted, and nothing else.
+fn dry_change(op: Op) -> RawChange {
+    RawChange {
+        sort: Vec::new(),
+        line: Vec::new(),
+        op,
+    }
 }
 
 /// A change already serialised, with its sort key.
@@ -955,4 +1055,14 @@ struct RawChange {
     sort: Vec<u8>,
     line: Vec<u8>,
     op: Op,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kinds_are_listed_in_their_order() {
+        for (i, k) in super::KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
+    }
 }

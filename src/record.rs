@@ -957,25 +957,35 @@ mod time_tests {
 }
 
 /// Finds duplicate record keys (SPEC §1: a key occurs once per export) without a table of
-/// keys: (key hash, line number) pairs go through an external sort, and equal hashes meet.
-pub struct DuplicateKeys(crate::sort::Sorter);
+/// keys: (64-bit key hash, line number) pairs go through an external sort of integers, and
+/// equal hashes meet. Lines whose hashes meet are read again and their keys compared, so a
+/// collision of two different keys is never taken for a duplicate.
+pub struct DuplicateKeys(crate::sort::PairSorter);
 
 impl DuplicateKeys {
     /// A finder that holds at most `memory` bytes before it spills to disk.
     pub fn new(memory: usize) -> DuplicateKeys {
-        DuplicateKeys(crate::sort::Sorter::new(memory))
+        DuplicateKeys(crate::sort::PairSorter::new(memory))
+    }
+
+    /// The 64-bit hash of a (kind, key) pair that [`DuplicateKeys::add_hash`] takes; the same
+    /// in every run.
+    pub fn hash(kind: &str, key: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        kind.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
     }
 
     /// Notes the key of a record on a line.
     pub fn add(&mut self, kind: &str, key: &str, line: u64) -> anyhow::Result<()> {
-        self.add_hash(SeenKeys::hash(kind, key), line)
+        self.add_hash(Self::hash(kind, key), line)
     }
 
-    /// Notes a key already hashed with [`SeenKeys::hash`].
-    pub fn add_hash(&mut self, hash: u128, line: u64) -> anyhow::Result<()> {
-        let mut k = hash.to_be_bytes().to_vec();
-        k.extend_from_slice(&line.to_be_bytes());
-        self.0.push(&k, &[])
+    /// Notes a key already hashed with [`DuplicateKeys::hash`].
+    pub fn add_hash(&mut self, hash: u64, line: u64) -> anyhow::Result<()> {
+        self.0.push(hash, line)
     }
 
     /// Every line whose key an earlier line already had, with the message for it and its bytes
@@ -984,39 +994,58 @@ impl DuplicateKeys {
         self,
         input: &crate::input::Input,
     ) -> anyhow::Result<Vec<(u64, String, Vec<u8>)>> {
-        let mut dups = Vec::new();
-        let mut prev: Option<[u8; 16]> = None;
-        self.0.finish(|k, _| {
-            let h: [u8; 16] = k[..16].try_into().expect("16-byte hash");
-            if prev == Some(h) {
-                dups.push(u64::from_be_bytes(
-                    k[16..24].try_into().expect("line number"),
-                ));
+        // Lines that share a hash, each run of them in line order.
+        let mut meets: Vec<Vec<u64>> = Vec::new();
+        let (mut run, mut run_hash) = (Vec::new(), None);
+        let mut close = |run: &mut Vec<u64>| {
+            if run.len() > 1 {
+                meets.push(run.clone());
             }
-            prev = Some(h);
+            run.clear();
+        };
+        self.0.finish(|hash, line| {
+            if run_hash != Some(hash) {
+                close(&mut run);
+                run_hash = Some(hash);
+            }
+            run.push(line);
             Ok(())
         })?;
-        dups.sort_unstable();
-        let texts = if dups.is_empty() {
-            Vec::new()
-        } else {
-            input.lines_at(&dups)?
-        };
-        Ok(dups
-            .into_iter()
-            .zip(texts)
-            .map(|(no, bytes)| {
-                let msg = match Probe::parse(&bytes) {
-                    Ok(p) => format!(
-                        "duplicate record key: {} {:?} occurs on an earlier line",
-                        p.kind_name,
-                        p.key()
-                    ),
-                    Err(e) => e,
+        close(&mut run);
+        if meets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut wanted: Vec<u64> = meets.iter().flatten().copied().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let texts: std::collections::HashMap<u64, Vec<u8>> = wanted
+            .iter()
+            .copied()
+            .zip(input.lines_at(&wanted)?)
+            .collect();
+        let mut dups = Vec::new();
+        for run in meets {
+            let mut seen: Vec<(String, String)> = Vec::new();
+            for no in run {
+                let Some(bytes) = texts.get(&no) else {
+                    continue;
                 };
-                (no, msg, bytes)
-            })
-            .collect())
+                // Every line here passed the scan's parse, which is deterministic.
+                let Ok(p) = Probe::parse(bytes) else { continue };
+                let this = (p.kind_name.to_string(), p.key());
+                if seen.contains(&this) {
+                    let msg = format!(
+                        "duplicate record key: {} {:?} occurs on an earlier line",
+                        this.0, this.1
+                    );
+                    dups.push((no, msg, bytes.clone()));
+                } else {
+                    seen.push(this);
+                }
+            }
+        }
+        dups.sort_unstable_by_key(|d| d.0);
+        Ok(dups)
     }
 }
 
@@ -1067,6 +1096,33 @@ mod probe_tests {
             n += 1;
         }
         assert!(n > 1000);
+    }
+
+    #[test]
+    fn a_hash_collision_of_different_keys_is_no_duplicate() {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let lines = [
+            r#"{"kind":"tag","name":"a","subject":{"otype":"t","oid":1}}"#,
+            r#"{"kind":"tag","name":"b","subject":{"otype":"t","oid":1}}"#,
+            r#"{"kind":"tag","name":"a","subject":{"otype":"t","oid":1}}"#,
+            r#"{"kind":"tag","name":"b","subject":{"otype":"t","oid":1}}"#,
+        ];
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+        let input = crate::input::Input::new(f.path().to_str().unwrap()).unwrap();
+        // Every line under one hash, as if the keys collided.
+        let mut keys = DuplicateKeys::new(32);
+        for no in [3, 1, 4, 2] {
+            keys.add_hash(7, no).unwrap();
+        }
+        keys.add("tag", "t:1:z", 9).unwrap();
+        let dups = keys.finish(&input).unwrap();
+        let got: Vec<u64> = dups.iter().map(|d| d.0).collect();
+        assert_eq!(got, vec![3, 4]);
+        assert!(dups[0].1.contains("duplicate record key: tag \"t:1:a\""));
+        assert_eq!(dups[1].2, lines[3].as_bytes());
     }
 
     #[test]
