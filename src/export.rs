@@ -14,7 +14,7 @@
 //! the same [`BadLines`], [`header_first`] and `DuplicateKeys`.
 
 use crate::input::{Input, Line};
-use crate::record::{DuplicateKeys, Kind, SeenKeys};
+use crate::record::{DuplicateKeys, Kind};
 use crate::report::Skipped;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -64,11 +64,11 @@ pub fn header_first(kind: Kind, first: bool) -> Result<(), String> {
 }
 
 /// The hash of a record's kind name and key that [`DuplicateKeys`] sorts.
-pub type KeyHash = u128;
+pub type KeyHash = u64;
 
 /// The [`KeyHash`] of the record of kind `kind_name` with record key `key`.
 pub fn key_hash(kind_name: &str, key: &str) -> KeyHash {
-    SeenKeys::hash(kind_name, key)
+    DuplicateKeys::hash(kind_name, key)
 }
 
 /// One line as a command's parser sees it: its kind and key (for the rules), and what the
