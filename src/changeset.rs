@@ -109,6 +109,40 @@ impl Head<'_> {
     pub fn parse(line: &[u8]) -> Result<Head<'_>> {
         serde_json::from_slice(line).context("not a change line")
     }
+
+    /// Reads the head of a change line from its first bytes when it begins as
+    /// [`Change::to_line`] writes it (`{"op":…,"kind":…,"key":…`, strings without escapes),
+    /// without reading the rest; any other line goes through [`Head::parse`]. The rest of the
+    /// line is not checked here: whoever uses the change reads it with [`Change::parse`].
+    pub fn quick(line: &[u8]) -> Result<Head<'_>> {
+        fn string(b: &[u8]) -> Option<(&str, &[u8])> {
+            let inner = b.strip_prefix(b"\"")?;
+            let end = memchr::memchr2(b'"', b'\\', inner)?;
+            if inner[end] != b'"' || inner[..end].iter().any(|c| *c < 0x20) {
+                return None;
+            }
+            Some((std::str::from_utf8(&inner[..end]).ok()?, &inner[end + 1..]))
+        }
+        fn fast(line: &[u8]) -> Option<Head<'_>> {
+            let rest = line.strip_prefix(b"{\"op\":\"")?;
+            let (op, rest) = [Op::Create, Op::Update, Op::Delete]
+                .into_iter()
+                .find_map(|op| Some((op, rest.strip_prefix(op.name().as_bytes())?)))?;
+            let rest = rest.strip_prefix(b"\",\"kind\":")?;
+            let (kind, rest) = string(rest)?;
+            let rest = rest.strip_prefix(b",\"key\":")?;
+            let (key, rest) = string(rest)?;
+            matches!(rest.first(), Some(b',' | b'}')).then_some(Head {
+                op,
+                kind: Cow::Borrowed(kind),
+                key: Cow::Borrowed(key),
+            })
+        }
+        match fast(line) {
+            Some(h) => Ok(h),
+            None => Head::parse(line),
+        }
+    }
 }
 
 /// Whether a record the target holds lets a change apply.
@@ -783,6 +817,23 @@ mod tests {
         assert_eq!(d.judge(Some(&rec(r#"{"a":1}"#))), Step::Apply);
         assert_eq!(d.judge(None), Step::Already);
         assert_eq!(d.judge(Some(&rec(r#"{"a":1,"b":1}"#))), Step::Conflict);
+    }
+
+    #[test]
+    fn the_quick_head_reads_what_the_full_parse_reads() {
+        let lines: [&[u8]; 5] = [
+            br#"{"op":"create","kind":"tag","key":"bi_report:1:x","record":{"a":1}}"#,
+            br#"{"op":"delete","kind":"tag","key":"a\"b","prior":{"a":1}}"#,
+            br#"{"kind":"tag","op":"update","key":"k","prior":{},"set":{"a":1}}"#,
+            br#"{"op":"update","kind":"t\u00e9","key":"1","prior":{},"set":{"a":1}}"#,
+            br#"{"op":"delete","kind":"tag","key":"\u00e9t\u00e9","prior":{}}"#,
+        ];
+        for l in lines {
+            let (q, p) = (Head::quick(l).unwrap(), Head::parse(l).unwrap());
+            assert_eq!((q.op, &q.kind, &q.key), (p.op, &p.kind, &p.key));
+        }
+        assert!(Head::quick(b"{\"op\":\"create\"").is_err());
+        assert!(Head::quick(b"not json").is_err());
     }
 
     #[test]

@@ -221,11 +221,17 @@ impl Summary {
 }
 
 /// A change set indexed by a hash of (kind, key), the lines on disk: memory holds 16 bytes per
-/// change, and a change is read back when a target record matches it.
+/// change (and 1 per 4 changes for the buckets), and a change is read back, in one read, when a
+/// target record matches it.
 pub struct ChangeIndex {
     file: File,
-    /// (hash of kind and key, offset of the line in `file`), sorted.
+    /// (hash of kind and key, where the line is: see [`ChangeIndex::pack`]), sorted.
     entries: Vec<(u64, u64)>,
+    /// The first entry of each bucket of hashes (their top `bits` bits), and one past the last:
+    /// a look-up goes to its bucket of about four entries instead of a binary search through
+    /// the whole table, whose every step is a cache miss on a large change set.
+    buckets: Vec<u32>,
+    bits: u32,
     /// Per entry: a target record matched it.
     seen: Vec<bool>,
     invert: bool,
@@ -234,6 +240,9 @@ pub struct ChangeIndex {
 fn hash64(kind: &str, key: &str) -> u64 {
     SeenKeys::hash(kind, key) as u64
 }
+
+/// Lengths at or over this are read from the line's length prefix, not from the entry.
+const LONG: u64 = (1 << 24) - 1;
 
 impl ChangeIndex {
     /// Indexes change lines; `invert` applies each one's inverse (rollback).
@@ -247,8 +256,11 @@ impl ChangeIndex {
         let mut entries = Vec::new();
         let mut offset = 0u64;
         lines(&mut |line| {
-            let head = Head::parse(line)?;
-            entries.push((hash64(&head.kind, &head.key), offset));
+            let head = Head::quick(line)?;
+            entries.push((
+                hash64(&head.kind, &head.key),
+                ChangeIndex::pack(offset, line.len()),
+            ));
             w.write_all(&(line.len() as u32).to_le_bytes())?;
             w.write_all(line)?;
             offset += 4 + line.len() as u64;
@@ -258,13 +270,32 @@ impl ChangeIndex {
             .context("writing the change set to a temporary file (is TMPDIR full?)")?;
         drop(w);
         entries.sort_unstable();
+        let bits = (entries.len() / 4).max(2).ilog2().min(31);
+        let mut buckets = Vec::with_capacity((1 << bits) + 1);
+        let mut i = 0;
+        for b in 0..(1u64 << bits) {
+            while i < entries.len() && entries[i].0 >> (64 - bits) < b {
+                i += 1;
+            }
+            buckets.push(i as u32);
+        }
+        buckets.push(entries.len() as u32);
         let seen = vec![false; entries.len()];
         Ok(ChangeIndex {
             file,
             entries,
+            buckets,
+            bits,
             seen,
             invert,
         })
+    }
+
+    /// Where a line is, in one number: its offset (40 bits: a terabyte) and its length (24
+    /// bits, or [`LONG`] for a longer line, read from its prefix).
+    fn pack(offset: u64, len: usize) -> u64 {
+        assert!(offset < 1 << 40, "a change set over a terabyte");
+        (offset << 24) | (len as u64).min(LONG)
     }
 
     /// The change set of a bundle.
@@ -284,10 +315,16 @@ impl ChangeIndex {
         self.entries.is_empty()
     }
 
-    fn read(&self, offset: u64) -> Result<Vec<u8>> {
-        let mut len = [0u8; 4];
-        self.file.read_exact_at(&mut len, offset)?;
-        let mut line = vec![0u8; u32::from_le_bytes(len) as usize];
+    fn read(&self, packed: u64) -> Result<Vec<u8>> {
+        let (offset, len) = (packed >> 24, packed & LONG);
+        let len = if len == LONG {
+            let mut len = [0u8; 4];
+            self.file.read_exact_at(&mut len, offset)?;
+            u32::from_le_bytes(len) as u64
+        } else {
+            len
+        };
+        let mut line = vec![0u8; len as usize];
         self.file.read_exact_at(&mut line, offset + 4)?;
         Ok(line)
     }
@@ -297,18 +334,69 @@ impl ChangeIndex {
         Ok(if self.invert { c.inverse() } else { c })
     }
 
+    /// Marks entry `i` as met on the target; false when it was met already (a duplicate key).
+    pub fn meet(&mut self, i: usize) -> bool {
+        !std::mem::replace(&mut self.seen[i], true)
+    }
+
+    /// The entries no target record met, in the order of the change file.
+    pub fn unmet(&self) -> Vec<usize> {
+        let mut rest: Vec<usize> = (0..self.entries.len()).filter(|i| !self.seen[*i]).collect();
+        rest.sort_unstable_by_key(|i| self.entries[*i].1);
+        rest
+    }
+
+    /// Where entry `i` stands in the change file (to sort entries in its order).
+    pub fn position(&self, i: usize) -> u64 {
+        self.entries[i].1
+    }
+
+    /// The change of entry `i` (its inverse for a rollback).
+    pub fn get(&self, i: usize) -> Result<Change> {
+        self.change(&self.read(self.entries[i].1)?)
+    }
+
+    /// One (kind, key) that two changes name, if any: equal keys have equal hashes, which sit
+    /// side by side; lines with equal hashes are read to tell a collision apart.
+    pub fn named_twice(&self) -> Result<Option<(String, String)>> {
+        for (i, w) in self.entries.windows(2).enumerate() {
+            if w[0].0 != w[1].0 {
+                continue;
+            }
+            let (a, b) = (self.read(w[0].1)?, self.read(w[1].1)?);
+            let (a, b) = (Head::quick(&a)?, Head::quick(&b)?);
+            if a.kind == b.kind && a.key == b.key {
+                return Ok(Some((a.kind.into_owned(), a.key.into_owned())));
+            }
+            // A collision of the 64-bit hash: compare with the other entries of this hash too.
+            for e in &self.entries[i + 2..] {
+                if e.0 != w[0].0 {
+                    break;
+                }
+                let c = self.read(e.1)?;
+                let c = Head::quick(&c)?;
+                if (c.kind == a.kind && c.key == a.key) || (c.kind == b.kind && c.key == b.key) {
+                    return Ok(Some((c.kind.into_owned(), c.key.into_owned())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The entry and the change for (kind, key), if the change set has one.
-    fn find(&self, kind: &str, key: &str) -> Result<Option<(usize, Change)>> {
+    pub fn find(&self, kind: &str, key: &str) -> Result<Option<(usize, Change)>> {
         let h = hash64(kind, key);
-        let start = self.entries.partition_point(|e| e.0 < h);
-        for i in start..self.entries.len() {
+        let b = (h >> (64 - self.bits)) as usize;
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        let start = lo + self.entries[lo..hi].partition_point(|e| e.0 < h);
+        for i in start..hi {
             if self.entries[i].0 != h {
                 break;
             }
-            let line = self.read(self.entries[i].1)?;
-            let head = Head::parse(&line)?;
-            if head.kind == kind && head.key == key {
-                return Ok(Some((i, self.change(&line)?)));
+            let c =
+                Change::parse(&self.read(self.entries[i].1)?).context("reading the change set")?;
+            if c.kind == kind && c.key == key {
+                return Ok(Some((i, if self.invert { c.inverse() } else { c })));
             }
         }
         Ok(None)
@@ -575,7 +663,9 @@ fn read_carried(path: &Path, bundle_id: &str) -> Result<Option<Vec<Vec<u8>>>> {
     Ok(Some(out))
 }
 
-fn skip(
+/// Notes a target line that is not a valid record, copied through as it is, or fails when
+/// more than `--max-errors` lines are.
+pub(crate) fn skip(
     summary: &mut Summary,
     opts: &Options,
     target: &Input,
@@ -692,14 +782,13 @@ fn apply_to(
                     keys.add(&kind, &key, line.no)?;
                     None
                 }
-                Some((i, _)) if index.seen[i] => {
+                Some((i, _)) if !index.meet(i) => {
                     let e =
                         format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
                     skip(summary, opts, target, line.no, e, &line.bytes)?;
                     None
                 }
-                Some((i, change)) => {
-                    index.seen[i] = true;
+                Some((_, change)) => {
                     let current = RawRecord::parse(&line.bytes)
                         .with_context(|| format!("{}:{}", target.name, line.no))?;
                     let step = change.judge(Some(&current));
@@ -723,16 +812,8 @@ fn apply_to(
     }
     progress.finish();
     // Changes whose record the target does not hold, in the change file's order.
-    let mut rest: Vec<u64> = index
-        .entries
-        .iter()
-        .zip(&index.seen)
-        .filter(|(_, seen)| !**seen)
-        .map(|(e, _)| e.1)
-        .collect();
-    rest.sort_unstable();
-    for offset in rest {
-        let change = index.change(&index.read(offset)?)?;
+    for i in index.unmet() {
+        let change = index.get(i)?;
         let step = change.judge(None);
         if summary.judged(step, opts.force, || {
             Conflict::of_change(&change, None, None)

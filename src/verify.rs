@@ -3,17 +3,31 @@
 //! is a conflict in the report; no record outside the change set differs; and the change set
 //! applied to the export, then rolled back, gives the export again.
 //!
-//! The checks run the real restore and rollback on temporary files and then look at the result
-//! independently of the merge code, so a bug in the merge shows here instead of being repeated:
-//! the merge keys, "empty" and the reference repair the law needs are verify's own ([`law`]).
+//! The restore and the rollback are rehearsed with the restore's own engine — its change index
+//! ([`crate::restore::ChangeIndex`]), the guards and results of [`crate::changeset`], the check
+//! for records made after the export ([`crate::carry`]) and its summary of conflicts — in one
+//! streaming pass over the export, record by record, instead of writing the restored and the
+//! rolled-back exports to files and reading them again: a record of the export is judged by its
+//! change, the record the restore leaves by the inverse of that change, and what comes back is
+//! compared with the export through an order-free digest of line hashes. A line no change names
+//! goes through both unchanged, as the restore copies it; so "no record outside the change set
+//! differs" comes down to every record the change set makes being a valid record with its
+//! change's key.
+//!
+//! What the restore leaves is then looked at independently of the merge code, so a bug in the
+//! merge shows here instead of being repeated: the merge keys, "empty" and the reference repair
+//! the law needs are verify's own ([`law`]).
 
 use crate::bundle::{self, Bundle};
+use crate::carry::{self, Newer, Retired};
+use crate::changeset::{Change, Head, RawRecord, Step};
+use crate::error::Failure;
 use crate::groups::{COLUMN, REPORT};
 use crate::input::Input;
-use crate::output::Target;
 use crate::record::{canonical_json, Kind, Probe, Record, SeenKeys, Subject};
-use crate::restore::{self, Direction};
+use crate::restore::{self, ChangeIndex, Conflict, Summary};
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -49,174 +63,454 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
         ));
         return Ok(v);
     }
-    let changed = changed_keys(&b, &mut v)?;
-    let tmp = tempfile::tempdir().context("creating a temporary directory for the rehearsal")?;
-    let restored = tmp.path().join("restored.ndjson");
-    let rolled = tmp.path().join("rolled-back.ndjson");
-    let max_errors = b.manifest.options["max_errors"].as_u64().unwrap_or(0);
-    let opts = |direction| restore::Options {
-        direction,
-        force: false,
-        threads,
-        progress: false,
-        level: 3,
-        max_errors,
-        carry_new: false,
-    };
-    let target = |p: &std::path::Path| Target {
-        path: p.to_path_buf(),
-        overwrite: false,
-    };
-    match restore::run(&b, export, &target(&restored), &opts(Direction::Restore)) {
-        Ok(_) => {}
-        // Bad input or I/O (a line over the limit, a full disk) is an error (exit 1), not a
-        // failed verification: only a change that does not apply breaks the law.
-        Err(e) if crate::error::Failure::conflicts_of(&e).is_none() => return Err(e),
-        Err(e) => {
-            v.failures.push(format!(
-                "the change set does not apply to the export it was made from: {e:#}"
-            ));
-            return Ok(v);
-        }
-    }
-    let mut restored_input = Input::new(&restored.to_string_lossy())?;
-    // Restored records come from change lines, which bundle files may hold up to 4× the limit.
-    restored_input.max_line = restored_input.max_line.saturating_mul(4);
-    if let Err(e) = restore::run(
-        &b,
-        &restored_input,
-        &target(&rolled),
-        &opts(Direction::Rollback),
-    ) {
-        if crate::error::Failure::conflicts_of(&e).is_none() {
-            return Err(e);
-        }
-        v.failures
-            .push(format!("the change set does not roll back: {e:#}"));
-        return Ok(v);
-    }
-    v.records = same_records(
-        export,
-        &Input::new(&rolled.to_string_lossy())?,
-        &mut v.failures,
-    )?;
-    outside_unchanged(export, &restored_input, &changed, &mut v.failures)?;
-    conservation(&b, export, &restored_input, &mut v)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    pool.install(|| check_law(&b, export, &mut v))?;
     Ok(v)
 }
 
-/// The hashes of the (kind, key) of every change, sorted; checks on the way that the change
-/// set is in the order of [`crate::changeset`] (phase, kind, key) with each key once.
-fn changed_keys(b: &Bundle, v: &mut Verdict) -> Result<Vec<u128>> {
+/// The change set, indexed as the restore indexes it; checks on the way that it is in the order
+/// of [`crate::changeset`] (phase, kind, key) with each key once.
+fn change_index(b: &Bundle, v: &mut Verdict) -> Result<ChangeIndex> {
     let mut prev: Option<(u8, String, String)> = None;
-    let mut out = Vec::new();
-    crate::changeset::for_each(b, |_, line| {
-        let h = crate::changeset::Head::parse(line)?;
-        let this = (
-            crate::changeset::phase(h.op, &h.kind),
-            h.kind.into_owned(),
-            h.key.into_owned(),
-        );
-        if prev.as_ref().is_some_and(|p| *p >= this)
-            && !v
-                .failures
-                .iter()
-                .any(|f| f.starts_with("changes are not in order"))
-        {
-            v.failures.push(format!(
-                "changes are not in order (phase, kind, key) at {} {:?}",
-                this.1, this.2
-            ));
-        }
-        out.push(SeenKeys::hash(&this.1, &this.2));
-        prev = Some(this);
-        Ok(())
+    let mut in_order = true;
+    let index = ChangeIndex::new(false, |f| {
+        crate::changeset::for_each(b, |_, line| {
+            let h = Head::quick(line)?;
+            let phase = crate::changeset::phase(h.op, &h.kind);
+            if in_order
+                && prev.as_ref().is_some_and(|(p, kind, key)| {
+                    (*p, kind.as_str(), key.as_str()) >= (phase, &*h.kind, &*h.key)
+                })
+            {
+                in_order = false;
+                v.failures.push(format!(
+                    "changes are not in order (phase, kind, key) at {} {:?}",
+                    h.kind, h.key
+                ));
+            }
+            let p = prev.get_or_insert_with(Default::default);
+            p.0 = phase;
+            p.1.clear();
+            p.1.push_str(&h.kind);
+            p.2.clear();
+            p.2.push_str(&h.key);
+            f(line)
+        })
     })?;
-    out.sort_unstable();
-    if out.windows(2).any(|w| w[0] == w[1]) {
+    if index.named_twice()?.is_some() {
         v.failures
             .push("the change set names one (kind, key) twice".into());
     }
-    Ok(out)
+    Ok(index)
 }
 
-/// An order-free digest of an export's lines (count, sum and xor of their hashes): equal when
-/// two exports hold the same lines in any order. Restore and rollback write every record as
+/// The hash of a line for the order-free digests: restore and rollback write every record as
 /// the bundle or the export holds it, so the rolled-back export must give back the same bytes.
-fn digest(input: &Input) -> Result<(u64, u128, u128)> {
-    let (mut n, mut sum, mut xor) = (0u64, 0u128, 0u128);
-    let mut lines = input.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let h = SeenKeys::hash("line", &String::from_utf8_lossy(l.bytes.trim_ascii()));
-        n += 1;
-        sum = sum.wrapping_add(h);
-        xor ^= h;
-    }
-    Ok((n, sum, xor))
+fn line_hash(bytes: &[u8]) -> u128 {
+    SeenKeys::hash("line", &String::from_utf8_lossy(bytes.trim_ascii()))
 }
 
-fn same_records(a: &Input, b: &Input, failures: &mut Vec<String>) -> Result<u64> {
-    let (x, y) = (digest(a)?, digest(b)?);
-    if x != y {
-        failures.push(format!(
-            "restore then rollback does not give the export back ({} lines before, {} after, or contents differ)",
-            x.0, y.0
+/// An order-free digest of lines (count, sum and xor of their hashes): equal when two exports
+/// hold the same lines in any order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Digest {
+    lines: u64,
+    sum: u128,
+    xor: u128,
+}
+
+impl Digest {
+    fn add(&mut self, hash: u128) {
+        self.lines += 1;
+        self.sum = self.sum.wrapping_add(hash);
+        self.xor ^= hash;
+    }
+}
+
+/// Restore then rollback of one change, onto the record the export holds (or its absence).
+struct Rehearsed {
+    restore: Step,
+    /// The conflict, when the restore's step is one.
+    restore_conflict: Option<Conflict>,
+    /// The restore leaves a record with the change's key (false: it removes it, or makes none).
+    restored: bool,
+    /// What is wrong with the record the restore leaves: it is not a valid record, or it has
+    /// another key than its change's (the rollback then copies it as a line no change names).
+    stray: Option<String>,
+    rollback: Step,
+    rollback_conflict: Option<Conflict>,
+    /// The export's line comes back as it was: counted on both sides, hashed on neither.
+    same: bool,
+    /// Hashes of the export's line and of the line after restore then rollback (None: absent).
+    before: Option<u128>,
+    after: Option<u128>,
+    /// What the restored record holds on a survivor, for the law.
+    found: Vec<u128>,
+}
+
+/// Rehearses change `c` onto `current` (the export's line for its key, or None), as
+/// [`crate::restore`] applies it and then its inverse onto the result.
+fn rehearse(c: Change, current: Option<&[u8]>, law: &Law) -> Result<Rehearsed> {
+    let cur = current.map(RawRecord::parse).transpose()?;
+    let mut r = Rehearsed {
+        restore: c.judge(cur.as_ref()),
+        restore_conflict: None,
+        restored: false,
+        stray: None,
+        rollback: Step::Already,
+        rollback_conflict: None,
+        same: false,
+        before: None,
+        after: None,
+        found: Vec::new(),
+    };
+    let restored = match r.restore {
+        Step::Conflict => {
+            r.restore_conflict = Some(Conflict::of_change(&c, cur.as_ref(), None));
+            return Ok(r); // verify stops at the restore: no digest
+        }
+        Step::Apply => c.result(cur.as_ref()),
+        Step::Already => current.map(<[u8]>::to_vec),
+    };
+    let Some(bytes) = &restored else {
+        // The record is gone: the rollback meets the inverse with no record.
+        let inverse = c.inverse();
+        r.rollback = inverse.judge(None);
+        match r.rollback {
+            Step::Conflict => {
+                r.rollback_conflict = Some(Conflict::of_change(&inverse, None, None));
+            }
+            Step::Apply => round_trip(&mut r, current, inverse.result(None).as_deref()),
+            Step::Already => round_trip(&mut r, current, None),
+        }
+        return Ok(r);
+    };
+    r.restored = true;
+    let stray = match Probe::parse(bytes) {
+        Err(e) => Some(format!("is not a valid record ({e})")),
+        Ok(p) if p.kind_name != c.kind || p.key() != c.key => {
+            Some(format!("is {} {:?}", p.kind_name, p.key()))
+        }
+        Ok(p) => {
+            r.found = law.found_in(&p, bytes);
+            None
+        }
+    };
+    if let Some(s) = stray {
+        r.stray = Some(format!(
+            "the record that the change of {} {:?} leaves {s}",
+            c.kind, c.key
         ));
+        round_trip(&mut r, current, Some(bytes));
+        return Ok(r);
     }
-    Ok(x.0)
+    let now = RawRecord::parse(bytes)?;
+    let inverse = c.inverse();
+    r.rollback = inverse.judge(Some(&now));
+    match r.rollback {
+        Step::Conflict => {
+            r.rollback_conflict = Some(Conflict::of_change(&inverse, Some(&now), None));
+        }
+        Step::Apply => round_trip(&mut r, current, inverse.result(Some(&now)).as_deref()),
+        Step::Already => round_trip(&mut r, current, Some(bytes)),
+    }
+    Ok(r)
 }
 
-/// The (kind, key) hash of a line, or None for a line that is not a record (skipped under
-/// `--max-errors`, and copied through as it is).
-fn key_hash(bytes: &[u8]) -> Option<u128> {
-    let p = Probe::parse(bytes).ok()?;
-    Some(SeenKeys::hash(&p.kind_name, &p.key()))
+/// Notes what restore then rollback gave back for the export's `current` line: the same line
+/// (most often: byte for byte) needs no hash, for it adds the same to both digests.
+fn round_trip(r: &mut Rehearsed, current: Option<&[u8]>, back: Option<&[u8]>) {
+    match (current, back) {
+        (Some(a), Some(b)) if a.trim_ascii() == b.trim_ascii() => r.same = true,
+        _ => {
+            r.before = current.map(line_hash);
+            r.after = back.map(line_hash);
+        }
+    }
 }
 
-/// Every record whose key the change set does not name is byte-identical after the restore,
-/// and in the same order: the two files, less the changed records, are walked side by side.
-fn outside_unchanged(
-    export: &Input,
-    restored: &Input,
-    changed: &[u128],
-    failures: &mut Vec<String>,
-) -> Result<()> {
-    let untouched =
-        |bytes: &[u8]| key_hash(bytes).is_none_or(|k| changed.binary_search(&k).is_err());
-    let mut before = export.lines()?;
-    let mut after = restored.lines()?;
-    loop {
-        let a = loop {
-            match before.next_line()? {
-                Some(l) if !untouched(&l.bytes) => continue,
-                other => break other,
-            }
-        };
-        let b = loop {
-            match after.next_line()? {
-                Some(l) if !untouched(&l.bytes) => continue,
-                other => break other,
-            }
-        };
-        match (a, b) {
-            (None, None) => return Ok(()),
-            (Some(a), Some(b)) if a.bytes == b.bytes => {}
-            (Some(a), _) => {
-                failures.push(format!(
-                    "{}:{}: a record outside the change set differs or is missing after the restore",
-                    export.name, a.no
-                ));
-                return Ok(());
-            }
-            (None, Some(b)) => {
-                failures.push(format!(
-                    "line {} of the restored export is a record outside the change set that the export lacks",
-                    b.no
-                ));
-                return Ok(());
+/// What the rehearsal found for one line of the export.
+enum Seen {
+    /// Not a record: restore and rollback copy it through as it is.
+    Bad(String),
+    Record {
+        kind: String,
+        key: String,
+        /// The change that names it (its entry), rehearsed.
+        change: Option<(usize, Box<Rehearsed>)>,
+        /// No change names it, and it refers to a version the bundle retires.
+        newer: Option<Newer>,
+        /// What the law needs of it on its survivor.
+        needs: Vec<Need>,
+        /// What it holds on a survivor as it stands (when no change names it).
+        found: Vec<u128>,
+    },
+}
+
+/// What the rehearsal gathers on its way, in the order the restore and the rollback meet it.
+#[derive(Default)]
+struct Tally {
+    /// The restore, as `restore` reports it.
+    restore: Summary,
+    /// The rollback of the restore's result.
+    rollback: Summary,
+    /// Rollback conflicts of changes whose record the restore left absent: the rollback meets
+    /// them after every line, in the order of the change file (position, conflict).
+    rollback_unmet: Vec<(u64, Conflict)>,
+    /// Lines of the restored export so far (the rollback's conflicts name them).
+    restored_lines: u64,
+    /// What the restore leaves that its change does not name.
+    strays: Vec<String>,
+    /// The export, and the export after restore then rollback. A line no change names is
+    /// counted in both and hashed in neither: it is the same line in both.
+    before: Digest,
+    after: Digest,
+    needs: Vec<Need>,
+    /// What the survivors hold, as hashes: a list sorted at the end rather than a hash set,
+    /// whose growth would hold its old and new tables at once (16 bytes a hash, not 34+).
+    found: Vec<u128>,
+}
+
+impl Tally {
+    /// A line both restore and rollback copy as it is.
+    fn copied(&mut self) {
+        self.before.lines += 1;
+        self.after.lines += 1;
+        self.restored_lines += 1;
+    }
+
+    /// The rehearsal of one change (`line`: of the export, when it holds the record).
+    fn rehearsed(&mut self, position: u64, r: Rehearsed, line: Option<u64>) {
+        if r.same {
+            self.before.lines += 1;
+            self.after.lines += 1;
+        }
+        if let Some(h) = r.before {
+            self.before.add(h);
+        }
+        let mut conflict = r.restore_conflict;
+        self.restore.judged(r.restore, false, || {
+            let mut c = conflict.take().expect("a conflict has its detail");
+            c.line = line;
+            c
+        });
+        if r.restore == Step::Conflict {
+            return; // verify stops at the restore's conflicts
+        }
+        if r.restored {
+            self.restored_lines += 1;
+        }
+        if let Some(h) = r.after {
+            self.after.add(h);
+        }
+        self.found.extend(r.found);
+        if let Some(s) = r.stray {
+            self.strays.push(s);
+        } else if r.restored {
+            let line = self.restored_lines;
+            let mut conflict = r.rollback_conflict;
+            self.rollback.judged(r.rollback, false, || {
+                let mut c = conflict.take().expect("a conflict has its detail");
+                c.line = Some(line);
+                c
+            });
+        } else if r.rollback != Step::Conflict {
+            self.rollback.judged(r.rollback, false, || unreachable!());
+        } else {
+            // Only the order of the conflicts matters: the rest is counted now.
+            let c = r.rollback_conflict.expect("a conflict has its detail");
+            self.rollback_unmet.push((position, c));
+        }
+    }
+}
+
+/// The law: restore then rollback rehearsed over the export in one pass, then the curation of
+/// every group looked for on its survivor.
+fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
+    let mut index = change_index(b, v)?;
+    let retired = Retired::load(b)?;
+    let law = Law::load(b, export)?;
+    let opts = restore::Options {
+        direction: restore::Direction::Restore,
+        force: false,
+        threads: 0,
+        progress: false,
+        level: 3,
+        max_errors: b.manifest.options["max_errors"].as_u64().unwrap_or(0),
+        carry_new: false,
+    };
+    let mut t = Tally::default();
+    let mut newer: Vec<Newer> = Vec::new();
+    // Duplicate keys of the records no change names, as the restore finds them.
+    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
+    let mut any_line = false;
+    for batch in export.batches(4 << 20)? {
+        let batch = batch?;
+        let index_ref = &index;
+        let seen: Vec<Result<Seen>> = batch
+            .par_iter()
+            .map(|l| {
+                let p = match Probe::parse(&l.bytes) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(Seen::Bad(e)),
+                };
+                let (kind, key) = (p.kind_name.to_string(), p.key());
+                let survivor = law.survivor(&p);
+                let Some((i, c)) = index_ref.find(&kind, &key)? else {
+                    // No change names it: the restore copies it, and looks in it for references
+                    // to retired versions. Its record is parsed once, for every check that
+                    // needs it.
+                    let at = law.survivor_subject(&p);
+                    let may_refer = carry::may_refer(&l.bytes);
+                    let rec = (survivor.is_some() || at.is_some() || may_refer)
+                        .then(|| Record::from_validated(&l.bytes));
+                    let (mut found, mut newer) = (Vec::new(), None);
+                    if let Some(r) = &rec {
+                        if let Some((otype, oid)) = &at {
+                            found = law.found(otype, *oid, r);
+                        }
+                        if may_refer {
+                            newer = carry::check(&retired, r, Some(&law.defs), Some(l.no));
+                        }
+                    }
+                    let needs = match (survivor, rec) {
+                        (Some(s), Some(r)) => law.needs(s, r, l.no),
+                        _ => Vec::new(),
+                    };
+                    return Ok(Seen::Record {
+                        kind,
+                        key,
+                        change: None,
+                        newer,
+                        needs,
+                        found,
+                    });
+                };
+                let needs = match survivor {
+                    Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
+                    None => Vec::new(),
+                };
+                let r = rehearse(c, Some(&l.bytes), &law)
+                    .with_context(|| format!("{}:{}", export.name, l.no))?;
+                Ok(Seen::Record {
+                    kind,
+                    key,
+                    change: Some((i, Box::new(r))),
+                    newer: None,
+                    needs,
+                    found: Vec::new(),
+                })
+            })
+            .collect();
+        for (line, s) in batch.iter().zip(seen) {
+            // As in restore: a header anywhere but on the first line is a bad line.
+            let first = !std::mem::replace(&mut any_line, true);
+            let s = s?;
+            let header_rule = match &s {
+                Seen::Record { kind, .. } => {
+                    crate::export::header_first(Kind::from_name(kind), first).err()
+                }
+                _ => None,
+            };
+            let s = match header_rule {
+                Some(e) => Seen::Bad(e),
+                None => s,
+            };
+            match s {
+                Seen::Bad(e) => {
+                    restore::skip(&mut t.restore, &opts, export, line.no, e, &line.bytes)?;
+                    t.copied();
+                }
+                Seen::Record {
+                    kind,
+                    key,
+                    change,
+                    newer: n,
+                    needs,
+                    found,
+                } => {
+                    t.needs.extend(needs);
+                    newer.extend(n);
+                    match change {
+                        None => {
+                            keys.add(&kind, &key, line.no)?;
+                            t.found.extend(found);
+                            t.copied();
+                        }
+                        Some((i, _)) if !index.meet(i) => {
+                            let e = format!(
+                                "duplicate record key: {kind} {key:?} occurs on an earlier line"
+                            );
+                            restore::skip(&mut t.restore, &opts, export, line.no, e, &line.bytes)?;
+                            // Copied as it is: what it holds on a survivor stays there.
+                            if let Ok(p) = Probe::parse(&line.bytes) {
+                                t.found.extend(law.found_in(&p, &line.bytes));
+                            }
+                            t.copied();
+                        }
+                        Some((i, r)) => t.rehearsed(index.position(i), *r, Some(line.no)),
+                    }
+                }
             }
         }
     }
+    // Changes whose record the export does not hold, in the change file's order: the restore
+    // writes what they make last.
+    for chunk in index.unmet().chunks(4096) {
+        let done: Vec<Result<Rehearsed>> = chunk
+            .par_iter()
+            .map(|&i| rehearse(index.get(i)?, None, &law))
+            .collect();
+        for (&i, r) in chunk.iter().zip(done) {
+            t.rehearsed(index.position(i), r?, None);
+        }
+    }
+    for (no, msg, bytes) in keys.finish(export)? {
+        restore::skip(&mut t.restore, &opts, export, no, msg, &bytes)?;
+    }
+    for n in &newer {
+        t.restore.conflict(Conflict::of_newer(n, &retired));
+    }
+    if t.restore.conflict_count > 0 {
+        v.failures.push(format!(
+            "the change set does not apply to the export it was made from: {}",
+            Failure::Conflicts(Box::new(t.restore))
+        ));
+        return Ok(());
+    }
+    t.rollback_unmet.sort_by_key(|u| u.0);
+    for (_, conflict) in std::mem::take(&mut t.rollback_unmet) {
+        t.rollback.judged(Step::Conflict, false, || conflict);
+    }
+    if t.rollback.conflict_count > 0 {
+        v.failures.push(format!(
+            "the change set does not roll back: {}",
+            Failure::Conflicts(Box::new(t.rollback))
+        ));
+        return Ok(());
+    }
+    v.records = t.before.lines;
+    if t.before != t.after {
+        v.failures.push(format!(
+            "restore then rollback does not give the export back ({} lines before, {} after, or contents differ)",
+            t.before.lines, t.after.lines
+        ));
+    }
+    if let Some(first) = t.strays.first() {
+        let more = match t.strays.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        v.failures.push(format!(
+            "a record outside the change set differs after the restore: {first}{more}"
+        ));
+    }
+    drop(index);
+    t.found.sort_unstable();
+    t.found.dedup();
+    conservation(&law, export, t.needs, &t.found, v)
 }
 
 /// What kind of evidence a piece of curation needs on its survivor.
@@ -251,93 +545,132 @@ fn canonical_hash(v: &Value) -> u128 {
     SeenKeys::hash("value", &canonical_json(v))
 }
 
-fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -> Result<()> {
-    // Participants of multi-version groups, from the id map (not from the merge code).
-    let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
-    let mut refmap = law::RefMap::default();
-    #[derive(serde::Deserialize)]
-    struct IdMapRow {
-        otype: String,
-        oid: i64,
-        survivor_oid: i64,
-        action: String,
-    }
-    b.for_each_line(bundle::IDMAP, |_, bytes| {
-        let row: IdMapRow = serde_json::from_slice(bytes)?;
-        if row.action == "retire" && (row.otype == REPORT || row.otype == COLUMN) {
-            let column = row.otype == COLUMN;
-            survivor_of.insert((column, row.oid), row.survivor_oid);
-            survivor_of.insert((column, row.survivor_oid), row.survivor_oid);
-            refmap.insert(&row.otype, row.oid, row.survivor_oid);
-        }
-        Ok(())
-    })?;
-    let participant = |otype: &str, oid: i64| match otype {
-        REPORT => survivor_of.get(&(false, oid)).copied(),
-        COLUMN => survivor_of.get(&(true, oid)).copied(),
-        _ => None,
-    };
-    #[derive(serde::Deserialize)]
-    struct Loser {
-        loser: Value,
-    }
-    let mut conflicts: HashSet<u128> = HashSet::new();
-    b.for_each_item(bundle::CONFLICTS, |c: Loser| {
-        conflicts.insert(canonical_hash(&c.loser));
-        Ok(())
-    })?;
+/// What the law is checked with: the groups from the id map and the conflicts from the report
+/// (not from the merge code), and the export's field definitions.
+struct Law {
+    /// (column?, oid) of every version of a multi-version group → its survivor's oid.
+    survivor_of: HashMap<(bool, i64), i64>,
+    refmap: law::RefMap,
+    fields: law::Fields,
+    /// The same definitions as the restore reads them, for its check of newer records.
+    defs: crate::refs::Fields,
+    /// Hashes of the losing records the report lists as conflicts.
+    conflicts: HashSet<u128>,
+}
 
-    // Field definitions first: a value is judged by its field's type.
-    let mut fields = law::Fields::default();
-    let mut lines = export.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let Ok(p) = Probe::parse(&l.bytes) else {
-            continue;
-        };
-        if p.kind == Kind::CustomField {
-            let r = Record::from_validated(&l.bytes);
-            fields.define(
-                r.int("id").unwrap_or(0),
-                r.str("field_type").unwrap_or(""),
-                r.flag("allow_multiple"),
-            );
+impl Law {
+    fn load(b: &Bundle, export: &Input) -> Result<Law> {
+        let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
+        let mut refmap = law::RefMap::default();
+        #[derive(serde::Deserialize)]
+        struct IdMapRow {
+            otype: String,
+            oid: i64,
+            survivor_oid: i64,
+            action: String,
+        }
+        b.for_each_line(bundle::IDMAP, |_, bytes| {
+            let row: IdMapRow = serde_json::from_slice(bytes)?;
+            if row.action == "retire" && (row.otype == REPORT || row.otype == COLUMN) {
+                let column = row.otype == COLUMN;
+                survivor_of.insert((column, row.oid), row.survivor_oid);
+                survivor_of.insert((column, row.survivor_oid), row.survivor_oid);
+                refmap.insert(&row.otype, row.oid, row.survivor_oid);
+            }
+            Ok(())
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Loser {
+            loser: Value,
+        }
+        let mut conflicts: HashSet<u128> = HashSet::new();
+        b.for_each_item(bundle::CONFLICTS, |c: Loser| {
+            conflicts.insert(canonical_hash(&c.loser));
+            Ok(())
+        })?;
+        // Field definitions first: a value is judged by its field's type. Only a line that
+        // names `custom_field`, or may spell it with an escape, can define one.
+        let mut fields = law::Fields::default();
+        let mut defs = crate::refs::Fields::default();
+        let mut lines = export.lines()?;
+        while let Some(l) = lines.next_line()? {
+            if memchr::memmem::find(&l.bytes, b"custom_field").is_none()
+                && memchr::memmem::find(&l.bytes, b"\\u").is_none()
+            {
+                continue;
+            }
+            let Ok(p) = Probe::parse(&l.bytes) else {
+                continue;
+            };
+            if p.kind == Kind::CustomField {
+                let r = Record::from_validated(&l.bytes);
+                fields.define(
+                    r.int("id").unwrap_or(0),
+                    r.str("field_type").unwrap_or(""),
+                    r.flag("allow_multiple"),
+                );
+                defs.insert_record(&r);
+            }
+        }
+        Ok(Law {
+            survivor_of,
+            refmap,
+            fields,
+            defs,
+            conflicts,
+        })
+    }
+
+    /// The survivor of a version of a multi-version group.
+    fn participant(&self, otype: &str, oid: i64) -> Option<i64> {
+        match otype {
+            REPORT => self.survivor_of.get(&(false, oid)).copied(),
+            COLUMN => self.survivor_of.get(&(true, oid)).copied(),
+            _ => None,
         }
     }
 
-    // What the export's group curation needs on its survivors.
-    let mut needs: Vec<Need> = Vec::new();
-    let mut survivors: HashSet<(bool, i64)> = HashSet::new();
-    let mut lines = export.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let Ok(p) = Probe::parse(&l.bytes) else {
-            continue;
-        };
-        let Some(survivor) = p.subject().and_then(|(otype, oid)| {
-            participant(&otype, oid).map(|s| Subject {
+    /// The survivor of a line's subject, when it is a version of a multi-version group.
+    fn survivor(&self, p: &Probe) -> Option<Subject> {
+        p.subject().and_then(|(otype, oid)| {
+            self.participant(&otype, oid).map(|s| Subject {
                 otype: otype.into_owned(),
                 oid: s,
             })
-        }) else {
-            continue;
+        })
+    }
+
+    /// A line's subject, when it is a survivor.
+    fn survivor_subject<'p>(&self, p: &'p Probe) -> Option<(std::borrow::Cow<'p, str>, i64)> {
+        p.subject()
+            .filter(|(otype, oid)| self.participant(otype, *oid) == Some(*oid))
+    }
+
+    /// What the export's record `r` needs on its subject's `survivor`.
+    fn needs(&self, survivor: Subject, mut r: Record, line: u64) -> Vec<Need> {
+        let mut needs = Vec::new();
+        // The record's hash as the report's conflicts would list it (without copying it).
+        let whole = Value::Object(std::mem::take(&mut r.obj));
+        let record = canonical_hash(&whole);
+        let Value::Object(obj) = whole else {
+            unreachable!("an object stays an object")
         };
-        survivors.insert((survivor.otype == COLUMN, survivor.oid));
-        let mut r = Record::from_validated(&l.bytes);
-        let record = canonical_hash(&Value::Object(r.obj.clone()));
-        law::repair(&mut r, &fields, &refmap);
+        r.obj = obj;
+        law::repair(&mut r, &self.fields, &self.refmap);
         let at = subject_text(&survivor);
         let mut need = |kind, hash| {
             needs.push(Need {
                 kind,
                 hash,
                 record,
-                line: l.no,
+                line,
             })
         };
         match (r.kind, law::merge_key(&r)) {
             (Kind::FieldValue, Some(merge)) => {
                 let field = r.int("field_id").unwrap_or(0);
                 let value = &r.obj["value"];
-                let multi = fields.multi(field).unwrap_or(value.is_array());
+                let multi = self.fields.multi(field).unwrap_or(value.is_array());
                 if multi {
                     for item in value.as_array().into_iter().flatten() {
                         need(
@@ -382,56 +715,67 @@ fn conservation(b: &Bundle, export: &Input, restored: &Input, v: &mut Verdict) -
                 );
             }
         }
+        needs
     }
 
-    // What the survivors hold after the restore, as the same hashes.
-    let mut found: HashSet<u128> = HashSet::new();
-    let mut lines = restored.lines()?;
-    while let Some(l) = lines.next_line()? {
-        let Ok(p) = Probe::parse(&l.bytes) else {
-            continue;
-        };
-        let Some((otype, oid)) = p.subject() else {
-            continue;
-        };
-        if !survivors.contains(&(otype == COLUMN, oid)) || (otype != REPORT && otype != COLUMN) {
-            continue;
+    /// What a line of the restored export holds on a survivor (nothing when its subject is
+    /// none).
+    fn found_in(&self, p: &Probe, bytes: &[u8]) -> Vec<u128> {
+        match self.survivor_subject(p) {
+            Some((otype, oid)) => self.found(&otype, oid, &Record::from_validated(bytes)),
+            None => Vec::new(),
         }
-        let r = Record::from_validated(&l.bytes);
+    }
+
+    /// What a record of the restored export holds on its subject, the survivor (otype, oid),
+    /// as the hashes of [`Law::needs`].
+    fn found(&self, otype: &str, oid: i64, r: &Record) -> Vec<u128> {
+        let mut found = Vec::new();
         let at = format!("{otype}:{oid}");
-        match law::merge_key(&r) {
+        match law::merge_key(r) {
             Some(merge) => {
-                found.insert(SeenKeys::hash("present", &format!("{at} {merge}")));
+                found.push(SeenKeys::hash("present", &format!("{at} {merge}")));
                 let value = match r.kind {
                     Kind::FieldValue => r.obj["value"].clone(),
                     Kind::TrustFlag => r.obj.get("reason").cloned().unwrap_or(Value::Null),
                     _ => Value::Null,
                 };
-                found.insert(SeenKeys::hash(
+                found.push(SeenKeys::hash(
                     &format!("single {at} {merge}"),
                     &canonical_json(&value),
                 ));
                 for item in value.as_array().into_iter().flatten() {
-                    found.insert(SeenKeys::hash(
+                    found.push(SeenKeys::hash(
                         &format!("item {at} {merge}"),
                         &canonical_json(item),
                     ));
                 }
             }
             None => {
-                found.insert(SeenKeys::hash(
+                found.push(SeenKeys::hash(
                     "moved",
                     &format!("{at} {} {}", r.kind_name(), r.key()),
                 ));
             }
         }
+        found
     }
+}
+
+/// Every need is found on its survivor, or is a reported conflict.
+fn conservation(
+    law: &Law,
+    export: &Input,
+    needs: Vec<Need>,
+    found: &[u128],
+    v: &mut Verdict,
+) -> Result<()> {
     let mut lost: Vec<(u64, NeedKind)> = Vec::new();
     for n in &needs {
         v.curation_items += 1;
-        let ok = found.contains(&n.hash)
+        let ok = found.binary_search(&n.hash).is_ok()
             || (matches!(n.kind, NeedKind::Single | NeedKind::Item)
-                && conflicts.contains(&n.record));
+                && law.conflicts.contains(&n.record));
         if !ok {
             lost.push((n.line, n.kind));
         }
