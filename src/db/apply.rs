@@ -398,12 +398,11 @@ impl<'a> Run<'a> {
         dry: bool,
         bar: &Progress,
     ) -> Result<()> {
-        let chunk_size = CHUNK;
-        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(chunk_size);
+        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
         let mut chunk_table = usize::MAX;
         // Change lines are read and keyed a window at a time on every core (the database
         // waits meanwhile: its statements run one after the other).
-        let window = 4 * chunk_size as u64;
+        let window = 4 * CHUNK as u64;
         let mut start = from;
         while start < to {
             let end = (start + window).min(to);
@@ -417,7 +416,7 @@ impl<'a> Run<'a> {
                 .collect::<Result<_>>()?;
             start = end;
             for (t, c, key) in read {
-                if t != chunk_table || chunk.len() >= chunk_size {
+                if t != chunk_table || chunk.len() >= CHUNK {
                     let n = chunk.len() as u64;
                     self.chunk(tx, chunk_table, &mut chunk, dry)?;
                     bar.add(n);

@@ -53,7 +53,7 @@
 //! when loading: a string holding U+0000, and a float written with an exponent whose value is a
 //! whole number of 17 to 20 digits (`1e16`; `jsonb` would give it back as an integer).
 
-use crate::record::{Kind, Record};
+use crate::record::Kind;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
@@ -506,11 +506,6 @@ pub fn from_row(t: &Table, row: Row) -> Value {
         obj.insert(k, v);
     }
     Value::Object(obj)
-}
-
-/// The record key of a rebuilt record (SPEC §1).
-pub fn key_of(kind: Kind, obj: Map<String, Value>) -> String {
-    Record { kind, obj }.key()
 }
 
 /// [`storable`] for each field of an object (and its name), without copying the object.
