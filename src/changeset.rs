@@ -411,7 +411,7 @@ impl Change {
         }
     }
 
-    fn prior_fields(&self) -> RawRecord<'_> {
+    pub(crate) fn prior_fields(&self) -> RawRecord<'_> {
         RawRecord::parse(
             self.prior
                 .as_ref()

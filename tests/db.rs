@@ -507,6 +507,111 @@ fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
     );
 }
 
+/// The key of the first change of the bundle with this op that `pick` accepts.
+fn first_change(
+    bundle: &Path,
+    op: lookmig::changeset::Op,
+    pick: impl Fn(&lookmig::changeset::Change) -> bool,
+) -> String {
+    let b = lookmig::bundle::open(bundle).unwrap();
+    let mut found = None;
+    b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
+        let c = lookmig::changeset::Change::parse(line)?;
+        if found.is_none() && c.op == op && pick(&c) {
+            found = Some(c.key);
+        }
+        Ok(())
+    })
+    .unwrap();
+    found.expect("such a change in the bundle")
+}
+
+/// Most updates and deletes are judged by the database in SQL (src/db/guarded.rs); a row whose
+/// value only SQL would call equal to the prior one must still be a conflict, as the exact
+/// guard of SPEC §7 says: a subject with a third key (kept in `extra`, its columns unchanged),
+/// and an object set whose oids were rewritten as decimals (equal as `jsonb` numbers, not as
+/// JSON values). And a row the bundle deletes goes only as the export had it: not a retired
+/// version renamed since, nor a tag given a field the export did not have (held in `extra`).
+#[test]
+fn the_database_never_writes_what_the_exact_guard_refuses() {
+    let db = TestDb::new("guarded");
+    let url = Some(db.url.as_str());
+    let tmp = tempfile::tempdir().unwrap();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.ndjson.zst");
+    let bundle = tmp.path().join("bundle");
+    let dump = tmp.path().join("dump.ndjson");
+    let before = tmp.path().join("before.ndjson");
+    ok(&["migrate", s(&export), "-o", s(&bundle)], None);
+    ok(&["db", "init"], url);
+    ok(&["db", "load", s(&export)], url);
+    use lookmig::changeset::Op;
+    let flag = first_change(&bundle, Op::Update, |c| {
+        c.kind == "trust_flag" && c.set.iter().any(|(k, _)| k == "subject")
+    });
+    let value = first_change(&bundle, Op::Update, |c| {
+        c.kind == "field_value"
+            && c.set.iter().any(|(k, _)| k == "value")
+            && c.prior.as_ref().is_some_and(|p| {
+                let p: Value = serde_json::from_str(p.get()).unwrap();
+                p["value"][0]["oid"].is_i64()
+            })
+    });
+    let report = first_change(&bundle, Op::Delete, |c| c.kind == "bi_report");
+    let tag = first_change(&bundle, Op::Delete, |c| c.kind == "tag");
+    let t: Vec<&str> = tag.splitn(3, ':').collect();
+    let parts: Vec<&str> = value.split(':').collect();
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE trust_flag SET extra = extra || jsonb_build_object('subject', \
+               jsonb_build_object('otype', subject_otype, 'oid', subject_oid, 'note', 'kept')) \
+             WHERE id = {flag};
+             UPDATE field_value SET value = (SELECT jsonb_agg(jsonb_set(e, '{{oid}}', \
+               to_jsonb((e->>'oid')::numeric + 0.0))) FROM jsonb_array_elements(value) e) \
+             WHERE subject_otype = '{}' AND subject_oid = {} AND field_id = {};
+             UPDATE bi_report SET name = name || ' (renamed)' WHERE oid = {report};
+             UPDATE tag SET extra = extra || '{{\"note\": \"kept\"}}' \
+             WHERE subject_otype = '{}' AND subject_oid = {} AND name = '{}'",
+            parts[0],
+            parts[1],
+            parts[2],
+            t[0],
+            t[1],
+            t[2].replace('\'', "''")
+        ))
+        .unwrap();
+    ok(&["dump", "-o", s(&before)], url);
+    let o = lookmig(&["restore", s(&bundle), "--json"], url);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
+    // The four changes (and newer-record conflicts: the flag left on its retired report, which
+    // the bundle did not move, and whatever still refers to the report kept).
+    let mut judged: Vec<(String, String, String)> = summary["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["op"] != "newer")
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap().to_string();
+            (text("op"), text("kind"), text("key"))
+        })
+        .collect();
+    judged.sort();
+    let want =
+        |op: &str, kind: &str, key: &str| (op.to_string(), kind.to_string(), key.to_string());
+    assert_eq!(
+        judged,
+        [
+            want("delete", "bi_report", &report),
+            want("delete", "tag", &tag),
+            want("update", "field_value", &value),
+            want("update", "trust_flag", &flag),
+        ],
+        "{summary}"
+    );
+    ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+    same_records(&before, &dump, "a refused restore changed the database");
+}
+
 #[test]
 fn a_killed_restore_leaves_the_database_unchanged_and_a_second_one_succeeds() {
     let db = TestDb::new("kill");

@@ -35,6 +35,7 @@
 //! conflict, or with `--carry-new` it is carried onto the survivor under SPEC §4–§5 in the same
 //! transaction, and the changes that carried it are recorded in `lookmig_carried` for a rollback.
 
+use super::guarded;
 use super::schema::{self, Cell, Table, Ty, OTHER, TABLES};
 use super::Database;
 use crate::bundle::Bundle;
@@ -137,9 +138,14 @@ impl Changes {
 
 /// Applies (or undoes) `bundle` on the database.
 pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> {
+    let clock = std::time::Instant::now();
     let id = bundle.id()?;
     let restore = opts.direction == Direction::Restore;
     let changes = Changes::load(bundle, !restore)?;
+    timing(format_args!(
+        "prepare  change set {:.3} s",
+        clock.elapsed().as_secs_f64()
+    ));
     let retired = if restore {
         Retired::load(bundle)?
     } else {
@@ -156,6 +162,13 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             opts.lock_timeout.as_millis().max(1)
         ))
         .map_err(|e| db.error(&e, "setting lock_timeout"))?;
+    if restore {
+        retired_tables(db, &mut client, &retired)?;
+    }
+    timing(format_args!(
+        "prepare  {:.3} s (change set, retired versions, connection)",
+        clock.elapsed().as_secs_f64()
+    ));
     let direction = if restore { "restore" } else { "rollback" };
     let total = changes.at.len() as u64;
     // Where an earlier run of the same command stopped.
@@ -253,7 +266,8 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     bar.finish();
     let s = &run.spent;
     timing(format_args!(
-        "spent    select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
+        "spent    guarded {:.1} s, select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
+        s.guarded.as_secs_f64(),
         s.select.as_secs_f64(),
         s.judge.as_secs_f64(),
         s.delete.as_secs_f64(),
@@ -286,6 +300,8 @@ struct Run<'a> {
 /// Time spent in each step of an apply (reading and locking rows, judging them, writing).
 #[derive(Default)]
 struct Spent {
+    /// The guarded statements ([`guarded`]).
+    guarded: std::time::Duration,
     select: std::time::Duration,
     judge: std::time::Duration,
     delete: std::time::Duration,
@@ -389,6 +405,10 @@ impl<'a> Run<'a> {
     }
 
     /// Judges (and unless `dry`, applies) changes `from..to`, a chunk of one table at a time.
+    ///
+    /// A thread of its own reads, keys and prepares the next chunks (on every core) while this
+    /// one waits for the database to run the chunk before: the client's work and the server's
+    /// overlap instead of taking turns.
     fn range(
         &mut self,
         tx: &mut Transaction,
@@ -398,37 +418,26 @@ impl<'a> Run<'a> {
         dry: bool,
         bar: &Progress,
     ) -> Result<()> {
-        let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
-        let mut chunk_table = usize::MAX;
-        // Change lines are read and keyed a window at a time on every core (the database
-        // waits meanwhile: its statements run one after the other).
-        let window = 4 * CHUNK as u64;
-        let mut start = from;
-        while start < to {
-            let end = (start + window).min(to);
-            let read: Vec<(usize, Change, KeyCells)> = (start..end)
-                .into_par_iter()
-                .map(|i| {
-                    let c = changes.get(i as usize)?;
-                    let (t, key) = key_cells(&c)?;
-                    Ok((t, c, key))
-                })
-                .collect::<Result<_>>()?;
-            start = end;
-            for (t, c, key) in read {
-                if t != chunk_table || chunk.len() >= CHUNK {
-                    let n = chunk.len() as u64;
-                    self.chunk(tx, chunk_table, &mut chunk, dry)?;
-                    bar.add(n);
-                    chunk_table = t;
+        std::thread::scope(|scope| {
+            let (send, chunks) = std::sync::mpsc::sync_channel::<Result<Ready>>(2);
+            scope.spawn(move || {
+                if let Err(e) = produce(changes, from, to, dry, &send) {
+                    let _ = send.send(Err(e));
                 }
-                chunk.push((c, key));
+            });
+            // Returning early (an error) drops `chunks`, which stops the producer.
+            for ready in chunks {
+                let Ready {
+                    table,
+                    mut chunk,
+                    prepared,
+                } = ready?;
+                let n = chunk.len() as u64;
+                self.chunk(tx, table, &mut chunk, prepared, dry)?;
+                bar.add(n);
             }
-        }
-        let n = chunk.len() as u64;
-        self.chunk(tx, chunk_table, &mut chunk, dry)?;
-        bar.add(n);
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Locks, reads, judges and writes one chunk of changes of table `t`; empties `chunk`.
@@ -437,10 +446,17 @@ impl<'a> Run<'a> {
         tx: &mut Transaction,
         t: usize,
         chunk: &mut Vec<(Change, KeyCells)>,
+        prepared: Option<guarded::Prepared>,
         dry: bool,
     ) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
+        }
+        if let Some(prepared) = prepared {
+            self.guarded(tx, t, chunk, &prepared)?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
         }
         let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
         // A chunk of deletes deletes first and judges the rows it deleted: a row that differs
@@ -496,16 +512,7 @@ impl<'a> Run<'a> {
             if dry {
                 self.covered.push(covered_hash(&change.kind, &change.key));
             }
-            if change.op == Op::Delete && carry::is_versioned(&change.kind) {
-                if let Ok(oid) = change.key.parse::<i64>() {
-                    if self.retired.survivor(&change.kind, oid).is_some() {
-                        self.gone.push(Subject {
-                            otype: change.kind.clone(),
-                            oid,
-                        });
-                    }
-                }
-            }
+            self.judged_delete(change);
             let mut conflict = j.conflict;
             self.summary.judged(j.step, force, || {
                 conflict
@@ -538,6 +545,55 @@ impl<'a> Run<'a> {
         }
         chunk.clear();
         Ok(())
+    }
+
+    /// Runs the guarded deletes and updates of a chunk ([`guarded`]), counts what they applied
+    /// and takes it out of `chunk`; the rest go the exact way.
+    fn guarded(
+        &mut self,
+        tx: &mut Transaction,
+        t: usize,
+        chunk: &mut Vec<(Change, KeyCells)>,
+        prepared: &guarded::Prepared,
+    ) -> Result<()> {
+        let clock = std::time::Instant::now();
+        let applied = match guarded::run(tx, prepared, chunk.len()) {
+            Ok(a) => a,
+            Err(e) if is_lock_timeout(&e) => {
+                let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
+                return Err(self.locked(t, &keys, &e));
+            }
+            Err(e) => return Err(self.db.error(&e, &format!("writing {}", table_name(t)))),
+        };
+        self.spent.guarded += clock.elapsed();
+        for ((c, _), _) in chunk.iter().zip(&applied).filter(|(_, a)| **a) {
+            self.judged_delete(c);
+            self.summary
+                .judged(Step::Apply, self.opts.force, || unreachable!("applied"));
+            if c.op != Op::Delete {
+                self.summary.lines_written += 1;
+            }
+        }
+        let mut i = 0;
+        chunk.retain(|_| {
+            i += 1;
+            !applied[i - 1]
+        });
+        Ok(())
+    }
+
+    /// Notes a retired version a delete removes, for the newer-record look.
+    fn judged_delete(&mut self, change: &Change) {
+        if change.op == Op::Delete && carry::is_versioned(&change.kind) {
+            if let Ok(oid) = change.key.parse::<i64>() {
+                if self.retired.survivor(&change.kind, oid).is_some() {
+                    self.gone.push(Subject {
+                        otype: change.kind.clone(),
+                        oid,
+                    });
+                }
+            }
+        }
     }
 
     /// Runs the writes of a chunk: deletes, then updates, then creates.
@@ -706,34 +762,47 @@ impl<'a> Run<'a> {
                 .map(|s| s.oid)
                 .collect()
         };
-        // Every retired (otype, oid) the look covers, one list for both otypes: one pass of
-        // each table, joined with the list's hash.
+        // The retired (otype, oid) of this batch, one list for both otypes: one pass of each
+        // table, joined with the list's hash. The full look names every retired version: it
+        // joins with the temporary table made at the start instead of a million-element array.
         let mut otypes: Vec<&str> = Vec::new();
         let mut oids: Vec<i64> = Vec::new();
-        for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-            let these = if full {
-                self.retired.retired_oids(otype)
-            } else {
-                by_subject(otype)
-            };
-            otypes.extend(std::iter::repeat_n(otype, these.len()));
-            oids.extend(these);
+        if !full {
+            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+                let these = by_subject(otype);
+                otypes.extend(std::iter::repeat_n(otype, these.len()));
+                oids.extend(these);
+            }
         }
-        if !oids.is_empty() {
+        let clock = std::time::Instant::now();
+        if full || !oids.is_empty() {
             for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
                 let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
                 let cols = TABLES[ti].column_list();
-                let rows = tx
-                    .query(
-                        &format!("SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))"),
-                        &[&otypes, &oids],
-                    )
-                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                let subjects = if full {
+                    format!("SELECT otype, oid FROM {RETIRED}")
+                } else {
+                    "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
+                };
+                let sql = format!(
+                    "SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({subjects})"
+                );
+                let rows = if full {
+                    tx.query(&sql, &[])
+                } else {
+                    tx.query(&sql, &[&otypes, &oids])
+                }
+                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
                     found.push(value_record(r));
                 }
             }
         }
+        timing(format_args!(
+            "newer    subjects {:.3} s",
+            clock.elapsed().as_secs_f64()
+        ));
+        let clock = std::time::Instant::now();
         if full {
             // Object sets and mentions, wherever they may be.
             let scans = [
@@ -761,20 +830,24 @@ impl<'a> Run<'a> {
             for r in rows_to_records(TABLES.len(), rows)?.into_values() {
                 found.push(value_record(r));
             }
+            timing(format_args!(
+                "newer    scans {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
+            let clock = std::time::Instant::now();
             // Versions extracted after the export: of a migrated server, and unknown to the
             // bundle (the rest of the test is the record's own, below).
             let servers = self.retired.servers();
             for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
                 let cols = TABLES[ti].column_list();
-                let known = self.retired.known_oids(kind == Kind::BiReportColumn);
                 let rows = tx
                     .query(
                         &format!(
                             "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
-                             (SELECT 1 FROM unnest($2::bigint[]) AS k(oid) WHERE k.oid = v.oid)",
+                             (SELECT 1 FROM {KNOWN} AS k WHERE k.is_column = $2 AND k.oid = v.oid)",
                             TABLES[ti].name
                         ),
-                        &[&servers, &known],
+                        &[&servers, &(kind == Kind::BiReportColumn)],
                     )
                     .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
                 for r in rows_to_records(ti, rows)?.into_values() {
@@ -785,7 +858,12 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+            timing(format_args!(
+                "newer    versions {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
         }
+        let clock = std::time::Instant::now();
         // Each record once, in key order.
         // (Keys computed once each: a record of an unknown kind is keyed by a hash of its JSON.)
         let mut keyed: Vec<((String, String), Record)> = found
@@ -806,9 +884,13 @@ impl<'a> Run<'a> {
             });
         }
         let newer: Vec<(Newer, Record)> = found
-            .into_iter()
+            .into_par_iter()
             .filter_map(|r| carry::check(self.retired, &r, Some(&fields), None).map(|n| (n, r)))
             .collect();
+        timing(format_args!(
+            "newer    check {:.3} s",
+            clock.elapsed().as_secs_f64()
+        ));
         if newer.is_empty() {
             return Ok(());
         }
@@ -900,7 +982,8 @@ impl<'a> Run<'a> {
         for c in list {
             let (t, key) = key_cells(&c)?;
             let mut chunk = vec![(c, key)];
-            self.chunk(tx, t, &mut chunk, false)?;
+            let prepared = TABLES.get(t).map(|table| guarded::prepare(table, &chunk));
+            self.chunk(tx, t, &mut chunk, prepared, false)?;
         }
         // These are not the bundle's changes: only their conflicts count.
         let conflicts = self.summary.conflict_count - before.conflict_count;
@@ -943,6 +1026,66 @@ impl<'a> Run<'a> {
         .map_err(|e| db.error(&e, "writing lookmig_carried"))?;
         Ok(())
     }
+}
+
+/// A chunk of changes of one table, read, keyed and (unless dry) its guarded statements built.
+struct Ready {
+    table: usize,
+    chunk: Vec<(Change, KeyCells)>,
+    prepared: Option<guarded::Prepared>,
+}
+
+/// Reads changes `from..to` a window at a time on every core, cuts them into chunks of one
+/// table of at most [`CHUNK`] changes, builds their guarded statements, and sends them on in
+/// order. Stops when the receiver is gone.
+fn produce(
+    changes: &Changes,
+    from: u64,
+    to: u64,
+    dry: bool,
+    send: &std::sync::mpsc::SyncSender<Result<Ready>>,
+) -> Result<()> {
+    let ready = |table: usize, chunk: Vec<(Change, KeyCells)>| {
+        let prepared = match TABLES.get(table) {
+            Some(t) if !dry => Some(guarded::prepare(t, &chunk)),
+            _ => None,
+        };
+        Ready {
+            table,
+            chunk,
+            prepared,
+        }
+    };
+    let mut chunk: Vec<(Change, KeyCells)> = Vec::with_capacity(CHUNK);
+    let mut chunk_table = usize::MAX;
+    let window = CHUNK as u64;
+    let mut start = from;
+    while start < to {
+        let end = (start + window).min(to);
+        let read: Vec<(usize, Change, KeyCells)> = (start..end)
+            .into_par_iter()
+            .map(|i| {
+                let c = changes.get(i as usize)?;
+                let (t, key) = key_cells(&c)?;
+                Ok((t, c, key))
+            })
+            .collect::<Result<_>>()?;
+        start = end;
+        for (t, c, key) in read {
+            if (t != chunk_table || chunk.len() >= CHUNK) && !chunk.is_empty() {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                if send.send(Ok(ready(chunk_table, full))).is_err() {
+                    return Ok(());
+                }
+            }
+            chunk_table = t;
+            chunk.push((c, key));
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = send.send(Ok(ready(chunk_table, chunk)));
+    }
+    Ok(())
 }
 
 /// A change judged against the row as it is: the verdict, the conflict to report, and what to
@@ -1037,6 +1180,61 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
         );
     }
     Ok(fields)
+}
+
+/// The session's temporary table of every version the bundle retires, `(otype, oid)`.
+const RETIRED: &str = "lookmig_retired_versions";
+/// The session's temporary table of every report and column oid the bundle knows.
+const KNOWN: &str = "lookmig_known_versions";
+
+/// Copies the retired versions and the known oids into temporary tables of this session (gone
+/// when it ends), for the newer-record look to join with: a join with a table the server has
+/// statistics of, where a million-element array parameter made it probe an index per element.
+/// Made outside any transaction, since the batch pre-check's transaction is read-only.
+fn retired_tables(db: &Database, client: &mut postgres::Client, retired: &Retired) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.{RETIRED}; DROP TABLE IF EXISTS pg_temp.{KNOWN};
+             CREATE TEMPORARY TABLE {RETIRED} (otype text NOT NULL, oid bigint NOT NULL);
+             CREATE TEMPORARY TABLE {KNOWN} (is_column boolean NOT NULL, oid bigint NOT NULL);"
+        ))
+        .map_err(|e| db.error(&e, "making temporary tables"))?;
+    let mut text = Vec::new();
+    for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+        for oid in retired.retired_oids(otype) {
+            writeln!(text, "{otype}\t{oid}").expect("writing to memory");
+        }
+    }
+    copy_text(db, client, RETIRED, "otype, oid", &text)?;
+    text.clear();
+    for column in [false, true] {
+        for oid in retired.known_oids(column) {
+            writeln!(text, "{}\t{oid}", if column { 't' } else { 'f' }).expect("writing to memory");
+        }
+    }
+    copy_text(db, client, KNOWN, "is_column, oid", &text)?;
+    client
+        .batch_execute(&format!("ANALYZE {RETIRED}; ANALYZE {KNOWN};"))
+        .map_err(|e| db.error(&e, "analysing temporary tables"))?;
+    Ok(())
+}
+
+/// `COPY table (cols) FROM STDIN` of text-format rows.
+fn copy_text(
+    db: &Database,
+    client: &mut postgres::Client,
+    table: &str,
+    cols: &str,
+    text: &[u8],
+) -> Result<()> {
+    let mut copy = client
+        .copy_in(&format!("COPY {table} ({cols}) FROM STDIN"))
+        .map_err(|e| db.error(&e, &format!("starting COPY into {table}")))?;
+    copy.write_all(text)
+        .with_context(|| format!("database {}: copying into {table}", db.shown()))?;
+    copy.finish()
+        .map_err(|e| db.error(&e, &format!("copying into {table}")))?;
+    Ok(())
 }
 
 /// A 64-bit hash of a record's (kind, key), for [`Run::covered`] (a collision only lets the
@@ -1181,7 +1379,8 @@ fn raw_key_cells(table: &Table, bytes: &[u8]) -> Option<KeyCells> {
     Some(cells)
 }
 
-type Params = Vec<Box<dyn ToSql + Sync>>;
+/// Statement parameters (`Send`: guarded statements are built on another thread).
+pub(super) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params
@@ -1191,10 +1390,14 @@ fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 /// An array parameter holding column `j` of every row, and its SQL cast.
-fn column_param(ty: Ty, cells: &[&Cell], n: usize) -> (Box<dyn ToSql + Sync>, String) {
-    fn array<T>(cells: &[&Cell], pick: impl Fn(&Cell) -> Option<T>) -> Box<dyn ToSql + Sync>
+pub(super) fn column_param(
+    ty: Ty,
+    cells: &[&Cell],
+    n: usize,
+) -> (Box<dyn ToSql + Sync + Send>, String) {
+    fn array<T>(cells: &[&Cell], pick: impl Fn(&Cell) -> Option<T>) -> Box<dyn ToSql + Sync + Send>
     where
-        Vec<Option<T>>: ToSql + Sync + 'static,
+        Vec<Option<T>>: ToSql + Sync + Send + 'static,
     {
         Box::new(cells.iter().map(|c| pick(c)).collect::<Vec<_>>())
     }

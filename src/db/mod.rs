@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod connect;
 pub mod dump;
+mod guarded;
 pub mod load;
 pub mod schema;
 

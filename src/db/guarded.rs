@@ -1,0 +1,444 @@
+//! Updates and deletes the database judges and writes itself. An update is one
+//! `UPDATE … FROM unnest(…)` per table and shape of change, guarded in SQL by the rule of SPEC §7 (each field the update sets holds its
+//! new value or its prior one; each field it unsets is absent or holds its prior one; and not
+//! every field already holds what the update leaves). A row the statement updates is applied
+//! and locked until the commit; a change it leaves alone (already applied, a conflict, a row a
+//! curator edited) goes on to the exact path of [`super::apply`]: lock, read, judge in Rust.
+//!
+//! The SQL guard may only be stricter than [`crate::changeset::Change::judge`], never looser,
+//! since what it lets through is written without further look: it compares a field only where
+//! its column holds it exactly (no copy in `extra`, checked in the statement), `jsonb` by its
+//! text (as the exact path reads it back), and a change any of whose values its column could
+//! not hold exactly is not taken here at all. A delete is one `DELETE … USING unnest(…)` per
+//! chunk, guarded by the whole row: every column and `extra` as the prior record makes them
+//! (the row [`super::schema::to_row`] stores for it, which reads back as that record).
+
+use super::apply::{column_param, Params};
+use super::schema::{Cell, Table, Ty};
+use crate::changeset::{Change, Op};
+use crate::record::Subject;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One field of a table: its name, its type, and its columns (two for a subject).
+struct Col {
+    name: &'static str,
+    ty: Ty,
+    required: bool,
+    columns: Vec<usize>,
+}
+
+fn cols(table: &Table) -> Vec<Col> {
+    let mut at = 0;
+    table
+        .fields
+        .iter()
+        .map(|f| {
+            let n = if f.ty == Ty::Subject { 2 } else { 1 };
+            let c = Col {
+                name: f.name,
+                ty: f.ty,
+                required: f.required,
+                columns: (at..at + n).collect(),
+            };
+            at += n;
+            c
+        })
+        .collect()
+}
+
+/// The cells of a field's value when its column(s) hold it exactly, with nothing left for
+/// `extra`; None when they cannot (the exact path then decides).
+fn clean(ty: Ty, v: &Value) -> Option<Vec<Cell>> {
+    Some(match (ty, v) {
+        (Ty::Subject, Value::Object(o)) if o.len() == 2 => {
+            let s = Subject::from_value(v)?;
+            vec![Cell::Text(s.otype), Cell::Int(s.oid)]
+        }
+        (Ty::Int, Value::Number(n)) => vec![Cell::Int(n.as_i64()?)],
+        (Ty::Text, Value::String(s)) if !s.contains('\0') => vec![Cell::Text(s.clone())],
+        (Ty::Bool, Value::Bool(b)) => vec![Cell::Bool(*b)],
+        (Ty::Json, v) if super::schema::storable(v).is_ok() => vec![Cell::Json(v.clone())],
+        _ => return None,
+    })
+}
+
+/// A change in the form the statement takes: which fields it sets and unsets (by index into
+/// the table's fields, sorted), and per guarded field its prior cells then per set field its
+/// new cells.
+struct Shaped {
+    set: Vec<usize>,
+    unset: Vec<usize>,
+    prior: Vec<Cell>,
+    new: Vec<Cell>,
+}
+
+/// A shaped change and its place in the chunk.
+type Placed = (usize, Shaped);
+
+/// The shape of an update, or None when it must take the exact path.
+fn shape(fields: &[Col], change: &Change) -> Option<Shaped> {
+    if change.op != Op::Update || change.exact_after.is_some() {
+        return None;
+    }
+    let prior = change.prior_fields();
+    let index = |name: &str| fields.iter().position(|f| f.name == name);
+    let mut set: Vec<(usize, &serde_json::value::RawValue)> = Vec::new();
+    for (name, v) in &change.set {
+        set.push((index(name)?, v));
+    }
+    let mut unset = Vec::new();
+    for name in &change.unset {
+        let i = index(name)?;
+        if fields[i].required {
+            return None;
+        }
+        unset.push(i);
+    }
+    set.sort_unstable_by_key(|(i, _)| *i);
+    unset.sort_unstable();
+    let mut s = Shaped {
+        set: set.iter().map(|(i, _)| *i).collect(),
+        unset,
+        prior: Vec::new(),
+        new: Vec::new(),
+    };
+    for &i in s.set.iter().chain(&s.unset) {
+        let f = &fields[i];
+        match prior.get(f.name) {
+            None => s.prior.extend(f.columns.iter().map(|_| Cell::Null)),
+            Some(raw) => {
+                let v: Value = serde_json::from_str(raw.get()).ok()?;
+                s.prior.extend(clean(f.ty, &v)?);
+            }
+        }
+    }
+    for (i, raw) in &set {
+        let v: Value = serde_json::from_str(raw.get()).ok()?;
+        s.new.extend(clean(fields[*i].ty, &v)?);
+    }
+    Some(s)
+}
+
+/// The guarded statements of one chunk of changes, built away from the connection (while it
+/// runs the chunk before): deletes first, then one update per shape.
+pub(super) struct Prepared {
+    statements: Vec<Statement>,
+}
+
+/// One statement: its SQL, its parameters, and the place in the chunk of each `u.i`.
+struct Statement {
+    sql: String,
+    params: Params,
+    at: Vec<usize>,
+}
+
+/// Builds the guarded deletes and updates of a chunk of changes of `table` (`.1` each change's
+/// key cells).
+pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)]) -> Prepared {
+    let mut statements = Vec::new();
+    if table.key.is_empty() {
+        return Prepared { statements };
+    }
+    if changes.iter().any(|(c, _)| c.op == Op::Delete) {
+        statements.extend(delete(table, changes));
+    }
+    if changes.iter().any(|(c, _)| c.op == Op::Update) {
+        statements.extend(update(table, changes));
+    }
+    Prepared { statements }
+}
+
+/// Runs the prepared statements; returns, for each change of the chunk, whether it was applied
+/// here (the statements' row locks are held until the commit).
+pub(super) fn run(
+    tx: &mut postgres::Transaction,
+    prepared: &Prepared,
+    n: usize,
+) -> Result<Vec<bool>, postgres::Error> {
+    let mut applied = vec![false; n];
+    for st in &prepared.statements {
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = st
+            .params
+            .iter()
+            .map(|b| b.as_ref() as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        for row in tx.query(&st.sql, &refs)? {
+            let j: i32 = row.get(0);
+            applied[st.at[j as usize]] = true;
+        }
+    }
+    Ok(applied)
+}
+
+/// The guarded updates of a chunk, one statement per shape.
+fn update(table: &Table, changes: &[(Change, Vec<Cell>)]) -> Vec<Statement> {
+    use rayon::prelude::*;
+    let fields = cols(table);
+    let shaped: Vec<Option<Shaped>> = changes.par_iter().map(|(c, _)| shape(&fields, c)).collect();
+    // By shape, in change order within each.
+    let mut groups: BTreeMap<(Vec<usize>, Vec<usize>), Vec<Placed>> = BTreeMap::new();
+    for (i, s) in shaped.into_iter().enumerate() {
+        if let Some(s) = s {
+            groups
+                .entry((s.set.clone(), s.unset.clone()))
+                .or_default()
+                .push((i, s));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((set, unset), list)| {
+            let (sql, params) = statement(table, &fields, &set, &unset, changes, &list);
+            Statement {
+                sql,
+                params,
+                at: list.iter().map(|(i, _)| *i).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The statement of one shape, and its parameters: one array per column, `u.i` the change's
+/// place in `list`.
+fn statement(
+    table: &Table,
+    fields: &[Col],
+    set: &[usize],
+    unset: &[usize],
+    changes: &[(Change, Vec<Cell>)],
+    list: &[(usize, Shaped)],
+) -> (String, Params) {
+    let names = table.columns();
+    let types = table.column_types();
+    let key_pos = table.key_positions();
+    let mut params: Params = vec![Box::new((0..list.len() as i32).collect::<Vec<i32>>())];
+    let mut casts = vec!["$1::int4[]".to_string()];
+    let mut aliases = vec!["i".to_string()];
+    let mut add = |alias: String, ty: Ty, cells: Vec<&Cell>| {
+        let (b, cast) = column_param(ty, &cells, params.len() + 1);
+        params.push(b);
+        casts.push(cast);
+        aliases.push(alias);
+    };
+    for (j, &p) in key_pos.iter().enumerate() {
+        let cells = list.iter().map(|(i, _)| &changes[*i].1[j]).collect();
+        add(format!("k{j}"), types[p], cells);
+    }
+    // The guarded fields' columns, in the order of `Shaped::prior`, then the set ones'.
+    let guarded: Vec<usize> = set
+        .iter()
+        .chain(unset)
+        .flat_map(|&f| fields[f].columns.clone())
+        .collect();
+    for (j, &c) in guarded.iter().enumerate() {
+        let cells = list.iter().map(|(_, s)| &s.prior[j]).collect();
+        add(format!("p{j}"), types[c], cells);
+    }
+    let written: Vec<usize> = set
+        .iter()
+        .flat_map(|&f| fields[f].columns.clone())
+        .collect();
+    for (j, &c) in written.iter().enumerate() {
+        let cells = list.iter().map(|(_, s)| &s.new[j]).collect();
+        add(format!("n{j}"), types[c], cells);
+    }
+    // A column compared as the exact path reads it back (jsonb by its text).
+    let same = |c: usize, other: String| {
+        if types[c] == Ty::Json {
+            format!("t.{}::text IS NOT DISTINCT FROM {other}::text", names[c])
+        } else {
+            format!("t.{} IS NOT DISTINCT FROM {other}", names[c])
+        }
+    };
+    let mut guards = Vec::new();
+    let mut not_done = Vec::new();
+    let mut p = 0;
+    let mut n = 0;
+    let mut sets = Vec::new();
+    for &f in set {
+        let mut is_new = Vec::new();
+        let mut is_prior = Vec::new();
+        for &c in &fields[f].columns {
+            is_new.push(same(c, format!("u.n{n}")));
+            is_prior.push(same(c, format!("u.p{p}")));
+            sets.push(format!("{} = u.n{n}", names[c]));
+            n += 1;
+            p += 1;
+        }
+        guards.push(format!(
+            "(({}) OR ({}))",
+            is_new.join(" AND "),
+            is_prior.join(" AND ")
+        ));
+        not_done.push(format!("NOT ({})", is_new.join(" AND ")));
+    }
+    for &f in unset {
+        let mut absent = Vec::new();
+        let mut is_prior = Vec::new();
+        for &c in &fields[f].columns {
+            absent.push(format!("t.{} IS NULL", names[c]));
+            is_prior.push(same(c, format!("u.p{p}")));
+            sets.push(format!("{} = NULL", names[c]));
+            p += 1;
+        }
+        guards.push(format!(
+            "(({}) OR ({}))",
+            absent.join(" AND "),
+            is_prior.join(" AND ")
+        ));
+        not_done.push(format!("NOT ({})", absent.join(" AND ")));
+    }
+    let on: Vec<String> = key_pos
+        .iter()
+        .enumerate()
+        .map(|(j, &c)| format!("t.{} = u.k{j}", names[c]))
+        .collect();
+    let spilled: Vec<String> = set
+        .iter()
+        .chain(unset)
+        .map(|&f| format!("'{}'", fields[f].name))
+        .collect();
+    let sql = format!(
+        "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {} AND {} AND ({}) \
+         AND NOT (t.extra ?| ARRAY[{}]) RETURNING u.i",
+        table.name,
+        sets.join(", "),
+        casts.join(", "),
+        aliases.join(", "),
+        on.join(" AND "),
+        guards.join(" AND "),
+        not_done.join(" OR "),
+        spilled.join(", ")
+    );
+    (sql, params)
+}
+
+/// The guarded delete of a chunk: a row goes when every column and `extra` hold what the
+/// change's prior record makes of them.
+fn delete(table: &Table, changes: &[(Change, Vec<Cell>)]) -> Option<Statement> {
+    use rayon::prelude::*;
+    let rows: Vec<(usize, super::schema::Row)> = changes
+        .par_iter()
+        .enumerate()
+        .filter_map(|(i, (c, _))| {
+            if c.op != Op::Delete {
+                return None;
+            }
+            let prior: serde_json::Map<String, Value> =
+                serde_json::from_str(c.prior.as_ref()?.get()).ok()?;
+            super::schema::to_row(table, &prior).ok().map(|r| (i, r))
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let names = table.columns();
+    let types = table.column_types();
+    let key_pos = table.key_positions();
+    let mut params: Params = vec![Box::new((0..rows.len() as i32).collect::<Vec<i32>>())];
+    let mut casts = vec!["$1::int4[]".to_string()];
+    let mut aliases = vec!["i".to_string()];
+    let mut on = Vec::new();
+    for (c, name) in names.iter().enumerate() {
+        let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
+        let (b, cast) = column_param(types[c], &cells, params.len() + 1);
+        params.push(b);
+        casts.push(cast);
+        aliases.push(format!("c{c}"));
+        on.push(if key_pos.contains(&c) {
+            format!("t.{name} = u.c{c}")
+        } else if types[c] == Ty::Json {
+            format!("t.{name}::text IS NOT DISTINCT FROM u.c{c}::text")
+        } else {
+            format!("t.{name} IS NOT DISTINCT FROM u.c{c}")
+        });
+    }
+    let extra: Vec<Value> = rows
+        .iter()
+        .map(|(_, r)| Value::Object(r.extra.clone()))
+        .collect();
+    params.push(Box::new(extra));
+    casts.push(format!("${}::jsonb[]", params.len()));
+    aliases.push("extra".into());
+    on.push("t.extra::text = u.extra::text".into());
+    let sql = format!(
+        "DELETE FROM {} AS t USING unnest({}) AS u({}) WHERE {} RETURNING u.i",
+        table.name,
+        casts.join(", "),
+        aliases.join(", "),
+        on.join(" AND ")
+    );
+    Some(Statement {
+        sql,
+        params,
+        at: rows.iter().map(|(i, _)| *i).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::schema::TABLES;
+
+    fn table(kind: &str) -> &'static Table {
+        TABLES.iter().find(|t| t.kind == kind).unwrap()
+    }
+
+    fn change(line: &str) -> Change {
+        Change::parse(line.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn plain_updates_take_the_sql_path_and_odd_values_do_not() {
+        let t = table("trust_flag");
+        let f = cols(t);
+        let ok = change(
+            r#"{"op":"update","kind":"trust_flag","key":"1","prior":{"kind":"trust_flag","id":1,"subject":{"otype":"bi_report","oid":5},"flag_type":"endorse","user_id":3},"set":{"subject":{"otype":"bi_report","oid":7}}}"#,
+        );
+        let s = shape(&f, &ok).expect("a plain subject move");
+        assert_eq!(s.prior, vec![Cell::Text("bi_report".into()), Cell::Int(5)]);
+        assert_eq!(s.new, vec![Cell::Text("bi_report".into()), Cell::Int(7)]);
+        // A subject with a third key spills into `extra`: the exact path decides.
+        let odd = change(
+            r#"{"op":"update","kind":"trust_flag","key":"1","prior":{"kind":"trust_flag","id":1,"subject":{"otype":"bi_report","oid":5,"x":1},"flag_type":"endorse","user_id":3},"set":{"subject":{"otype":"bi_report","oid":7}}}"#,
+        );
+        assert!(shape(&f, &odd).is_none());
+        // A field the table has no column for lives in `extra`.
+        let other = change(
+            r#"{"op":"update","kind":"trust_flag","key":"1","prior":{"kind":"trust_flag","id":1,"flag_type":"endorse","user_id":3},"set":{"note":"x"}}"#,
+        );
+        assert!(shape(&f, &other).is_none());
+        // A text column given a number spills too.
+        let wrong = change(
+            r#"{"op":"update","kind":"trust_flag","key":"1","prior":{"kind":"trust_flag","id":1,"flag_type":"endorse","user_id":3},"set":{"flag_type":7}}"#,
+        );
+        assert!(shape(&f, &wrong).is_none());
+    }
+
+    #[test]
+    fn the_statement_guards_every_field_it_sets_and_unsets() {
+        let t = table("trust_flag");
+        let f = cols(t);
+        let c = change(
+            r#"{"op":"update","kind":"trust_flag","key":"1","prior":{"kind":"trust_flag","id":1,"subject":{"otype":"bi_report","oid":5},"flag_type":"endorse","user_id":3,"reason":"<p>r</p>"},"set":{"subject":{"otype":"bi_report","oid":7}},"unset":["reason"]}"#,
+        );
+        let s = shape(&f, &c).unwrap();
+        let key = vec![Cell::Int(1)];
+        let (set, unset) = (s.set.clone(), s.unset.clone());
+        let changes = vec![(c, key)];
+        let (sql, params) = statement(t, &f, &set, &unset, &changes, &[(0, s)]);
+        assert!(
+            sql.contains(r#"subject_otype = u.n0, subject_oid = u.n1, "reason" = NULL"#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"t."reason" IS NULL"#), "{sql}");
+        assert!(
+            sql.contains(r#"t."reason" IS NOT DISTINCT FROM u.p2"#),
+            "{sql}"
+        );
+        assert!(sql.contains("?| ARRAY['subject', 'reason']"), "{sql}");
+        // i, the key, three prior cells, two new ones.
+        assert_eq!(params.len(), 1 + 1 + 3 + 2);
+    }
+}
