@@ -4,6 +4,7 @@
 //! Validation lives here, in one place, so that migrate, restore, verify and `db load` agree on
 //! what a malformed line is.
 
+use super::fields::{fields, Field, Ty, POST};
 use super::{canonical_json, Kind, Record, FIELD_TYPES};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -103,6 +104,44 @@ pub struct RawFields<'a> {
     pub posts: Option<&'a RawValue>,
 }
 
+impl<'a> RawFields<'a> {
+    /// A named field by its name in the table of fields ([`fields`]); None for a name this
+    /// struct does not read (only the fields the probe checks or keys on need to be here).
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        match name {
+            "kind" => self.kind,
+            "format" => self.format,
+            "version" => self.version,
+            "id" => self.id,
+            "type" => self.r#type,
+            "title" => self.title,
+            "uri" => self.uri,
+            "oid" => self.oid,
+            "server_id" => self.server_id,
+            "external_id" => self.external_id,
+            "name" => self.name,
+            "deleted" => self.deleted,
+            "last_updated" => self.last_updated,
+            "created_at" => self.created_at,
+            "source_url" => self.source_url,
+            "report" => self.report,
+            "field_type" => self.field_type,
+            "allow_multiple" => self.allow_multiple,
+            "field_id" => self.field_id,
+            "subject" => self.subject,
+            "value" => self.value,
+            "ts_updated" => self.ts_updated,
+            "flag_type" => self.flag_type,
+            "user_id" => self.user_id,
+            "reason" => self.reason,
+            "ts_created" => self.ts_created,
+            "body" => self.body,
+            "posts" => self.posts,
+            _ => None,
+        }
+    }
+}
+
 /// A validated line, read only as far as its key and the named fields.
 #[derive(Debug)]
 pub struct Probe<'a> {
@@ -114,16 +153,6 @@ pub struct Probe<'a> {
     pub raw: RawFields<'a>,
     /// The line itself.
     pub line: &'a [u8],
-}
-
-/// Field type expectations for validation.
-#[derive(Clone, Copy)]
-enum Ty {
-    Int,
-    Str,
-    Bool,
-    Subject,
-    Array,
 }
 
 /// A borrowed subject, as read from raw JSON.
@@ -162,37 +191,34 @@ pub fn raw_subject(r: &RawValue) -> Option<(Cow<'_, str>, i64)> {
     Some((s.otype, s.oid))
 }
 
-fn ty_ok(r: &RawValue, ty: Ty) -> bool {
-    let t = r.get();
-    match ty {
-        Ty::Int => raw_int(r).is_some(),
-        Ty::Str => t.starts_with('"'),
-        Ty::Bool => t == "true" || t == "false",
-        Ty::Subject => raw_subject(r).is_some(),
-        Ty::Array => t.starts_with('['),
-    }
-}
-
-fn check(name: &str, v: Option<&RawValue>, ty: Ty, required: bool) -> Result<(), String> {
+/// Checks a named field of the table ([`fields`]) on its raw value, or its absence: a required
+/// one must be there, an optional one may be `null`, and a checked one must have its type.
+fn check(f: &Field, v: Option<&RawValue>) -> Result<(), String> {
     let v = match v {
-        None if required => return Err(format!("missing required field `{name}`")),
+        None if f.required => return Err(format!("missing required field `{}`", f.name)),
         None => return Ok(()),
-        Some(v) if !required && v.get() == "null" => return Ok(()),
+        Some(v) if !f.required && v.get() == "null" => return Ok(()),
+        Some(_) if !f.checked => return Ok(()),
         Some(v) => v,
     };
-    if ty_ok(v, ty) {
+    let t = v.get();
+    let (ok, want) = match f.ty {
+        Ty::Int => (raw_int(v).is_some(), "an integer"),
+        Ty::Text => (t.starts_with('"'), "a string"),
+        Ty::Bool => (t == "true" || t == "false", "true or false"),
+        Ty::Subject => (
+            raw_subject(v).is_some(),
+            "a subject {\"otype\": string, \"oid\": integer}",
+        ),
+        Ty::Json => (true, "any JSON value"),
+    };
+    if ok {
         return Ok(());
     }
-    let want = match ty {
-        Ty::Int => "an integer",
-        Ty::Str => "a string",
-        Ty::Bool => "true or false",
-        Ty::Subject => "a subject {\"otype\": string, \"oid\": integer}",
-        Ty::Array => "a list",
-    };
     Err(format!(
-        "field `{name}` must be {want}, found {}",
-        short_raw(v.get())
+        "field `{}` must be {want}, found {}",
+        f.name,
+        short_raw(t)
     ))
 }
 
@@ -297,6 +323,19 @@ struct RawPost<'a> {
     ts_created: Option<&'a RawValue>,
 }
 
+impl<'a> RawPost<'a> {
+    /// A field of the post by its name in [`POST`].
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        match name {
+            "id" => self.id,
+            "user_id" => self.user_id,
+            "text" => self.text,
+            "ts_created" => self.ts_created,
+            _ => None,
+        }
+    }
+}
+
 impl<'a> Probe<'a> {
     /// Parses and validates a line (SPEC §1) without building a JSON tree.
     pub fn parse(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
@@ -327,8 +366,9 @@ impl<'a> Probe<'a> {
         Ok(p)
     }
 
+    /// Checks the line against SPEC §1: its kind's rules on values, then every named field
+    /// of the table ([`fields`]).
     fn validate(&self) -> Result<(), String> {
-        use Ty::*;
         let r = &self.raw;
         match self.kind {
             Kind::Header => {
@@ -346,90 +386,6 @@ impl<'a> Probe<'a> {
                     None => return Err("header without `version`".into()),
                 }
             }
-            Kind::BiServer => {
-                check("id", r.id, Int, true)?;
-                check("type", r.r#type, Str, true)?;
-                check("title", r.title, Str, false)?;
-                check("uri", r.uri, Str, false)?;
-            }
-            Kind::BiFolder => {
-                check("oid", r.oid, Int, true)?;
-                check("server_id", r.server_id, Int, true)?;
-                check("external_id", r.external_id, Str, true)?;
-            }
-            Kind::BiReport | Kind::BiReportColumn => {
-                check("oid", r.oid, Int, true)?;
-                check("server_id", r.server_id, Int, true)?;
-                check("external_id", r.external_id, Str, true)?;
-                check("deleted", r.deleted, Bool, false)?;
-                check("last_updated", r.last_updated, Str, false)?;
-                check("created_at", r.created_at, Str, false)?;
-                if self.kind == Kind::BiReportColumn {
-                    check("report", r.report, Str, true)?;
-                } else {
-                    check("source_url", r.source_url, Str, false)?;
-                }
-            }
-            Kind::CustomField => {
-                check("id", r.id, Int, true)?;
-                check("field_type", r.field_type, Str, true)?;
-                one_of("field_type", r.field_type, &FIELD_TYPES)?;
-                check("allow_multiple", r.allow_multiple, Bool, false)?;
-            }
-            Kind::FieldValue => {
-                check("field_id", r.field_id, Int, true)?;
-                check("subject", r.subject, Subject, true)?;
-                if r.value.is_none() {
-                    return Err("missing required field `value`".into());
-                }
-                check("ts_updated", r.ts_updated, Str, false)?;
-            }
-            Kind::TrustFlag => {
-                check("id", r.id, Int, true)?;
-                check("flag_type", r.flag_type, Str, true)?;
-                one_of(
-                    "flag_type",
-                    r.flag_type,
-                    &["ENDORSEMENT", "WARNING", "DEPRECATION"],
-                )?;
-                check("subject", r.subject, Subject, true)?;
-                check("user_id", r.user_id, Int, true)?;
-                check("reason", r.reason, Str, false)?;
-                check("ts_created", r.ts_created, Str, false)?;
-            }
-            Kind::Tag => {
-                check("name", r.name, Str, true)?;
-                check("subject", r.subject, Subject, true)?;
-            }
-            Kind::Star => {
-                check("user_id", r.user_id, Int, true)?;
-                check("subject", r.subject, Subject, true)?;
-                check("ts_created", r.ts_created, Str, false)?;
-            }
-            Kind::Article => {
-                check("id", r.id, Int, true)?;
-                check("body", r.body, Str, true)?;
-                check("title", r.title, Str, false)?;
-            }
-            Kind::Conversation => {
-                check("id", r.id, Int, true)?;
-                check("subject", r.subject, Subject, false)?;
-                check("posts", r.posts, Array, true)?;
-                let posts: Vec<&RawValue> = serde_json::from_str(r.posts.expect("checked").get())
-                    .map_err(|e| format!("posts: {e}"))?;
-                for (i, post) in posts.into_iter().enumerate() {
-                    let p: RawPost = match post.get().starts_with('{') {
-                        true => serde_json::from_str(post.get())
-                            .map_err(|e| format!("posts[{i}]: {e}"))?,
-                        false => return Err(format!("posts[{i}] is not an object")),
-                    };
-                    let at = |e: String| format!("posts[{i}]: {e}");
-                    check("id", p.id, Int, true).map_err(at)?;
-                    check("user_id", p.user_id, Int, true).map_err(at)?;
-                    check("text", p.text, Str, true).map_err(at)?;
-                    check("ts_created", p.ts_created, Str, false).map_err(at)?;
-                }
-            }
             Kind::Other => match r.id {
                 None => {}
                 Some(v) if v.get().starts_with('"') || raw_int(v).is_some() => {}
@@ -440,6 +396,40 @@ impl<'a> Probe<'a> {
                     ))
                 }
             },
+            _ => {}
+        }
+        for f in fields(self.kind) {
+            check(f, r.get(f.name))?;
+        }
+        match self.kind {
+            Kind::CustomField => one_of("field_type", r.field_type, &FIELD_TYPES)?,
+            Kind::TrustFlag => one_of(
+                "flag_type",
+                r.flag_type,
+                &["ENDORSEMENT", "WARNING", "DEPRECATION"],
+            )?,
+            Kind::Conversation => {
+                let posts = r.posts.expect("checked").get();
+                if !posts.starts_with('[') {
+                    return Err(format!(
+                        "field `posts` must be a list, found {}",
+                        short_raw(posts)
+                    ));
+                }
+                let posts: Vec<&RawValue> =
+                    serde_json::from_str(posts).map_err(|e| format!("posts: {e}"))?;
+                for (i, post) in posts.into_iter().enumerate() {
+                    let p: RawPost = match post.get().starts_with('{') {
+                        true => serde_json::from_str(post.get())
+                            .map_err(|e| format!("posts[{i}]: {e}"))?,
+                        false => return Err(format!("posts[{i}] is not an object")),
+                    };
+                    for f in POST {
+                        check(f, p.get(f.name)).map_err(|e| format!("posts[{i}]: {e}"))?;
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -500,6 +490,36 @@ impl<'a> Probe<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_checked_field_of_the_table_is_read() {
+        for kind in [
+            Kind::Header,
+            Kind::BiServer,
+            Kind::BiFolder,
+            Kind::BiReport,
+            Kind::BiReportColumn,
+            Kind::CustomField,
+            Kind::FieldValue,
+            Kind::TrustFlag,
+            Kind::Tag,
+            Kind::Star,
+            Kind::Article,
+            Kind::Conversation,
+            Kind::Other,
+        ] {
+            for f in fields(kind).iter().filter(|f| f.checked) {
+                let line = format!("{{\"{}\":1}}", f.name);
+                let raw: RawFields = serde_json::from_str(&line).unwrap();
+                assert!(raw.get(f.name).is_some(), "{:?} {}", kind, f.name);
+            }
+        }
+        for f in POST {
+            let line = format!("{{\"{}\":1}}", f.name);
+            let raw: RawPost = serde_json::from_str(&line).unwrap();
+            assert!(raw.get(f.name).is_some(), "post {}", f.name);
+        }
+    }
 
     #[test]
     fn nesting_limit_matches_serde_json() {
