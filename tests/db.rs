@@ -217,6 +217,13 @@ fn lines_of(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The arguments of `lookmig db load --replace --max-errors MAX ARGS…`.
+fn load_replacing<'a>(max_errors: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["db", "load", "--replace", "--max-errors", max_errors];
+    all.extend_from_slice(args);
+    all
+}
+
 /// `db load` reads an export with the rules of every command (issue 11): a header past the
 /// first line is a bad line naming file:line; `--max-errors N` skips up to N bad lines
 /// (malformed, late header, duplicate key), lists each, and loads the rest; without it, or past
@@ -249,17 +256,7 @@ fn load_follows_the_export_rules_and_max_errors_skips_bad_lines() {
     same_records(&good, &dump, "after a refused late header");
 
     // The same with --max-errors 1: every line but the late header is loaded.
-    let o = ok(
-        &[
-            "db",
-            "load",
-            "--replace",
-            "--max-errors",
-            "1",
-            s(&late_path),
-        ],
-        url,
-    );
+    let o = ok(&load_replacing("1", &[s(&late_path)]), url);
     assert!(
         o.stdout
             .contains("skipped line 2: a header must be the first line"),
@@ -278,18 +275,7 @@ fn load_follows_the_export_rules_and_max_errors_skips_bad_lines() {
     for (name, bad) in [("18-malformed", 3usize), ("19-duplicate-key", 5)] {
         let export = samples.join(name).join("export.ndjson");
         let all = lines_of(&export);
-        let o = ok(
-            &[
-                "db",
-                "load",
-                "--replace",
-                "--max-errors",
-                "1",
-                "--json",
-                s(&export),
-            ],
-            url,
-        );
+        let o = ok(&load_replacing("1", &["--json", s(&export)]), url);
         let v: Value = serde_json::from_str(&o.stdout).unwrap();
         let skipped = v["skipped_lines"].as_array().expect("skipped_lines");
         assert_eq!(skipped.len(), 1, "{name}: {v}");
@@ -308,10 +294,7 @@ fn load_follows_the_export_rules_and_max_errors_skips_bad_lines() {
     let mut two = lines_of(&samples.join("18-malformed/export.ndjson"));
     two.push(two[4].clone());
     let two_path = write_lines(tmp.path(), "two.ndjson", &two);
-    let o = lookmig(
-        &["db", "load", "--replace", "--max-errors", "1", s(&two_path)],
-        url,
-    );
+    let o = lookmig(&load_replacing("1", &[s(&two_path)]), url);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
         o.stderr.contains("two.ndjson:6: duplicate record key"),
@@ -325,10 +308,7 @@ fn load_follows_the_export_rules_and_max_errors_skips_bad_lines() {
         &dump,
         "after a load past --max-errors",
     );
-    ok(
-        &["db", "load", "--replace", "--max-errors", "2", s(&two_path)],
-        url,
-    );
+    ok(&load_replacing("2", &[s(&two_path)]), url);
 }
 
 #[test]
@@ -397,6 +377,23 @@ fn field_value(db: &TestDb, otype: &str, oid: i64, field: i64) -> Value {
     row.get::<_, Option<Value>>(0).unwrap_or(Value::Null)
 }
 
+/// Polls `count_sql` on `db` until the count is positive, running `between` after each poll
+/// that is not (it may panic); the test fails saying `never` after `secs` seconds.
+#[track_caller]
+fn wait_for(db: &TestDb, count_sql: &str, secs: u64, never: &str, mut between: impl FnMut()) {
+    let mut watcher = db.client();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let count: i64 = watcher.query_one(count_sql, &[]).unwrap().get(0);
+        if count > 0 {
+            return;
+        }
+        between();
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
     let db = TestDb::new("conflict");
@@ -442,25 +439,13 @@ fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut watcher = db.client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lookmig' AND datname = current_database() AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restore never waited for the locked row"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lookmig' AND datname = current_database() AND wait_event_type = 'Lock'",
+        60,
+        "the restore never waited for the locked row",
+        || {},
+    );
     tx.commit().unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -656,30 +641,19 @@ fn a_killed_restore_leaves_the_database_unchanged_and_a_second_one_succeeds() {
         .unwrap();
     // Kill it once it writes: its backend holds a row-exclusive lock on a catalog table
     // (taken by the deletes and the COPY, after every row was locked and checked).
-    let mut watcher = db.client();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let writing: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                 WHERE a.application_name = 'lookmig' AND a.datname = current_database()
-                   AND l.mode = 'RowExclusiveLock' AND l.granted AND l.relation IS NOT NULL",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if writing > 0 {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the restore ended ({status}) before it could be killed mid-way; make the export larger");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restore never started writing"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE a.application_name = 'lookmig' AND a.datname = current_database()
+           AND l.mode = 'RowExclusiveLock' AND l.granted AND l.relation IS NOT NULL",
+        120,
+        "the restore never started writing",
+        || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the restore ended ({status}) before it could be killed mid-way; make the export larger");
+            }
+        },
+    );
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success(), "the restore finished before the kill");

@@ -11,6 +11,9 @@
 //! `tests/db.rs`. Nothing here is skipped: without the server binaries or `openssl` the tests
 //! fail and say what to install.
 
+#[path = "common/cluster.rs"]
+mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -159,21 +162,8 @@ fn make_certificates(tls: &Path) {
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script = root.join(".ci/pg");
-        let dir = std::env::temp_dir().join(format!("lookmig-pgtls-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        #[allow(clippy::zombie_processes)]
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg("cat >/dev/null; exec \"$0\" stop \"$1\"")
-            .arg(&script)
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the cluster watchdog");
+        let dir = cluster::folder("pgtls");
+        let watchdog = cluster::watchdog(&dir);
         let tls = dir.join("tls");
         make_certificates(&tls);
         std::fs::write(
@@ -204,17 +194,7 @@ fn server() -> &'static Server {
              -c ssl_cert_file={t}/server.crt -c ssl_key_file={t}/server.key \
              -c hba_file={t}/pg_hba.conf -c password_encryption=scram-sha-256"
         );
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .env("LOOKMIG_PG_OPTS", opts)
-            .output()
-            .expect("running .ci/pg start");
-        assert!(
-            out.status.success(),
-            ".ci/pg start failed (is PostgreSQL installed? `apt-get install postgresql`):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cluster::start(&dir, Some(&opts));
         let s = Server {
             dir,
             port,

@@ -53,39 +53,13 @@
 //! when loading: a string holding U+0000, and a float written with an exponent whose value is a
 //! whole number of 17 to 20 digits (`1e16`; `jsonb` would give it back as an integer).
 
-use crate::record::Kind;
+use crate::record::{fields, Kind};
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 
-/// The SQL type of a named field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
-    /// `bigint`.
-    Int,
-    /// `text`.
-    Text,
-    /// `boolean`.
-    Bool,
-    /// `jsonb`, any JSON value.
-    Json,
-    /// Two columns, `subject_otype text` and `subject_oid bigint`.
-    Subject,
-}
-
-/// A named field of a kind, stored in its own column(s).
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    /// The field's name in the record (and of its column, except for `subject`).
-    pub name: &'static str,
-    /// Its SQL type.
-    pub ty: Ty,
-    /// Required by SPEC §1 (the column is `NOT NULL`).
-    pub required: bool,
-}
-
-const fn f(name: &'static str, ty: Ty, required: bool) -> Field {
-    Field { name, ty, required }
-}
+/// The type of a named field and of its column(s), and a named field of a kind: the table of
+/// SPEC §1 in `crate::record::fields`, which the probe checks lines against.
+pub use crate::record::{Field, Ty};
 
 /// A table holding one kind.
 #[derive(Debug)]
@@ -94,7 +68,7 @@ pub struct Table {
     pub kind: &'static str,
     /// The table name.
     pub name: &'static str,
-    /// The named fields, in the SPEC's order.
+    /// The named fields, in the SPEC's order: [`crate::record::fields`] of the kind.
     pub fields: &'static [Field],
     /// The SQL columns of the primary key (empty for the one-row header table).
     pub key: &'static [&'static str],
@@ -107,133 +81,73 @@ pub static TABLES: &[Table] = &[
     Table {
         kind: "header",
         name: "export_header",
-        fields: &[f("format", Text, true), f("version", Int, true)],
+        fields: fields(Kind::Header),
         key: &[],
     },
     Table {
         kind: "bi_server",
         name: "bi_server",
-        fields: &[
-            f("id", Int, true),
-            f("type", Text, true),
-            f("title", Text, false),
-            f("uri", Text, false),
-        ],
+        fields: fields(Kind::BiServer),
         key: &["id"],
     },
     Table {
         kind: "bi_folder",
         name: "bi_folder",
-        fields: &[
-            f("oid", Int, true),
-            f("server_id", Int, true),
-            f("external_id", Text, true),
-            f("name", Text, false),
-            f("parent_folder", Text, false),
-        ],
+        fields: fields(Kind::BiFolder),
         key: &["oid"],
     },
     Table {
         kind: "bi_report",
         name: "bi_report",
-        fields: &[
-            f("oid", Int, true),
-            f("server_id", Int, true),
-            f("external_id", Text, true),
-            f("name", Text, false),
-            f("report_type", Text, false),
-            f("parent_folder", Text, false),
-            f("source_url", Text, false),
-            f("created_at", Text, false),
-            f("last_updated", Text, false),
-            f("deleted", Bool, false),
-        ],
+        fields: fields(Kind::BiReport),
         key: &["oid"],
     },
     Table {
         kind: "bi_report_column",
         name: "bi_report_column",
-        fields: &[
-            f("oid", Int, true),
-            f("server_id", Int, true),
-            f("external_id", Text, true),
-            f("report", Text, true),
-            f("name", Text, false),
-            f("created_at", Text, false),
-            f("last_updated", Text, false),
-            f("deleted", Bool, false),
-        ],
+        fields: fields(Kind::BiReportColumn),
         key: &["oid"],
     },
     Table {
         kind: "custom_field",
         name: "custom_field",
-        fields: &[
-            f("id", Int, true),
-            f("field_type", Text, true),
-            f("name", Text, false),
-            f("allow_multiple", Bool, false),
-        ],
+        fields: fields(Kind::CustomField),
         key: &["id"],
     },
     Table {
         kind: "field_value",
         name: "field_value",
-        fields: &[
-            f("subject", Subject, true),
-            f("field_id", Int, true),
-            f("value", Json, true),
-            f("ts_updated", Text, false),
-        ],
+        fields: fields(Kind::FieldValue),
         key: &["subject_otype", "subject_oid", "field_id"],
     },
     Table {
         kind: "trust_flag",
         name: "trust_flag",
-        fields: &[
-            f("id", Int, true),
-            f("flag_type", Text, true),
-            f("subject", Subject, true),
-            f("user_id", Int, true),
-            f("reason", Text, false),
-            f("ts_created", Text, false),
-        ],
+        fields: fields(Kind::TrustFlag),
         key: &["id"],
     },
     Table {
         kind: "tag",
         name: "tag",
-        fields: &[f("subject", Subject, true), f("name", Text, true)],
+        fields: fields(Kind::Tag),
         key: &["subject_otype", "subject_oid", "name"],
     },
     Table {
         kind: "star",
         name: "star",
-        fields: &[
-            f("subject", Subject, true),
-            f("user_id", Int, true),
-            f("ts_created", Text, false),
-        ],
+        fields: fields(Kind::Star),
         key: &["subject_otype", "subject_oid", "user_id"],
     },
     Table {
         kind: "article",
         name: "article",
-        fields: &[
-            f("id", Int, true),
-            f("title", Text, false),
-            f("body", Text, true),
-        ],
+        fields: fields(Kind::Article),
         key: &["id"],
     },
     Table {
         kind: "conversation",
         name: "conversation",
-        fields: &[
-            f("id", Int, true),
-            f("subject", Subject, false),
-            f("posts", Json, true),
-        ],
+        fields: fields(Kind::Conversation),
         key: &["id"],
     },
 ];

@@ -11,11 +11,14 @@
 
 #![allow(dead_code)]
 
+#[path = "cluster.rs"]
+mod cluster;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------------------------
@@ -41,33 +44,9 @@ pub fn server() -> &'static Server {
                 };
             }
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let script = root.join(".ci/pg");
-        let dir = std::env::temp_dir().join(format!("lookmig-pg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        // The watchdog first, so that a cluster that started is always stopped.
-        #[allow(clippy::zombie_processes)]
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg("cat >/dev/null; exec \"$0\" stop \"$1\"")
-            .arg(&script)
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the cluster watchdog");
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("running .ci/pg start");
-        assert!(
-            out.status.success(),
-            ".ci/pg start failed (is PostgreSQL installed? `apt-get install postgresql`):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let dir = cluster::folder("pg");
+        let watchdog = cluster::watchdog(&dir);
+        let url = cluster::start(&dir, None);
         Server {
             admin_url: url,
             _watchdog: Some(watchdog),

@@ -294,39 +294,18 @@ fn verify_json_lists_no_failures_for_a_fresh_bundle() {
     assert!(v["curation_items"].as_u64().unwrap_or(0) > 0, "{v}");
 }
 
+/// `lookmig generate --reports 50 --seed SEED -o OUT`, run in `dir`; it must succeed.
+fn generate_50(dir: &Dir, seed: &str, out: &str) {
+    dir.run(["generate", "--reports", "50", "--seed", seed, "-o", out])
+        .ok();
+}
+
 #[test]
 fn generate_is_deterministic_per_seed() {
     let dir = Dir::new();
-    dir.run([
-        "generate",
-        "--reports",
-        "50",
-        "--seed",
-        "3",
-        "-o",
-        "x.ndjson",
-    ])
-    .ok();
-    dir.run([
-        "generate",
-        "--reports",
-        "50",
-        "--seed",
-        "3",
-        "-o",
-        "y.ndjson",
-    ])
-    .ok();
-    dir.run([
-        "generate",
-        "--reports",
-        "50",
-        "--seed",
-        "4",
-        "-o",
-        "z.ndjson",
-    ])
-    .ok();
+    generate_50(&dir, "3", "x.ndjson");
+    generate_50(&dir, "3", "y.ndjson");
+    generate_50(&dir, "4", "z.ndjson");
     let x = std::fs::read(dir.join("x.ndjson")).unwrap();
     assert!(!x.is_empty());
     assert!(
@@ -365,26 +344,8 @@ fn generate_is_deterministic_per_seed() {
 #[test]
 fn generate_zst_is_compressed_with_the_same_content() {
     let dir = Dir::new();
-    dir.run([
-        "generate",
-        "--reports",
-        "50",
-        "--seed",
-        "3",
-        "-o",
-        "x.ndjson",
-    ])
-    .ok();
-    dir.run([
-        "generate",
-        "--reports",
-        "50",
-        "--seed",
-        "3",
-        "-o",
-        "x.ndjson.zst",
-    ])
-    .ok();
+    generate_50(&dir, "3", "x.ndjson");
+    generate_50(&dir, "3", "x.ndjson.zst");
     let packed = std::fs::read(dir.join("x.ndjson.zst")).unwrap();
     assert!(
         packed.starts_with(&util::ZSTD_MAGIC),
@@ -609,6 +570,20 @@ fn columns_of_an_unresolved_report_draw_no_warning() {
     );
 }
 
+/// `lookmig restore BUNDLE --onto export.ndjson -o out.ndjson --expect ID`, run in `dir`.
+fn restore_expecting(dir: &Dir, bundle: &str, id: &str) -> util::Out {
+    dir.run([
+        "restore",
+        bundle,
+        "--onto",
+        "export.ndjson",
+        "-o",
+        "out.ndjson",
+        "--expect",
+        id,
+    ])
+}
+
 /// What was signed off is what runs: `restore --expect ID` refuses any other bundle, even one
 /// whose checksums were made again, before the target is touched.
 #[test]
@@ -621,29 +596,10 @@ fn restore_expect_refuses_another_bundle() {
     let id = util::sha256_hex(&std::fs::read(dir.join("a/manifest.json")).unwrap());
     let inspect = dir.run(["inspect", "a"]).ok();
     assert!(inspect.stdout.contains(&id), "{}", inspect.stdout);
-    dir.run([
-        "restore",
-        "b",
-        "--onto",
-        "export.ndjson",
-        "-o",
-        "out.ndjson",
-        "--expect",
-        &id,
-    ])
-    .code(3)
-    .stderr_has("not the expected")
-    .stderr_has(&id);
+    restore_expecting(&dir, "b", &id)
+        .code(3)
+        .stderr_has("not the expected")
+        .stderr_has(&id);
     assert!(!dir.join("out.ndjson").exists());
-    dir.run([
-        "restore",
-        "a",
-        "--onto",
-        "export.ndjson",
-        "-o",
-        "out.ndjson",
-        "--expect",
-        &id,
-    ])
-    .ok();
+    restore_expecting(&dir, "a", &id).ok();
 }

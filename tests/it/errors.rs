@@ -623,20 +623,36 @@ fn assert_law_broken(what: &str, needles: &[&str], edit: impl Fn(&mut Value) -> 
     }
 }
 
+/// [`assert_law_broken`] by an edit of the value that the change set sets on the field_value
+/// with record key `key` (`edit` gets that value and says whether it changed it).
+#[track_caller]
+fn assert_value_edit_breaks_law(
+    what: &str,
+    needles: &[&str],
+    key: &str,
+    edit: impl Fn(&mut Value) -> bool,
+) {
+    assert_law_broken(what, needles, |c| {
+        c["kind"] == "field_value" && c["key"] == key && edit(&mut c["set"]["value"])
+    });
+}
+
 #[test]
 fn verify_catches_a_lost_item_of_a_multi_valued_field() {
     // Regions (21) merge into the union emea, apac, amer, latam on 103; latam comes only from
     // the retired 101 (line 17). Leave it out of the union.
     let needles = ["ndjson:17 (", "an item of its list"];
-    assert_law_broken("merges Regions onto 103", &needles, |c| {
-        if c["kind"] != "field_value" || c["key"] != "bi_report:103:21" {
-            return false;
-        }
-        let list = c["set"]["value"].as_array_mut().expect("the union is set");
-        let before = list.len();
-        list.retain(|v| v != "latam");
-        list.len() == before - 1
-    });
+    assert_value_edit_breaks_law(
+        "merges Regions onto 103",
+        &needles,
+        "bi_report:103:21",
+        |v| {
+            let list = v.as_array_mut().expect("the union is set");
+            let before = list.len();
+            list.retain(|v| v != "latam");
+            list.len() == before - 1
+        },
+    );
 }
 
 #[test]
@@ -657,11 +673,8 @@ fn verify_catches_a_merged_value_that_takes_the_loser_without_a_conflict() {
     // The description (4) of 103 is empty; 102's wins and 101's is the reported conflict.
     // Set 101's instead: 102's (line 9) is then neither on 103 nor a conflict.
     let needles = ["ndjson:9 (", "its value"];
-    assert_law_broken("merges the description onto 103", &needles, |c| {
-        if c["kind"] != "field_value" || c["key"] != "bi_report:103:4" {
-            return false;
-        }
-        let value = &mut c["set"]["value"];
+    let what = "merges the description onto 103";
+    assert_value_edit_breaks_law(what, &needles, "bi_report:103:4", |value| {
         if value != "<p>Revenue by region.</p>" {
             return false;
         }

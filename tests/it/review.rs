@@ -4,18 +4,29 @@
 
 use crate::util::{self, arg, canonical, changes, manifest, sample, sha256_hex, values, Dir};
 use serde_json::{json, Value};
+use std::path::Path;
 
 const HEAD: &str = "action,server_id,survivor_otype,survivor_oid,kind,merge_key,choose_oid,value_sha256,legacy_external_id,stable_external_id,note\n";
 
 /// The conflict of sample 10 over the description (field 4): 102's value won, 101's lost.
-fn description_conflict(bundle: &std::path::Path) -> Value {
+fn description_conflict(bundle: &Path) -> Value {
     values(&bundle.join("conflicts.ndjson.zst"))
         .into_iter()
         .find(|c| c["merge_key"] == "field 4")
         .expect("sample 10 has a conflict over field 4")
 }
 
-fn survivor_record(bundle: &std::path::Path, key: &str) -> Value {
+/// `lookmig migrate EXPORT -o BUNDLE --decisions FILE`, run in `d`, the bundle named in `d`.
+fn migrate_deciding(d: &Dir, export: &Path, bundle: &str, decisions: &Path) -> util::Out {
+    util::migrate(
+        d.path(),
+        export,
+        &d.join(bundle),
+        &["--decisions".into(), arg(decisions)],
+    )
+}
+
+fn survivor_record(bundle: &Path, key: &str) -> Value {
     let c = changes(bundle)
         .into_iter()
         .find(|c| c["kind"] == "field_value" && c["key"] == key && c["op"] != "delete")
@@ -35,13 +46,7 @@ fn a_chosen_value_wins_and_the_conflict_is_marked_decided() {
         "decisions.csv",
         format!("{HEAD}choose,,bi_report,103,field_value,field 4,101,{sha},,,\"Sales v1: Old, \"\"kept\"\"\"\n"),
     );
-    let out = util::migrate(
-        d.path(),
-        &export,
-        &d.join("b.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .ok();
+    let out = migrate_deciding(&d, &export, "b.bundle", &file).ok();
     assert!(
         out.stdout.contains("decisions applied: 1"),
         "{}",
@@ -73,13 +78,7 @@ fn a_chosen_value_wins_and_the_conflict_is_marked_decided() {
     // The decided bundle is a bundle like any other: it verifies and keeps the conservation law.
     d.run(["verify", &arg(&b), "--export", &arg(&export)]).ok();
     // The same file again gives the same bundle (the decision matches the same record).
-    util::migrate(
-        d.path(),
-        &export,
-        &d.join("c.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .ok();
+    migrate_deciding(&d, &export, "c.bundle", &file).ok();
     assert_eq!(util::files(&b), util::files(&d.join("c.bundle")));
 }
 
@@ -91,13 +90,7 @@ fn a_trust_flag_decision_takes_the_other_flag() {
         "decisions.csv",
         format!("{HEAD}choose,,bi_report,103,trust_flag,ENDORSEMENT by user 5,101,,,,\n"),
     );
-    util::migrate(
-        d.path(),
-        &export,
-        &d.join("b.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .ok();
+    migrate_deciding(&d, &export, "b.bundle", &file).ok();
     let ch = changes(&d.join("b.bundle"));
     let flag = |id: &str| {
         ch.iter()
@@ -118,13 +111,7 @@ fn a_map_decision_resolves_an_unresolved_report_as_the_id_map_would() {
         "decisions.csv",
         "action,server_id,legacy_external_id,stable_external_id\nmap,1,report-alpha,dashboard/77\n",
     );
-    let out = util::migrate(
-        d.path(),
-        &export,
-        &d.join("b.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .ok();
+    let out = migrate_deciding(&d, &export, "b.bundle", &file).ok();
     assert!(
         out.stdout.contains("1 unresolved reports mapped"),
         "{}",
@@ -157,15 +144,10 @@ fn a_decision_that_matches_nothing_is_exit_1_naming_its_line() {
             "{HEAD}choose,,bi_report,103,field_value,field 4,101,,,,\nchoose,,bi_report,103,field_value,field 99,101,,,,\nmap,1,,,,,,,no-such-report,look/5,\n"
         ),
     );
-    let out = util::migrate(
-        d.path(),
-        &export,
-        &d.join("b.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .code(1)
-    .stderr_has("decisions.csv:3: matches no conflict")
-    .stderr_has("decisions.csv:4: matches no report");
+    let out = migrate_deciding(&d, &export, "b.bundle", &file)
+        .code(1)
+        .stderr_has("decisions.csv:3: matches no conflict")
+        .stderr_has("decisions.csv:4: matches no report");
     assert!(!out.stderr.contains("decisions.csv:2"), "{}", out.stderr);
     assert!(!d.join("b.bundle").exists(), "nothing is written");
     // A hash that no longer matches the record (the export changed) is the same error.
@@ -176,14 +158,9 @@ fn a_decision_that_matches_nothing_is_exit_1_naming_its_line() {
             "ab".repeat(32)
         ),
     );
-    util::migrate(
-        d.path(),
-        &export,
-        &d.join("b.bundle"),
-        &["--decisions".into(), arg(&file)],
-    )
-    .code(1)
-    .stderr_has("stale.csv:2: matches no conflict");
+    migrate_deciding(&d, &export, "b.bundle", &file)
+        .code(1)
+        .stderr_has("stale.csv:2: matches no conflict");
 }
 
 #[test]

@@ -1,0 +1,361 @@
+//! The record model (SPEC §1): the kinds, subjects, a record as its JSON object, the record key
+//! that identifies a record in an export and a bundle, canonical JSON, and the definitions of
+//! custom fields that a `field_value` is checked against.
+
+use super::probe::{raw_subject, short_raw};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt::Write;
+
+/// The kinds the SPEC names; everything else is [`Kind::Other`] and passes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Header,
+    BiServer,
+    BiFolder,
+    BiReport,
+    BiReportColumn,
+    CustomField,
+    FieldValue,
+    TrustFlag,
+    Tag,
+    Star,
+    Article,
+    Conversation,
+    Other,
+}
+
+impl Kind {
+    /// The `kind` string of a named kind ("" for [`Kind::Other`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Header => "header",
+            Kind::BiServer => "bi_server",
+            Kind::BiFolder => "bi_folder",
+            Kind::BiReport => "bi_report",
+            Kind::BiReportColumn => "bi_report_column",
+            Kind::CustomField => "custom_field",
+            Kind::FieldValue => "field_value",
+            Kind::TrustFlag => "trust_flag",
+            Kind::Tag => "tag",
+            Kind::Star => "star",
+            Kind::Article => "article",
+            Kind::Conversation => "conversation",
+            Kind::Other => "",
+        }
+    }
+
+    /// The kind for a `kind` string.
+    pub fn from_name(name: &str) -> Kind {
+        match name {
+            "header" => Kind::Header,
+            "bi_server" => Kind::BiServer,
+            "bi_folder" => Kind::BiFolder,
+            "bi_report" => Kind::BiReport,
+            "bi_report_column" => Kind::BiReportColumn,
+            "custom_field" => Kind::CustomField,
+            "field_value" => Kind::FieldValue,
+            "trust_flag" => Kind::TrustFlag,
+            "tag" => Kind::Tag,
+            "star" => Kind::Star,
+            "article" => Kind::Article,
+            "conversation" => Kind::Conversation,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// A subject reference `{"otype":…,"oid":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Subject {
+    /// The object type, e.g. `bi_report`.
+    pub otype: String,
+    /// The object id, unique per otype.
+    pub oid: i64,
+}
+
+impl Subject {
+    /// Reads a subject object; None when `v` is not one.
+    pub fn from_value(v: &Value) -> Option<Subject> {
+        let o = v.as_object()?;
+        Some(Subject {
+            otype: o.get("otype")?.as_str()?.to_string(),
+            oid: o.get("oid")?.as_i64()?,
+        })
+    }
+
+    /// The subject as a JSON object, in the SPEC's field order.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("otype".into(), Value::String(self.otype.clone()));
+        m.insert("oid".into(), Value::from(self.oid));
+        Value::Object(m)
+    }
+}
+
+/// One parsed, validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The kind, or [`Kind::Other`].
+    pub kind: Kind,
+    /// The whole object, field order kept.
+    pub obj: Map<String, Value>,
+}
+
+impl Record {
+    /// The `kind` string.
+    pub fn kind_name(&self) -> &str {
+        self.obj.get("kind").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// An integer field (validated for the named fields).
+    pub fn int(&self, field: &str) -> Option<i64> {
+        self.obj.get(field).and_then(Value::as_i64)
+    }
+
+    /// A string field.
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.obj.get(field).and_then(Value::as_str)
+    }
+
+    /// A boolean field, false when absent or null.
+    pub fn flag(&self, field: &str) -> bool {
+        self.obj
+            .get(field)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The top-level subject, for the kinds that may have one.
+    pub fn subject(&self) -> Option<Subject> {
+        match self.kind {
+            Kind::FieldValue
+            | Kind::TrustFlag
+            | Kind::Tag
+            | Kind::Star
+            | Kind::Conversation
+            | Kind::Other => self.obj.get("subject").and_then(Subject::from_value),
+            _ => None,
+        }
+    }
+
+    /// Points the record at another subject (the field keeps its place in the object).
+    pub fn set_subject(&mut self, s: &Subject) {
+        self.obj.insert("subject".into(), s.to_value());
+    }
+
+    /// The record key of SPEC §1, as the string written in bundles.
+    pub fn key(&self) -> String {
+        let subject_key = |tail: String| match self.obj.get("subject").and_then(Subject::from_value)
+        {
+            Some(s) => format!("{}:{}:{}", s.otype, s.oid, tail),
+            None => tail,
+        };
+        match self.kind {
+            Kind::Header => "header".into(),
+            Kind::BiServer
+            | Kind::CustomField
+            | Kind::TrustFlag
+            | Kind::Article
+            | Kind::Conversation => int_text(self.obj.get("id")),
+            Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => int_text(self.obj.get("oid")),
+            Kind::FieldValue => subject_key(int_text(self.obj.get("field_id"))),
+            Kind::Tag => subject_key(self.str("name").unwrap_or("").to_string()),
+            Kind::Star => subject_key(int_text(self.obj.get("user_id"))),
+            Kind::Other => match self.obj.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v @ Value::Number(_)) => v.to_string(),
+                _ => crate::input::sha256_bytes(
+                    canonical_json(&Value::Object(self.obj.clone())).as_bytes(),
+                ),
+            },
+        }
+    }
+}
+
+fn int_text(v: Option<&Value>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_default()
+}
+
+/// Canonical JSON (SPEC §1): object keys sorted, no insignificant white space, numbers as
+/// serde_json writes them.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).expect("string"));
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => {
+            let _ = write!(out, "{other}");
+        }
+    }
+}
+
+/// Custom field types of SPEC §1.
+pub const FIELD_TYPES: [&str; 6] = [
+    "TEXT",
+    "RICH_TEXT",
+    "PICKER",
+    "MULTI_PICKER",
+    "DATE",
+    "OBJECT_SET",
+];
+
+/// A field definition: its type and whether it allows several values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDef {
+    /// One of [`FIELD_TYPES`].
+    pub field_type: String,
+    /// `allow_multiple` (OBJECT_SET only matters).
+    pub allow_multiple: bool,
+}
+
+impl FieldDef {
+    /// Multi-valued: MULTI_PICKER, or OBJECT_SET with allow_multiple (SPEC §1).
+    pub fn multi(&self) -> bool {
+        self.field_type == "MULTI_PICKER"
+            || (self.field_type == "OBJECT_SET" && self.allow_multiple)
+    }
+
+    /// Checks a field_value's raw value against this field's type; null is always allowed.
+    pub fn check_raw(&self, v: &RawValue) -> Result<(), String> {
+        let t = v.get();
+        let items = || serde_json::from_str::<Vec<&RawValue>>(t).ok();
+        let ok = t == "null"
+            || match self.field_type.as_str() {
+                "TEXT" | "RICH_TEXT" | "PICKER" | "DATE" => t.starts_with('"'),
+                "MULTI_PICKER" => {
+                    t.starts_with('[')
+                        && items().is_some_and(|a| a.iter().all(|i| i.get().starts_with('"')))
+                }
+                "OBJECT_SET" => {
+                    t.starts_with('[')
+                        && items().is_some_and(|a| a.iter().all(|i| raw_subject(i).is_some()))
+                }
+                _ => false,
+            };
+        if ok {
+            return Ok(());
+        }
+        let want = match self.field_type.as_str() {
+            "MULTI_PICKER" => "a list of strings",
+            "OBJECT_SET" => "a list of {\"otype\", \"oid\"} objects",
+            _ => "a string",
+        };
+        Err(format!(
+            "`value` of a {} field must be {want}, found {}",
+            self.field_type,
+            short_raw(t)
+        ))
+    }
+}
+
+/// The built-in fields that exist without a `custom_field` line: 3 title, 4 description, 8 steward.
+pub fn builtin_field(id: i64) -> Option<FieldDef> {
+    let (t, m) = match id {
+        3 => ("TEXT", false),
+        4 => ("RICH_TEXT", false),
+        8 => ("OBJECT_SET", true),
+        _ => return None,
+    };
+    Some(FieldDef {
+        field_type: t.into(),
+        allow_multiple: m,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::parse_line;
+
+    fn rec(s: &str) -> Record {
+        parse_line(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn keys_follow_the_spec() {
+        assert_eq!(
+            rec(r#"{"kind":"bi_server","id":7,"type":"looker"}"#).key(),
+            "7"
+        );
+        assert_eq!(
+            rec(r#"{"kind":"bi_report","oid":12,"server_id":1,"external_id":"x"}"#).key(),
+            "12"
+        );
+        let fv = r#"{"kind":"field_value","field_id":4,"subject":{"otype":"bi_report","oid":12},"value":"x"}"#;
+        assert_eq!(rec(fv).key(), "bi_report:12:4");
+        let tag = r#"{"kind":"tag","name":"Finance","subject":{"oid":12,"otype":"bi_report"}}"#;
+        assert_eq!(rec(tag).key(), "bi_report:12:Finance");
+        assert_eq!(
+            rec(r#"{"kind":"star","user_id":5,"subject":{"otype":"table","oid":1}}"#).key(),
+            "table:1:5"
+        );
+        assert_eq!(rec(r#"{"kind":"thing","id":"abc"}"#).key(), "abc");
+        assert_eq!(rec(r#"{"kind":"thing","id":9}"#).key(), "9");
+    }
+
+    #[test]
+    fn id_less_key_is_the_sha_of_canonical_json_whatever_the_field_order() {
+        let a = rec(r#"{"kind":"view","b":[1,{"y":2,"x":1}],"a":"é"}"#);
+        let b = rec(r#"{"a":"é", "kind":"view","b":[1,{"x":1,"y":2}]}"#);
+        assert_eq!(a.key(), b.key());
+        assert_eq!(
+            canonical_json(&Value::Object(a.obj.clone())),
+            r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#
+        );
+        assert_eq!(
+            a.key(),
+            crate::input::sha256_bytes(
+                r#"{"a":"é","b":[1,{"x":1,"y":2}],"kind":"view"}"#.as_bytes()
+            )
+        );
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn field_values_are_checked_against_their_type() {
+        let os = FieldDef {
+            field_type: "OBJECT_SET".into(),
+            allow_multiple: true,
+        };
+        assert!(os.check_raw(&raw(r#"[{"otype":"user","oid":1}]"#)).is_ok());
+        assert!(os.check_raw(&raw(r#"["a"]"#)).is_err());
+        assert!(os.check_raw(&raw("null")).is_ok());
+        assert!(builtin_field(4)
+            .unwrap()
+            .check_raw(&raw(r#"["a"]"#))
+            .is_err());
+        assert!(builtin_field(8).unwrap().multi());
+        assert!(!builtin_field(3).unwrap().multi());
+    }
+}
