@@ -1,4 +1,5 @@
 //! lookmig: migrate the curation of Looker reports across the connector's report-ID change.
+pub mod alloc;
 pub mod bundle;
 pub mod carry;
 pub mod changeset;
