@@ -208,6 +208,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             "check    {:8.3} s (every change judged, nothing locked)",
             started.elapsed().as_secs_f64()
         ));
+        check.spent.show("check   ");
         if check.summary.conflict_count > 0 && !opts.force {
             bar.finish();
             return Err(Failure::conflicts(check.summary));
@@ -264,17 +265,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         from = to;
     }
     bar.finish();
-    let s = &run.spent;
-    timing(format_args!(
-        "spent    guarded {:.1} s, select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
-        s.guarded.as_secs_f64(),
-        s.select.as_secs_f64(),
-        s.judge.as_secs_f64(),
-        s.delete.as_secs_f64(),
-        s.update.as_secs_f64(),
-        s.copy.as_secs_f64(),
-        s.newer.as_secs_f64()
-    ));
+    run.spent.show("spent   ");
     Ok(run.summary)
 }
 
@@ -308,6 +299,22 @@ struct Spent {
     update: std::time::Duration,
     copy: std::time::Duration,
     newer: std::time::Duration,
+}
+
+impl Spent {
+    /// The `LOOKMIG_TIMING` line of where the time went.
+    fn show(&self, what: &str) {
+        timing(format_args!(
+            "{what} guarded {:.1} s, select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
+            self.guarded.as_secs_f64(),
+            self.select.as_secs_f64(),
+            self.judge.as_secs_f64(),
+            self.delete.as_secs_f64(),
+            self.update.as_secs_f64(),
+            self.copy.as_secs_f64(),
+            self.newer.as_secs_f64()
+        ));
+    }
 }
 
 /// What one chunk writes.
@@ -453,7 +460,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         if let Some(prepared) = prepared {
-            self.guarded(tx, t, chunk, &prepared)?;
+            self.guarded(tx, t, chunk, &prepared, dry)?;
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -548,13 +555,15 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the guarded deletes and updates of a chunk ([`guarded`]), counts what they applied
-    /// and takes it out of `chunk`; the rest go the exact way.
+    /// (in the pre-check, `dry`: would apply) and takes it out of `chunk`; the rest go the exact
+    /// way.
     fn guarded(
         &mut self,
         tx: &mut Transaction,
         t: usize,
         chunk: &mut Vec<(Change, KeyCells)>,
         prepared: &guarded::Prepared,
+        dry: bool,
     ) -> Result<()> {
         let clock = std::time::Instant::now();
         let applied = match guarded::run(tx, prepared, chunk.len()) {
@@ -570,7 +579,9 @@ impl<'a> Run<'a> {
             self.judged_delete(c);
             self.summary
                 .judged(Step::Apply, self.opts.force, || unreachable!("applied"));
-            if c.op != Op::Delete {
+            if dry {
+                self.covered.push(covered_hash(&c.kind, &c.key));
+            } else if c.op != Op::Delete {
                 self.summary.lines_written += 1;
             }
         }
@@ -982,7 +993,9 @@ impl<'a> Run<'a> {
         for c in list {
             let (t, key) = key_cells(&c)?;
             let mut chunk = vec![(c, key)];
-            let prepared = TABLES.get(t).map(|table| guarded::prepare(table, &chunk));
+            let prepared = TABLES
+                .get(t)
+                .map(|table| guarded::prepare(table, &chunk, false));
             self.chunk(tx, t, &mut chunk, prepared, false)?;
         }
         // These are not the bundle's changes: only their conflicts count.
@@ -1047,8 +1060,8 @@ fn produce(
 ) -> Result<()> {
     let ready = |table: usize, chunk: Vec<(Change, KeyCells)>| {
         let prepared = match TABLES.get(table) {
-            Some(t) if !dry => Some(guarded::prepare(t, &chunk)),
-            _ => None,
+            Some(t) => Some(guarded::prepare(t, &chunk, dry)),
+            None => None,
         };
         Ready {
             table,
