@@ -1059,10 +1059,7 @@ fn produce(
     send: &std::sync::mpsc::SyncSender<Result<Ready>>,
 ) -> Result<()> {
     let ready = |table: usize, chunk: Vec<(Change, KeyCells)>| {
-        let prepared = match TABLES.get(table) {
-            Some(t) => Some(guarded::prepare(t, &chunk, dry)),
-            None => None,
-        };
+        let prepared = TABLES.get(table).map(|t| guarded::prepare(t, &chunk, dry));
         Ready {
             table,
             chunk,
