@@ -15,6 +15,8 @@
 # lines: time from the batch's first statement to its commit, and how long the curation tables
 # were locked `IN SHARE ROW EXCLUSIVE MODE` for the newer-record check).
 # LOOKMIG_BIN=PATH times that binary instead of building this tree (before/after figures).
+# LOOKMIG_PG_OPTS passes server options to the cluster (e.g. "-c shared_buffers=2GB"; the
+# default, 128MB, is initdb's, not a production server's).
 # LOOKMIG_BENCH_KEEP=1 keeps the cluster running (its URL is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +69,7 @@ batches() {
 }
 
 changes=$(jq -r '.counts.changes // empty' "$bundle/manifest.json" 2>/dev/null || true)
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}'), shared_buffers $("$pgbin/psql" -XAtqc 'SHOW shared_buffers' "$admin"), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "export: $export_file ($reports reports, seed $seed)${changes:+, $changes changes}"
 printf '%-40s %10s %16s %16s\n' step seconds longest_lock_s tables_locked_s
 

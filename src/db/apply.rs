@@ -12,18 +12,22 @@
 //! batches first judges every change without locking (nothing written), so that a conflict known
 //! at the start stops it before the first commit.
 //!
-//! **Locks.** A batch reads the rows its changes touch a chunk at a time (one table, at most
-//! [`CHUNK`] keys) with `SELECT … FOR UPDATE`, judges them, and writes at once: `DELETE`, `COPY`
-//! for creates, and an `UPDATE` of only the columns that change (one statement per chunk and set
-//! of columns), so a curator's `UPDATE` of such a row waits for the commit and then lands on the
-//! restored row. Every row lock is held until its batch commits. `lock_timeout` bounds the wait
-//! for a row a curator's open transaction holds: the restore stops with the row named.
+//! **Locks.** A batch goes through its changes a chunk at a time (one table, at most [`CHUNK`]
+//! changes). Most are judged and written by the server itself, in statements whose `WHERE`
+//! holds the guard ([`super::guarded`]); the rest — already applied, conflicts, values the
+//! columns do not hold exactly — are read with `SELECT … FOR UPDATE`, judged here and written at
+//! once: `DELETE`, `COPY` for creates, and an `UPDATE` of only the columns that change (one
+//! statement per chunk and set of columns), so a curator's `UPDATE` of such a row waits for the
+//! commit and then lands on the restored row. Every row lock is held until its batch commits.
+//! `lock_timeout` bounds the wait for a row a curator's open transaction holds: the restore
+//! stops with the row named.
 //!
-//! A chunk of deletes is one `DELETE … RETURNING`, judged on the rows it returns (a conflict
-//! rolls the batch back, so this equals lock, judge, delete).
+//! A chunk of deletes the guarded statement left is one `DELETE … RETURNING`, judged on the rows
+//! it returns (a conflict rolls the batch back, so this equals lock, judge, delete).
 //!
-//! The client's share — reading change lines, judging rows, building the new ones — runs on
-//! every core (rayon) between two statements; the statements themselves run one at a time.
+//! The client's share — reading change lines, building the guarded statements — runs on every
+//! core (rayon) in a thread of its own, a chunk ahead of the connection, so that it overlaps the
+//! server's; judging the rows read back runs on every core between two statements.
 //!
 //! **Newer records.** A batch that deletes report or column versions (and the last batch), once
 //! its rows are written, locks the curation tables `IN SHARE ROW EXCLUSIVE MODE` (reads go on;
