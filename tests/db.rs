@@ -394,18 +394,26 @@ fn wait_for(db: &TestDb, count_sql: &str, secs: u64, never: &str, mut between: i
     }
 }
 
-#[test]
-fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
-    let db = TestDb::new("conflict");
+/// The demo export migrated (into a temporary folder, with the export's path and the bundle's)
+/// and loaded into `db`.
+fn demo_loaded(db: &TestDb) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let url = Some(db.url.as_str());
     let tmp = tempfile::tempdir().unwrap();
     let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.ndjson.zst");
     let bundle = tmp.path().join("bundle");
-    let dump = tmp.path().join("dump.ndjson");
-    let before = tmp.path().join("before.ndjson");
     ok(&["migrate", s(&export), "-o", s(&bundle)], None);
     ok(&["db", "init"], url);
     ok(&["db", "load", s(&export)], url);
+    (tmp, export, bundle)
+}
+
+#[test]
+fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
+    let db = TestDb::new("conflict");
+    let url = Some(db.url.as_str());
+    let (tmp, export, bundle) = demo_loaded(&db);
+    let dump = tmp.path().join("dump.ndjson");
+    let before = tmp.path().join("before.ndjson");
     let (otype, oid, field, new_value) = some_field_value_update(&bundle);
     assert_ne!(new_value, Value::from("edited in the catalog"));
     let edit = format!(
@@ -521,14 +529,9 @@ fn first_change(
 fn the_database_never_writes_what_the_exact_guard_refuses() {
     let db = TestDb::new("guarded");
     let url = Some(db.url.as_str());
-    let tmp = tempfile::tempdir().unwrap();
-    let export = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/demo.ndjson.zst");
-    let bundle = tmp.path().join("bundle");
+    let (tmp, _, bundle) = demo_loaded(&db);
     let dump = tmp.path().join("dump.ndjson");
     let before = tmp.path().join("before.ndjson");
-    ok(&["migrate", s(&export), "-o", s(&bundle)], None);
-    ok(&["db", "init"], url);
-    ok(&["db", "load", s(&export)], url);
     use lookmig::changeset::Op;
     let flag = first_change(&bundle, Op::Update, |c| {
         c.kind == "trust_flag" && c.set.iter().any(|(k, _)| k == "subject")

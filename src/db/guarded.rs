@@ -1,17 +1,23 @@
-//! Updates and deletes the database judges and writes itself. An update is one
-//! `UPDATE … FROM unnest(…)` per table and shape of change, guarded in SQL by the rule of SPEC §7 (each field the update sets holds its
-//! new value or its prior one; each field it unsets is absent or holds its prior one; and not
-//! every field already holds what the update leaves). A row the statement updates is applied
-//! and locked until the commit; a change it leaves alone (already applied, a conflict, a row a
-//! curator edited) goes on to the exact path of [`super::apply`]: lock, read, judge in Rust.
+//! Updates and deletes the database judges and writes itself.
+//!
+//! An update is one `UPDATE … FROM unnest(…)` per table and shape of change, guarded in SQL by
+//! the rule of SPEC §7: each field the update sets holds its new value or its prior one, each
+//! field it unsets is absent or holds its prior one, and not every field already holds what the
+//! update leaves. A delete is one `DELETE … USING unnest(…)` per chunk, guarded by the whole
+//! row: every column and `extra` as the prior record makes them (the row
+//! [`super::schema::to_row`] stores for it, which reads back as that record). A row such a
+//! statement writes is applied, and locked until the commit; a change it leaves alone (already
+//! applied, a conflict, a row a curator edited) goes on to the exact path of [`super::apply`]:
+//! lock, read, judge in Rust. For the pre-check of a restore in batches the same conditions
+//! make a `SELECT` (what the statement would write), which locks and writes nothing.
 //!
 //! The SQL guard may only be stricter than [`crate::changeset::Change::judge`], never looser,
 //! since what it lets through is written without further look: it compares a field only where
 //! its column holds it exactly (no copy in `extra`, checked in the statement), `jsonb` by its
-//! text (as the exact path reads it back), and a change any of whose values its column could
-//! not hold exactly is not taken here at all. A delete is one `DELETE … USING unnest(…)` per
-//! chunk, guarded by the whole row: every column and `extra` as the prior record makes them
-//! (the row [`super::schema::to_row`] stores for it, which reads back as that record).
+//! text (as the exact path reads it back: `jsonb` equality calls `1` and `1.0` equal, JSON
+//! values do not), and a change any of whose values its column could not hold exactly is not
+//! taken here at all. `tests/db.rs` (`the_database_never_writes_what_the_exact_guard_refuses`)
+//! holds a case for each of these.
 
 use super::apply::{column_param, Params};
 use super::schema::{Cell, Table, Ty};
