@@ -341,7 +341,9 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     s.stable_index = HashMap::new();
     for (i, n) in named.into_iter().enumerate() {
         if n > 0 {
-            *s.by_kind.entry(KINDS[i].name().to_string()).or_default() += n;
+            *s.by_kind
+                .entry(Kind::NAMED[i].name().to_string())
+                .or_default() += n;
         }
     }
     // Every report and column of the export, exactly sized (these lists are large).
@@ -364,22 +366,6 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     }
     Ok(s)
 }
-
-/// The named kinds, in the order of [`Kind`].
-const KINDS: [Kind; Kind::Other as usize] = [
-    Kind::Header,
-    Kind::BiServer,
-    Kind::BiFolder,
-    Kind::BiReport,
-    Kind::BiReportColumn,
-    Kind::CustomField,
-    Kind::FieldValue,
-    Kind::TrustFlag,
-    Kind::Tag,
-    Kind::Star,
-    Kind::Article,
-    Kind::Conversation,
-];
 
 /// Keeps the first item of each oid, in order.
 fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
@@ -579,13 +565,3 @@ type HeldGroup = (usize, Vec<(usize, u64, Vec<u8>)>);
 
 /// Bytes of pairs a sorter holds in memory before it spills a run to disk.
 const SORT_BYTES: usize = 8 << 20;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn kinds_are_listed_in_their_order() {
-        for (i, k) in super::KINDS.iter().enumerate() {
-            assert_eq!(*k as usize, i, "{k:?}");
-        }
-    }
-}
