@@ -673,7 +673,8 @@ fn differences(expected: &RawRecord, found: &RawRecord) -> String {
     out.join("; ")
 }
 
-fn json_string(s: &str) -> String {
+/// `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string always serialises")
 }
 

@@ -680,6 +680,114 @@ pub(crate) fn skip(
     rules.bad(target, &mut summary.skipped_lines, no, error, bytes)
 }
 
+/// A target line as the parallel part of a pass reads it: a record, named by its kind and key,
+/// with the change of the index that has the same key, if any.
+pub(crate) struct Named<'a> {
+    pub(crate) probe: Probe<'a>,
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) change: Option<(usize, Change)>,
+}
+
+/// The per-line rules of SPEC §7 that need no order, for the parallel part of a pass (restore,
+/// rollback and verify's rehearsal of both): reads one target line, or says why it is no
+/// record (Ok(Err(why))): such a line goes through as it is, since no change can name it.
+pub(crate) fn read_line<'a>(
+    index: &ChangeIndex,
+    bytes: &'a [u8],
+) -> Result<std::result::Result<Named<'a>, String>> {
+    let probe = match Probe::parse(bytes) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (kind, key) = (probe.kind_name.to_string(), probe.key());
+    let change = index.find(&kind, &key)?;
+    Ok(Ok(Named {
+        probe,
+        kind,
+        key,
+        change,
+    }))
+}
+
+/// Where [`InOrder`] puts a target line.
+pub(crate) enum Place {
+    /// No valid record, or a header after the first line: noted as skipped, copied as it is.
+    Bad,
+    /// A later line with the key of a change already met: noted as skipped, copied as it is.
+    Duplicate,
+    /// No change names it: copied as it is (its key is checked for duplicates at the end).
+    Unnamed,
+    /// The change with this index names it: judged by it.
+    Changed(usize),
+}
+
+/// The per-line rules of SPEC §1 and §7 that need the lines in file order, for restore,
+/// rollback and verify alike: a header anywhere but on the first line is a bad line; of two
+/// lines with one key the later one is a bad line — met here for a key a change names, found
+/// after the pass (by sorting key hashes) for the others. Bad lines are noted in the summary,
+/// or fail the pass beyond `--max-errors`.
+pub(crate) struct InOrder {
+    keys: crate::record::DuplicateKeys,
+    any_line: bool,
+}
+
+impl InOrder {
+    pub(crate) fn new() -> InOrder {
+        InOrder {
+            keys: crate::record::DuplicateKeys::new(8 << 20),
+            any_line: false,
+        }
+    }
+
+    /// Places `line` of `target`, read as (kind, key, index of its change), or as no record.
+    pub(crate) fn place(
+        &mut self,
+        index: &mut ChangeIndex,
+        read: std::result::Result<(&str, &str, Option<usize>), String>,
+        line: &crate::input::Line,
+        summary: &mut Summary,
+        opts: &Options,
+        target: &Input,
+    ) -> Result<Place> {
+        let first = !std::mem::replace(&mut self.any_line, true);
+        let read =
+            read.and_then(|r| crate::export::header_first(Kind::from_name(r.0), first).map(|()| r));
+        let (kind, key, change) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                skip(summary, opts, target, line.no, e, &line.bytes)?;
+                return Ok(Place::Bad);
+            }
+        };
+        match change {
+            None => {
+                self.keys.add(kind, key, line.no)?;
+                Ok(Place::Unnamed)
+            }
+            Some(i) if !index.meet(i) => {
+                let e = format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
+                skip(summary, opts, target, line.no, e, &line.bytes)?;
+                Ok(Place::Duplicate)
+            }
+            Some(i) => Ok(Place::Changed(i)),
+        }
+    }
+
+    /// After the pass: the duplicate keys among the lines no change names, noted as skipped.
+    pub(crate) fn finish(
+        self,
+        summary: &mut Summary,
+        opts: &Options,
+        target: &Input,
+    ) -> Result<()> {
+        for (no, msg, bytes) in self.keys.finish(target)? {
+            skip(summary, opts, target, no, msg, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the parallel part found for one target line.
 enum Seen {
     Bad(String),
@@ -716,9 +824,7 @@ fn apply_to(
     let mut kept_newer = Vec::new();
     let mut candidates: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut fields = Fields::default();
-    // Duplicate keys of unchanged records are found after the pass, by sorting key hashes.
-    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
-    let mut any_line = false;
+    let mut in_order = InOrder::new();
     let progress = Progress::lines(opts.progress, "restoring");
     for batch in target.batches(4 << 20)? {
         let batch = batch?;
@@ -726,12 +832,12 @@ fn apply_to(
         let seen: Vec<Result<Seen>> = batch
             .par_iter()
             .map(|l| {
-                let p = match Probe::parse(&l.bytes) {
-                    Ok(p) => p,
+                let n = match read_line(index_ref, &l.bytes)? {
+                    Ok(n) => n,
                     Err(e) => return Ok(Seen::Bad(e)),
                 };
-                let (kind, key) = (p.kind_name.to_string(), p.key());
-                let change = index_ref.find(&kind, &key)?.map(|(i, c)| (i, Box::new(c)));
+                let (kind, key) = (n.kind, n.key);
+                let change = n.change.map(|(i, c)| (i, Box::new(c)));
                 let newer = match (retired, &change) {
                     (Some(r), None) if carry::may_refer(&l.bytes) => {
                         carry::check(r, &Record::from_validated(&l.bytes), None, Some(l.no))
@@ -747,28 +853,30 @@ fn apply_to(
             })
             .collect();
         for (line, s) in batch.iter().zip(seen) {
-            // As in migrate: a header anywhere but on the first line is a bad line.
-            let first = !std::mem::replace(&mut any_line, true);
-            let mut s = s?;
-            if let Seen::Record { kind, .. } = &s {
-                if let Err(e) = crate::export::header_first(Kind::from_name(kind), first) {
-                    s = Seen::Bad(e);
-                }
-            }
-            let (kind, key, change, newer) = match s {
-                Seen::Bad(e) => {
+            let s = s?;
+            let read = match &s {
+                Seen::Bad(e) => Err(e.clone()),
+                Seen::Record {
+                    kind, key, change, ..
+                } => Ok((kind.as_str(), key.as_str(), change.as_ref().map(|c| c.0))),
+            };
+            let place = in_order.place(index, read, line, summary, opts, target)?;
+            let (kind, change, newer) = match (&place, s) {
+                (Place::Bad, _) | (_, Seen::Bad(_)) => {
                     // No change can name a line that is not a record: it goes through as it is.
-                    skip(summary, opts, target, line.no, e, &line.bytes)?;
                     w.line(&line.bytes).map_err(werr)?;
                     summary.lines_written += 1;
                     continue;
                 }
-                Seen::Record {
-                    kind,
-                    key,
-                    change,
-                    newer,
-                } => (kind, key, change, newer),
+                (
+                    _,
+                    Seen::Record {
+                        kind,
+                        change,
+                        newer,
+                        ..
+                    },
+                ) => (kind, change, newer),
             };
             if kind == "custom_field" {
                 fields.insert_record(&Record::from_validated(&line.bytes));
@@ -777,18 +885,8 @@ fn apply_to(
                 // Judged once every field definition is known.
                 candidates.push((line.no, line.bytes.clone()));
             }
-            let write = match change {
-                None => {
-                    keys.add(&kind, &key, line.no)?;
-                    None
-                }
-                Some((i, _)) if !index.meet(i) => {
-                    let e =
-                        format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
-                    skip(summary, opts, target, line.no, e, &line.bytes)?;
-                    None
-                }
-                Some((_, change)) => {
+            let write = match (place, change) {
+                (Place::Changed(_), Some((_, change))) => {
                     let current = RawRecord::parse(&line.bytes)
                         .with_context(|| format!("{}:{}", target.name, line.no))?;
                     let step = change.judge(Some(&current));
@@ -800,6 +898,8 @@ fn apply_to(
                         None
                     }
                 }
+                // Unnamed, or a duplicate: copied as it is.
+                _ => None,
             };
             match write {
                 None => w.line(&line.bytes).map_err(werr)?,
@@ -824,10 +924,7 @@ fn apply_to(
             }
         }
     }
-    // Duplicate keys among the records the change set does not name.
-    for (no, msg, bytes) in keys.finish(target)? {
-        skip(summary, opts, target, no, msg, &bytes)?;
-    }
+    in_order.finish(summary, opts, target)?;
     if let Some(r) = retired {
         for (no, bytes) in candidates {
             let rec = Record::from_validated(&bytes);

@@ -343,22 +343,25 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     };
     let mut t = Tally::default();
     let mut newer: Vec<Newer> = Vec::new();
-    // Duplicate keys of the records no change names, as the restore finds them.
-    let mut keys = crate::record::DuplicateKeys::new(8 << 20);
-    let mut any_line = false;
+    // The restore's per-line rules that need the lines in order.
+    let mut in_order = restore::InOrder::new();
     for batch in export.batches(4 << 20)? {
         let batch = batch?;
         let index_ref = &index;
         let seen: Vec<Result<Seen>> = batch
             .par_iter()
             .map(|l| {
-                let p = match Probe::parse(&l.bytes) {
-                    Ok(p) => p,
+                let restore::Named {
+                    probe: p,
+                    kind,
+                    key,
+                    change,
+                } = match restore::read_line(index_ref, &l.bytes)? {
+                    Ok(n) => n,
                     Err(e) => return Ok(Seen::Bad(e)),
                 };
-                let (kind, key) = (p.kind_name.to_string(), p.key());
                 let survivor = law.survivor(&p);
-                let Some((i, c)) = index_ref.find(&kind, &key)? else {
+                let Some((i, c)) = change else {
                     // No change names it: the restore copies it, and looks in it for references
                     // to retired versions. Its record is parsed once, for every check that
                     // needs it.
@@ -405,53 +408,47 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             })
             .collect();
         for (line, s) in batch.iter().zip(seen) {
-            // As in restore: a header anywhere but on the first line is a bad line.
-            let first = !std::mem::replace(&mut any_line, true);
             let s = s?;
-            let header_rule = match &s {
-                Seen::Record { kind, .. } => {
-                    crate::export::header_first(Kind::from_name(kind), first).err()
+            let read = match &s {
+                Seen::Bad(e) => Err(e.clone()),
+                Seen::Record {
+                    kind, key, change, ..
+                } => Ok((kind.as_str(), key.as_str(), change.as_ref().map(|c| c.0))),
+            };
+            let place = in_order.place(&mut index, read, line, &mut t.restore, &opts, export)?;
+            let (change, n, needs, found) = match (&place, s) {
+                (restore::Place::Bad, _) | (_, Seen::Bad(_)) => {
+                    t.copied();
+                    continue;
                 }
-                _ => None,
+                (
+                    _,
+                    Seen::Record {
+                        change,
+                        newer: n,
+                        needs,
+                        found,
+                        ..
+                    },
+                ) => (change, n, needs, found),
             };
-            let s = match header_rule {
-                Some(e) => Seen::Bad(e),
-                None => s,
-            };
-            match s {
-                Seen::Bad(e) => {
-                    restore::skip(&mut t.restore, &opts, export, line.no, e, &line.bytes)?;
+            t.needs.extend(needs);
+            newer.extend(n);
+            match (place, change) {
+                (restore::Place::Changed(i), Some((_, r))) => {
+                    t.rehearsed(index.position(i), *r, Some(line.no))
+                }
+                (restore::Place::Duplicate, _) => {
+                    // Copied as it is: what it holds on a survivor stays there.
+                    if let Ok(p) = Probe::parse(&line.bytes) {
+                        t.found.extend(law.found_in(&p, &line.bytes));
+                    }
                     t.copied();
                 }
-                Seen::Record {
-                    kind,
-                    key,
-                    change,
-                    newer: n,
-                    needs,
-                    found,
-                } => {
-                    t.needs.extend(needs);
-                    newer.extend(n);
-                    match change {
-                        None => {
-                            keys.add(&kind, &key, line.no)?;
-                            t.found.extend(found);
-                            t.copied();
-                        }
-                        Some((i, _)) if !index.meet(i) => {
-                            let e = format!(
-                                "duplicate record key: {kind} {key:?} occurs on an earlier line"
-                            );
-                            restore::skip(&mut t.restore, &opts, export, line.no, e, &line.bytes)?;
-                            // Copied as it is: what it holds on a survivor stays there.
-                            if let Ok(p) = Probe::parse(&line.bytes) {
-                                t.found.extend(law.found_in(&p, &line.bytes));
-                            }
-                            t.copied();
-                        }
-                        Some((i, r)) => t.rehearsed(index.position(i), *r, Some(line.no)),
-                    }
+                _ => {
+                    // Unnamed: copied as it is.
+                    t.found.extend(found);
+                    t.copied();
                 }
             }
         }
@@ -467,9 +464,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             t.rehearsed(index.position(i), r?, None);
         }
     }
-    for (no, msg, bytes) in keys.finish(export)? {
-        restore::skip(&mut t.restore, &opts, export, no, msg, &bytes)?;
-    }
+    in_order.finish(&mut t.restore, &opts, export)?;
     for n in &newer {
         t.restore.conflict(Conflict::of_newer(n, &retired));
     }

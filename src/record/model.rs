@@ -26,6 +26,22 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The named kinds (all but [`Kind::Other`]), in their order: `Kind::NAMED[k as usize] == k`.
+    pub const NAMED: [Kind; Kind::Other as usize] = [
+        Kind::Header,
+        Kind::BiServer,
+        Kind::BiFolder,
+        Kind::BiReport,
+        Kind::BiReportColumn,
+        Kind::CustomField,
+        Kind::FieldValue,
+        Kind::TrustFlag,
+        Kind::Tag,
+        Kind::Star,
+        Kind::Article,
+        Kind::Conversation,
+    ];
+
     /// The `kind` string of a named kind ("" for [`Kind::Other`]).
     pub fn name(self) -> &'static str {
         match self {
@@ -297,6 +313,13 @@ mod tests {
 
     fn rec(s: &str) -> Record {
         parse_line(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn named_kinds_are_listed_in_their_order() {
+        for (i, k) in Kind::NAMED.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k:?}");
+        }
     }
 
     #[test]

@@ -493,21 +493,7 @@ mod tests {
 
     #[test]
     fn every_checked_field_of_the_table_is_read() {
-        for kind in [
-            Kind::Header,
-            Kind::BiServer,
-            Kind::BiFolder,
-            Kind::BiReport,
-            Kind::BiReportColumn,
-            Kind::CustomField,
-            Kind::FieldValue,
-            Kind::TrustFlag,
-            Kind::Tag,
-            Kind::Star,
-            Kind::Article,
-            Kind::Conversation,
-            Kind::Other,
-        ] {
+        for kind in Kind::NAMED.into_iter().chain([Kind::Other]) {
             for f in fields(kind).iter().filter(|f| f.checked) {
                 let line = format!("{{\"{}\":1}}", f.name);
                 let raw: RawFields = serde_json::from_str(&line).unwrap();

@@ -1,0 +1,121 @@
+//! The change lines of the migration (SPEC §6), built from the raw bytes of the export's lines
+//! by [`crate::changeset`]'s encoder, each with the key that sorts it into the bundle's order;
+//! in a dry run ([`super::plan`]) only their kind of operation, to be counted.
+
+use crate::changeset::Op;
+use crate::record::Probe;
+use crate::sort::Sorter;
+use anyhow::Result;
+use serde_json::value::RawValue;
+
+/// Counts the changes and, unless `dry`, keeps them in `sorter`.
+pub(super) fn push_raw(
+    sorter: &mut Sorter,
+    changes: Vec<RawChange>,
+    counts: &mut crate::report::Counts,
+    dry: bool,
+) -> Result<()> {
+    for c in changes {
+        if !dry {
+            sorter.push(&c.sort, &c.line)?;
+        }
+        match c.op {
+            Op::Create => counts.changes_create += 1,
+            Op::Update => counts.changes_update += 1,
+            Op::Delete => counts.changes_delete += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The update of a probed line that replaces some of its top-level values, each given as
+/// (its raw value in the line, the field's name, the new JSON text) and each different from
+/// the old value: every other byte of the record stays as it was, so the update sets exactly
+/// these fields, in the order they have in the line.
+pub(super) fn edit_change(
+    p: &Probe,
+    mut edits: Vec<(&RawValue, &str, String)>,
+    dry: bool,
+) -> Option<RawChange> {
+    if dry {
+        return (!edits.is_empty()).then(|| dry_change(Op::Update));
+    }
+    edits.sort_by_key(|(raw, _, _)| raw.get().as_ptr() as usize);
+    let set: Vec<(&str, &str)> = edits
+        .iter()
+        .map(|(_, name, new)| (*name, new.as_str()))
+        .collect();
+    let key = p.key();
+    let line = crate::changeset::encode_set(&p.kind_name, &key, p.line, &set)?;
+    Some(RawChange {
+        sort: sort_key(Op::Update, &p.kind_name, &key),
+        line,
+        op: Op::Update,
+    })
+}
+
+/// The change of a probed line: its original bytes are the prior; `record` the new bytes, or
+/// a delete when None.
+pub(super) fn raw_change(p: &Probe, record: Option<&[u8]>, dry: bool) -> Option<RawChange> {
+    if dry && record.is_none() {
+        return Some(dry_change(Op::Delete));
+    }
+    change_line(&p.kind_name, &p.key(), Some(p.line), record, dry)
+}
+
+/// A change line (SPEC §6) from raw JSON bytes, with its sort key (phase, kind, key: the order
+/// of [`crate::changeset`]). A prior of None creates the record, a record of None deletes it;
+/// None when the two are equal.
+pub(super) fn change_line(
+    kind: &str,
+    key: &str,
+    prior: Option<&[u8]>,
+    record: Option<&[u8]>,
+    dry: bool,
+) -> Option<RawChange> {
+    if dry {
+        let op = match (prior, record) {
+            (None, _) => Op::Create,
+            (Some(_), None) => Op::Delete,
+            (Some(p), Some(r)) => {
+                crate::changeset::update_fields(p, r)
+                    .expect("validated records are JSON objects")?;
+                Op::Update
+            }
+        };
+        return Some(dry_change(op));
+    }
+    let (op, line) = crate::changeset::encode(kind, key, prior, record)
+        .expect("validated records are JSON objects")?;
+    Some(RawChange {
+        sort: sort_key(op, kind, key),
+        line,
+        op,
+    })
+}
+
+/// The order of change lines: (phase, kind, key), as [`crate::changeset`] documents it.
+fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
+    let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
+    sort.push(crate::changeset::phase(op, kind));
+    sort.extend_from_slice(kind.as_bytes());
+    sort.push(0);
+    sort.extend_from_slice(key.as_bytes());
+    sort
+}
+
+/// A change of a dry run: its kind of operation, counted, and nothing else.
+pub(super) fn dry_change(op: Op) -> RawChange {
+    RawChange {
+        sort: Vec::new(),
+        line: Vec::new(),
+        op,
+    }
+}
+
+/// A change already serialised, with its sort key.
+pub(super) struct RawChange {
+    sort: Vec<u8>,
+    line: Vec<u8>,
+    op: Op,
+}
