@@ -162,29 +162,66 @@ impl Record {
 
     /// The record key of SPEC §1, as the string written in bundles.
     pub fn key(&self) -> String {
-        let subject_key = |tail: String| match self.obj.get("subject").and_then(Subject::from_value)
-        {
-            Some(s) => format!("{}:{}:{}", s.otype, s.oid, tail),
-            None => tail,
-        };
-        match self.kind {
-            Kind::Header => "header".into(),
-            Kind::BiServer
-            | Kind::CustomField
-            | Kind::TrustFlag
-            | Kind::Article
-            | Kind::Conversation => int_text(self.obj.get("id")),
-            Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => int_text(self.obj.get("oid")),
-            Kind::FieldValue => subject_key(int_text(self.obj.get("field_id"))),
-            Kind::Tag => subject_key(self.str("name").unwrap_or("").to_string()),
-            Kind::Star => subject_key(int_text(self.obj.get("user_id"))),
-            Kind::Other => match self.obj.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(v @ Value::Number(_)) => v.to_string(),
-                _ => crate::input::sha256_bytes(
-                    canonical_json(&Value::Object(self.obj.clone())).as_bytes(),
-                ),
-            },
+        record_key(self.kind, self)
+    }
+}
+
+/// A record's fields as the key rule reads them, from a parsed record ([`Record`]) or from raw
+/// JSON ([`super::Probe`], the fast path): the two must read a valid record the same way.
+pub(super) trait KeyFields {
+    /// An integer field, as text ("" when absent).
+    fn int(&self, name: &str) -> String;
+    /// A string field ("" when absent).
+    fn text(&self, name: &str) -> String;
+    /// The subject, as `otype:oid`.
+    fn subject(&self) -> Option<String>;
+    /// The key of a record of a kind the SPEC does not name: its `id`, or without one a hash of
+    /// its canonical JSON.
+    fn other(&self) -> String;
+}
+
+/// The record key of SPEC §1: which fields make the key of each kind.
+pub(super) fn record_key(kind: Kind, f: &impl KeyFields) -> String {
+    let subject_key = |tail: String| match f.subject() {
+        Some(s) => format!("{s}:{tail}"),
+        None => tail,
+    };
+    match kind {
+        Kind::Header => "header".into(),
+        Kind::BiServer
+        | Kind::CustomField
+        | Kind::TrustFlag
+        | Kind::Article
+        | Kind::Conversation => f.int("id"),
+        Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => f.int("oid"),
+        Kind::FieldValue => subject_key(f.int("field_id")),
+        Kind::Tag => subject_key(f.text("name")),
+        Kind::Star => subject_key(f.int("user_id")),
+        Kind::Other => f.other(),
+    }
+}
+
+impl KeyFields for Record {
+    fn int(&self, name: &str) -> String {
+        int_text(self.obj.get(name))
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.str(name).unwrap_or("").to_string()
+    }
+
+    fn subject(&self) -> Option<String> {
+        let s = self.obj.get("subject").and_then(Subject::from_value)?;
+        Some(format!("{}:{}", s.otype, s.oid))
+    }
+
+    fn other(&self) -> String {
+        match self.obj.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ Value::Number(_)) => v.to_string(),
+            _ => crate::input::sha256_bytes(
+                canonical_json(&Value::Object(self.obj.clone())).as_bytes(),
+            ),
         }
     }
 }

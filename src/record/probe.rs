@@ -454,35 +454,40 @@ impl<'a> Probe<'a> {
 
     /// The record key of SPEC §1; the same as [`Record::key`] of the parsed record.
     pub fn key(&self) -> String {
-        let r = &self.raw;
-        let int = |v: Option<&RawValue>| {
-            v.and_then(raw_int)
-                .map(|i| i.to_string())
-                .unwrap_or_default()
-        };
-        let subject_key = |tail: String| match r.subject.and_then(raw_subject) {
-            Some((otype, oid)) => format!("{otype}:{oid}:{tail}"),
-            None => tail,
-        };
-        match self.kind {
-            Kind::Header => "header".into(),
-            Kind::BiServer
-            | Kind::CustomField
-            | Kind::TrustFlag
-            | Kind::Article
-            | Kind::Conversation => int(r.id),
-            Kind::BiFolder | Kind::BiReport | Kind::BiReportColumn => int(r.oid),
-            Kind::FieldValue => subject_key(int(r.field_id)),
-            Kind::Tag => subject_key(r.name.and_then(raw_str).unwrap_or_default().into_owned()),
-            Kind::Star => subject_key(int(r.user_id)),
-            Kind::Other => match r.id {
-                Some(v) if v.get().starts_with('"') => raw_str(v).unwrap_or_default().into_owned(),
-                Some(v) => int(Some(v)),
-                None => {
-                    let v: Value = serde_json::from_slice(self.line).expect("validated JSON");
-                    crate::input::sha256_bytes(canonical_json(&v).as_bytes())
-                }
-            },
+        super::model::record_key(self.kind, self)
+    }
+}
+
+impl super::model::KeyFields for Probe<'_> {
+    fn int(&self, name: &str) -> String {
+        self.raw
+            .get(name)
+            .and_then(raw_int)
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.raw
+            .get(name)
+            .and_then(raw_str)
+            .unwrap_or_default()
+            .into_owned()
+    }
+
+    fn subject(&self) -> Option<String> {
+        let (otype, oid) = self.raw.subject.and_then(raw_subject)?;
+        Some(format!("{otype}:{oid}"))
+    }
+
+    fn other(&self) -> String {
+        match self.raw.id {
+            Some(v) if v.get().starts_with('"') => raw_str(v).unwrap_or_default().into_owned(),
+            Some(v) => raw_int(v).map(|i| i.to_string()).unwrap_or_default(),
+            None => {
+                let v: Value = serde_json::from_slice(self.line).expect("validated JSON");
+                crate::input::sha256_bytes(canonical_json(&v).as_bytes())
+            }
         }
     }
 }
