@@ -61,6 +61,20 @@ impl Kind {
         }
     }
 
+    /// Whether records of this kind may have a top-level `subject` (curation, and kinds the SPEC
+    /// does not name).
+    pub fn has_subject(self) -> bool {
+        matches!(
+            self,
+            Kind::FieldValue
+                | Kind::TrustFlag
+                | Kind::Tag
+                | Kind::Star
+                | Kind::Conversation
+                | Kind::Other
+        )
+    }
+
     /// The kind for a `kind` string.
     pub fn from_name(name: &str) -> Kind {
         match name {
@@ -144,15 +158,10 @@ impl Record {
 
     /// The top-level subject, for the kinds that may have one.
     pub fn subject(&self) -> Option<Subject> {
-        match self.kind {
-            Kind::FieldValue
-            | Kind::TrustFlag
-            | Kind::Tag
-            | Kind::Star
-            | Kind::Conversation
-            | Kind::Other => self.obj.get("subject").and_then(Subject::from_value),
-            _ => None,
+        if !self.kind.has_subject() {
+            return None;
         }
+        self.obj.get("subject").and_then(Subject::from_value)
     }
 
     /// Points the record at another subject (the field keeps its place in the object).

@@ -441,15 +441,10 @@ impl<'a> Probe<'a> {
 
     /// The top-level subject, for the kinds that may have one.
     pub fn subject(&self) -> Option<(Cow<'_, str>, i64)> {
-        match self.kind {
-            Kind::FieldValue
-            | Kind::TrustFlag
-            | Kind::Tag
-            | Kind::Star
-            | Kind::Conversation
-            | Kind::Other => self.raw.subject.and_then(raw_subject),
-            _ => None,
+        if !self.kind.has_subject() {
+            return None;
         }
+        self.raw.subject.and_then(raw_subject)
     }
 
     /// The record key of SPEC §1; the same as [`Record::key`] of the parsed record.
