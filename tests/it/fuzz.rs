@@ -333,7 +333,7 @@ fn is_subject(v: &J) -> bool {
     }
 }
 
-/// SPEC §1 on one line, written out plainly and apart from `src/record.rs`: Ok with the `kind`
+/// SPEC §1 on one line, written out plainly and apart from `src/record/`: Ok with the `kind`
 /// and the record key when the line is a valid record, Err with what is wrong otherwise.
 ///
 /// What the line alone cannot decide is not checked here: a field_value's `value` against its
