@@ -642,14 +642,7 @@ impl<'a> Run<'a> {
             let cols = TABLES
                 .get(t)
                 .map_or("kind, key, record".to_string(), Table::column_list);
-            let name = table_name(t);
-            let mut copy = tx
-                .copy_in(&format!("COPY {name} ({cols}) FROM STDIN"))
-                .map_err(|e| db.error(&e, &format!("starting COPY into {name}")))?;
-            copy.write_all(&w.creates)
-                .with_context(|| format!("database {}: copying into {name}", db.shown()))?;
-            copy.finish()
-                .map_err(|e| db.error(&e, &format!("copying into {name}")))?;
+            db.copy_into(tx, table_name(t), &cols, &w.creates[..])?;
             self.spent.copy += clock.elapsed();
         }
         Ok(())
@@ -1219,35 +1212,17 @@ fn retired_tables(db: &Database, client: &mut postgres::Client, retired: &Retire
             writeln!(text, "{otype}\t{oid}").expect("writing to memory");
         }
     }
-    copy_text(db, client, RETIRED, "otype, oid", &text)?;
+    db.copy_into(client, RETIRED, "otype, oid", &text[..])?;
     text.clear();
     for column in [false, true] {
         for oid in retired.known_oids(column) {
             writeln!(text, "{}\t{oid}", if column { 't' } else { 'f' }).expect("writing to memory");
         }
     }
-    copy_text(db, client, KNOWN, "is_column, oid", &text)?;
+    db.copy_into(client, KNOWN, "is_column, oid", &text[..])?;
     client
         .batch_execute(&format!("ANALYZE {RETIRED}; ANALYZE {KNOWN};"))
         .map_err(|e| db.error(&e, "analysing temporary tables"))?;
-    Ok(())
-}
-
-/// `COPY table (cols) FROM STDIN` of text-format rows.
-fn copy_text(
-    db: &Database,
-    client: &mut postgres::Client,
-    table: &str,
-    cols: &str,
-    text: &[u8],
-) -> Result<()> {
-    let mut copy = client
-        .copy_in(&format!("COPY {table} ({cols}) FROM STDIN"))
-        .map_err(|e| db.error(&e, &format!("starting COPY into {table}")))?;
-    copy.write_all(text)
-        .with_context(|| format!("database {}: copying into {table}", db.shown()))?;
-    copy.finish()
-        .map_err(|e| db.error(&e, &format!("copying into {table}")))?;
     Ok(())
 }
 
@@ -1448,6 +1423,15 @@ pub(super) fn column_param(
     (param, format!("${n}::{sql_type}[]"))
 }
 
+/// An array parameter holding the `extra` of every row, and its SQL cast.
+pub(super) fn extra_param<'r>(
+    rows: impl Iterator<Item = &'r schema::Row>,
+    n: usize,
+) -> (Box<dyn ToSql + Sync + Send>, String) {
+    let v: Vec<Value> = rows.map(|r| Value::Object(r.extra.clone())).collect();
+    (Box::new(v), format!("${n}::jsonb[]"))
+}
+
 /// One `UPDATE … FROM unnest(…)` setting columns `cols` (an index past the last column is
 /// `extra`) of every row, matched by key.
 fn update_sql(table: &Table, cols: &[usize], rows: &[(KeyCells, schema::Row)]) -> (String, Params) {
@@ -1468,12 +1452,9 @@ fn update_sql(table: &Table, cols: &[usize], rows: &[(KeyCells, schema::Row)]) -
     for &c in cols {
         let alias = format!("v{c}");
         if c == names.len() {
-            let v: Vec<Value> = rows
-                .iter()
-                .map(|(_, r)| Value::Object(r.extra.clone()))
-                .collect();
-            params.push(Box::new(v));
-            casts.push(format!("${}::jsonb[]", params.len()));
+            let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
+            params.push(b);
+            casts.push(cast);
             sets.push(format!("extra = u.{alias}"));
         } else {
             let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();

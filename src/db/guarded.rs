@@ -19,7 +19,7 @@
 //! taken here at all. `tests/db.rs` (`the_database_never_writes_what_the_exact_guard_refuses`)
 //! holds a case for each of these.
 
-use super::apply::{column_param, Params};
+use super::apply::{column_param, extra_param, Params};
 use super::schema::{Cell, Table, Ty};
 use crate::changeset::{Change, Op};
 use crate::record::Subject;
@@ -382,12 +382,9 @@ fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
             format!("t.{name} IS NOT DISTINCT FROM u.c{c}")
         });
     }
-    let extra: Vec<Value> = rows
-        .iter()
-        .map(|(_, r)| Value::Object(r.extra.clone()))
-        .collect();
-    params.push(Box::new(extra));
-    casts.push(format!("${}::jsonb[]", params.len()));
+    let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
+    params.push(b);
+    casts.push(cast);
     aliases.push("extra".into());
     on.push("t.extra::text = u.extra::text".into());
     let unnest = format!("unnest({}) AS u({})", casts.join(", "), aliases.join(", "));

@@ -101,6 +101,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
             Some(t) => (t.name, t.column_list()),
             None => (schema::OTHER, "kind, key, record".to_string()),
         };
+        std::io::Seek::rewind(&mut file).context("reading a temporary file")?;
         db.copy_into(&mut tx, name, &cols, &mut file)?;
         bar.add(rows);
     }

@@ -271,20 +271,19 @@ impl Database {
         }
     }
 
-    /// Copies a prepared file of rows (COPY text format) into a table, inside `tx`.
+    /// Copies rows in COPY text format into a table, on a connection or inside a transaction.
     pub fn copy_into(
         &self,
-        tx: &mut postgres::Transaction,
+        client: &mut impl postgres::GenericClient,
         table: &str,
         columns: &str,
-        rows: &mut std::fs::File,
+        mut rows: impl std::io::Read,
     ) -> anyhow::Result<()> {
         use anyhow::Context;
-        std::io::Seek::rewind(rows).context("reading a temporary file")?;
-        let mut w = tx
+        let mut w = client
             .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
             .map_err(|e| self.error(&e, &format!("starting COPY into {table}")))?;
-        std::io::copy(rows, &mut w)
+        std::io::copy(&mut rows, &mut w)
             .with_context(|| format!("database {}: copying into {table}", self.shown()))?;
         w.finish()
             .map_err(|e| self.error(&e, &format!("copying into {table}")))?;
