@@ -335,21 +335,9 @@ fn the_schema_has_the_catalog_keys() {
 /// A change of the bundle that updates the value of an existing field_value: (subject otype,
 /// oid, field) and the value the change writes.
 fn some_field_value_update(bundle: &Path) -> (String, i64, i64, Value) {
-    let b = lookmig::bundle::open(bundle).unwrap();
-    let mut found = None;
-    b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
-        let c = lookmig::changeset::Change::parse(line)?;
-        if found.is_none()
-            && c.kind == "field_value"
-            && c.op == lookmig::changeset::Op::Update
-            && c.set.iter().any(|(k, _)| k == "value")
-        {
-            found = Some(c);
-        }
-        Ok(())
-    })
-    .unwrap();
-    let c = found.expect("a field_value update in the bundle");
+    let c = first_change(bundle, lookmig::changeset::Op::Update, |c| {
+        c.kind == "field_value" && c.set.iter().any(|(k, _)| k == "value")
+    });
     let p: serde_json::Value = serde_json::from_str(c.prior.unwrap().get()).unwrap();
     let value = c
         .set
@@ -500,18 +488,18 @@ fn an_edit_made_after_the_export_is_a_conflict_even_while_the_restore_runs() {
     );
 }
 
-/// The key of the first change of the bundle with this op that `pick` accepts.
+/// The first change of the bundle with this op that `pick` accepts.
 fn first_change(
     bundle: &Path,
     op: lookmig::changeset::Op,
     pick: impl Fn(&lookmig::changeset::Change) -> bool,
-) -> String {
+) -> lookmig::changeset::Change {
     let b = lookmig::bundle::open(bundle).unwrap();
     let mut found = None;
     b.for_each_line(lookmig::bundle::CHANGES, |_, line| {
         let c = lookmig::changeset::Change::parse(line)?;
         if found.is_none() && c.op == op && pick(&c) {
-            found = Some(c.key);
+            found = Some(c);
         }
         Ok(())
     })
@@ -535,7 +523,8 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
     use lookmig::changeset::Op;
     let flag = first_change(&bundle, Op::Update, |c| {
         c.kind == "trust_flag" && c.set.iter().any(|(k, _)| k == "subject")
-    });
+    })
+    .key;
     let value = first_change(&bundle, Op::Update, |c| {
         c.kind == "field_value"
             && c.set.iter().any(|(k, _)| k == "value")
@@ -543,9 +532,10 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
                 let p: Value = serde_json::from_str(p.get()).unwrap();
                 p["value"][0]["oid"].is_i64()
             })
-    });
-    let report = first_change(&bundle, Op::Delete, |c| c.kind == "bi_report");
-    let tag = first_change(&bundle, Op::Delete, |c| c.kind == "tag");
+    })
+    .key;
+    let report = first_change(&bundle, Op::Delete, |c| c.kind == "bi_report").key;
+    let tag = first_change(&bundle, Op::Delete, |c| c.kind == "tag").key;
     let t: Vec<&str> = tag.splitn(3, ':').collect();
     let parts: Vec<&str> = value.split(':').collect();
     db.client()
