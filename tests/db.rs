@@ -513,6 +513,8 @@ fn first_change(
 /// and an object set whose oids were rewritten as decimals (equal as `jsonb` numbers, not as
 /// JSON values). And a row the bundle deletes goes only as the export had it: not a retired
 /// version renamed since, nor a tag given a field the export did not have (held in `extra`).
+/// A create finds its key taken: by a row unlike its record (a conflict, the row kept), or by
+/// its very record (already applied).
 #[test]
 fn the_database_never_writes_what_the_exact_guard_refuses() {
     let db = TestDb::new("guarded");
@@ -536,8 +538,32 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
     .key;
     let report = first_change(&bundle, Op::Delete, |c| c.kind == "bi_report").key;
     let tag = first_change(&bundle, Op::Delete, |c| c.kind == "tag").key;
+    let created = first_change(&bundle, Op::Create, |c| c.kind == "tag").key;
+    let already = first_change(&bundle, Op::Create, |c| c.kind == "tag" && c.key != created);
+    let record: Value = serde_json::from_str(already.record.as_ref().unwrap().get()).unwrap();
+    assert_eq!(
+        record.as_object().unwrap().len(),
+        3,
+        "a tag record of kind, subject and name: {record}"
+    );
     let t: Vec<&str> = tag.splitn(3, ':').collect();
     let parts: Vec<&str> = value.split(':').collect();
+    let insert_tag = |key: &str, extra: &str| {
+        let k: Vec<&str> = key.splitn(3, ':').collect();
+        format!(
+            "INSERT INTO tag (subject_otype, subject_oid, name, extra) VALUES ('{}', {}, '{}', '{extra}');",
+            k[0],
+            k[1],
+            k[2].replace('\'', "''")
+        )
+    };
+    db.client()
+        .batch_execute(&format!(
+            "{}{}",
+            insert_tag(&created, r#"{"note": "made by a curator"}"#),
+            insert_tag(&already.key, "{}")
+        ))
+        .unwrap();
     db.client()
         .batch_execute(&format!(
             "UPDATE trust_flag SET extra = extra || jsonb_build_object('subject', \
@@ -579,6 +605,7 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
     assert_eq!(
         judged,
         [
+            want("create", "tag", &created),
             want("delete", "bi_report", &report),
             want("delete", "tag", &tag),
             want("update", "field_value", &value),
@@ -586,6 +613,7 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
         ],
         "{summary}"
     );
+    assert_eq!(summary["already_applied"], 1, "{summary}");
     ok(&["dump", "-o", s(&dump), "--overwrite"], url);
     same_records(&before, &dump, "a refused restore changed the database");
 }

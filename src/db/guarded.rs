@@ -24,7 +24,7 @@ use super::schema::{Cell, Table, Ty};
 use crate::changeset::{Change, Op};
 use crate::record::Subject;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One field of a table: its name, its type, and its columns (two for a subject).
 struct Col {
@@ -137,6 +137,24 @@ struct Statement {
     sql: String,
     params: Params,
     at: Vec<usize>,
+    /// For an insert, which returns the key columns of the rows it wrote (an `INSERT`'s
+    /// `RETURNING` cannot name `u.i`): the key columns' types, and each key's index in `at`.
+    by_key: Option<(Vec<Ty>, HashMap<String, usize>)>,
+}
+
+/// A key as one string, to find an inserted row's change by the key the insert returns.
+fn key_text<'c>(cells: impl Iterator<Item = &'c Cell>) -> Option<String> {
+    let mut out = String::new();
+    for c in cells {
+        match c {
+            Cell::Int(i) => out.push_str(&i.to_string()),
+            Cell::Text(s) => out.push_str(s),
+            _ => return None,
+        }
+        // No key text holds U+0000: a row cannot store it (`schema::storable`).
+        out.push('\0');
+    }
+    Some(out)
 }
 
 /// Builds the guarded deletes and updates of a chunk of changes of `table` (`.1` each change's
@@ -151,6 +169,9 @@ pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool)
     }
     if changes.iter().any(|(c, _)| c.op == Op::Update) {
         statements.extend(update(table, changes, dry));
+    }
+    if changes.iter().any(|(c, _)| c.op == Op::Create) {
+        statements.extend(create(table, changes, dry));
     }
     Prepared { statements }
 }
@@ -177,8 +198,23 @@ pub(super) fn run(
             .map(|b| b.as_ref() as &(dyn postgres::types::ToSql + Sync))
             .collect();
         for row in tx.query(&st.sql, &refs)? {
-            let j: i32 = row.get(0);
-            applied[st.at[j as usize]] = true;
+            let j = match &st.by_key {
+                None => row.get::<_, i32>(0) as usize,
+                Some((types, at)) => {
+                    let cells: Vec<Cell> = types
+                        .iter()
+                        .enumerate()
+                        .map(|(c, ty)| match ty {
+                            Ty::Int => Cell::Int(row.get(c)),
+                            _ => Cell::Text(row.get(c)),
+                        })
+                        .collect();
+                    let key = key_text(cells.iter()).expect("key cells are text or integers");
+                    *at.get(&key)
+                        .expect("an inserted row is one of the statement's")
+                }
+            };
+            applied[st.at[j]] = true;
         }
     }
     tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")?;
@@ -208,6 +244,7 @@ fn update(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Vec<Stat
                 sql,
                 params,
                 at: list.iter().map(|(i, _)| *i).collect(),
+                by_key: None,
             }
         })
         .collect()
@@ -393,6 +430,93 @@ fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
         sql,
         params,
         at: rows.iter().map(|(i, _)| *i).collect(),
+        by_key: None,
+    })
+}
+
+/// The guarded creates of a chunk: a row goes in when no row holds its key. `ON CONFLICT DO
+/// NOTHING` leaves a change whose key is taken (before, or by a session that commits while
+/// this one waits) to the exact path, which judges it against that row; a create whose record
+/// a row cannot hold is left to it too (it then fails, saying why). For the pre-check, a
+/// `SELECT` of the creates whose key no row holds.
+fn create(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<Statement> {
+    use rayon::prelude::*;
+    let rows: Vec<(usize, super::schema::Row)> = changes
+        .par_iter()
+        .enumerate()
+        .filter_map(|(i, (c, _))| {
+            if c.op != Op::Create {
+                return None;
+            }
+            let rec: serde_json::Map<String, Value> =
+                serde_json::from_str(c.record.as_ref()?.get()).ok()?;
+            super::schema::to_row(table, &rec).ok().map(|r| (i, r))
+        })
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let names = table.columns();
+    let types = table.column_types();
+    let key_pos = table.key_positions();
+    let at: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
+    let mut params: Params = Vec::new();
+    let mut casts = Vec::new();
+    let mut aliases = Vec::new();
+    if dry {
+        params.push(Box::new((0..rows.len() as i32).collect::<Vec<i32>>()));
+        casts.push("$1::int4[]".to_string());
+        aliases.push("i".to_string());
+        let mut on = Vec::new();
+        for (j, &p) in key_pos.iter().enumerate() {
+            let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[p]).collect();
+            let (b, cast) = column_param(types[p], &cells, params.len() + 1);
+            params.push(b);
+            casts.push(cast);
+            aliases.push(format!("k{j}"));
+            on.push(format!("t.{} = u.k{j}", names[p]));
+        }
+        let sql = format!(
+            "SELECT u.i FROM unnest({}) AS u({}) WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+            casts.join(", "),
+            aliases.join(", "),
+            table.name,
+            on.join(" AND ")
+        );
+        return Some(Statement {
+            sql,
+            params,
+            at,
+            by_key: None,
+        });
+    }
+    for (c, ty) in types.iter().enumerate() {
+        let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
+        let (b, cast) = column_param(*ty, &cells, params.len() + 1);
+        params.push(b);
+        casts.push(cast);
+    }
+    let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
+    params.push(b);
+    casts.push(cast);
+    let returning: Vec<&str> = key_pos.iter().map(|&p| names[p].as_str()).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING RETURNING {}",
+        table.name,
+        table.column_list(),
+        casts.join(", "),
+        returning.join(", ")
+    );
+    let mut by_key = HashMap::with_capacity(rows.len());
+    for (j, (_, r)) in rows.iter().enumerate() {
+        let key = key_text(key_pos.iter().map(|&p| &r.cells[p]))?;
+        by_key.insert(key, j);
+    }
+    Some(Statement {
+        sql,
+        params,
+        at,
+        by_key: Some((key_pos.iter().map(|&p| types[p]).collect(), by_key)),
     })
 }
 
