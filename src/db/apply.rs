@@ -763,142 +763,63 @@ impl<'a> Run<'a> {
         if !dry && self.tables_locked.is_none() {
             self.lock_tables(tx)?;
         }
-        let mut found: Vec<Record> = Vec::new();
-        let by_subject = |otype: &str| -> Vec<i64> {
-            gone.iter()
-                .filter(|s| s.otype == otype)
-                .map(|s| s.oid)
-                .collect()
-        };
-        // The retired (otype, oid) of this batch, one list for both otypes: one pass of each
-        // table, joined with the list's hash. The full look names every retired version: it
-        // joins with the temporary table made at the start instead of a million-element array.
-        let mut otypes: Vec<&str> = Vec::new();
-        let mut oids: Vec<i64> = Vec::new();
-        if !full {
-            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-                let these = by_subject(otype);
-                otypes.extend(std::iter::repeat_n(otype, these.len()));
-                oids.extend(these);
-            }
-        }
-        let clock = std::time::Instant::now();
-        if full || !oids.is_empty() {
-            for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
-                let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
-                let cols = TABLES[ti].column_list();
-                let subjects = if full {
-                    format!("SELECT otype, oid FROM {RETIRED}")
-                } else {
-                    "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
-                };
-                let sql = format!(
-                    "SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({subjects})"
-                );
-                let rows = if full {
-                    tx.query(&sql, &[])
-                } else {
-                    tx.query(&sql, &[&otypes, &oids])
-                }
-                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
-                for r in rows_to_records(ti, rows)?.into_values() {
-                    found.push(value_record(r));
-                }
-            }
-        }
-        timing(format_args!(
-            "newer    subjects {:.3} s",
-            clock.elapsed().as_secs_f64()
-        ));
-        let clock = std::time::Instant::now();
-        if full {
-            // Object sets and mentions, wherever they may be.
-            let scans = [
-                ("field_value", "value::text LIKE '%bi\\_report%'"),
-                ("article", "body ILIKE '%data-oid%'"),
-                ("trust_flag", "reason ILIKE '%data-oid%'"),
-                ("conversation", "posts::text ILIKE '%data-oid%'"),
-            ];
-            for (t, cond) in scans {
-                let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
-                let cols = TABLES[ti].column_list();
-                let rows = tx
-                    .query(&format!("SELECT {cols} FROM {t} WHERE {cond}"), &[])
-                    .map_err(|e| db.error(&e, &format!("reading {t}")))?;
-                for r in rows_to_records(ti, rows)?.into_values() {
-                    found.push(value_record(r));
-                }
-            }
-            let rows = tx
-                .query(
-                    &format!("SELECT kind, key, record FROM {OTHER} WHERE record->'subject'->>'otype' IN ('bi_report', 'bi_report_column')"),
-                    &[],
-                )
-                .map_err(|e| db.error(&e, &format!("reading {OTHER}")))?;
-            for r in rows_to_records(TABLES.len(), rows)?.into_values() {
-                found.push(value_record(r));
-            }
-            timing(format_args!(
-                "newer    scans {:.3} s",
-                clock.elapsed().as_secs_f64()
-            ));
-            let clock = std::time::Instant::now();
-            // Versions extracted after the export: of a migrated server, and unknown to the
-            // bundle (the rest of the test is the record's own, below).
-            let servers = self.retired.servers();
-            for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
-                let cols = TABLES[ti].column_list();
-                let rows = tx
-                    .query(
-                        &format!(
-                            "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
-                             (SELECT 1 FROM {KNOWN} AS k WHERE k.is_column = $2 AND k.oid = v.oid)",
-                            TABLES[ti].name
-                        ),
-                        &[&servers, &(kind == Kind::BiReportColumn)],
-                    )
-                    .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
-                for r in rows_to_records(ti, rows)?.into_values() {
-                    let rec = value_record(r);
-                    debug_assert_eq!(rec.kind, kind);
-                    if self.retired.is_stale(&rec) {
-                        found.push(rec);
-                    }
-                }
-            }
-            timing(format_args!(
-                "newer    versions {:.3} s",
-                clock.elapsed().as_secs_f64()
-            ));
-        }
-        let clock = std::time::Instant::now();
-        // Each record once, in key order.
-        // (Keys computed once each: a record of an unknown kind is keyed by a hash of its JSON.)
-        let mut keyed: Vec<((String, String), Record)> = found
-            .into_iter()
-            .map(|r| ((r.kind_name().to_string(), r.key()), r))
-            .collect();
-        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        keyed.dedup_by(|a, b| a.0 == b.0);
-        let mut found: Vec<Record> = keyed.into_iter().map(|(_, r)| r).collect();
         let fields = read_fields(db, tx)?;
         if dry {
             self.covered.sort_unstable();
-            let covered = &self.covered;
-            found.retain(|r| {
-                covered
-                    .binary_search(&covered_hash(r.kind_name(), &r.key()))
-                    .is_err()
-            });
         }
-        let newer: Vec<(Newer, Record)> = found
-            .into_par_iter()
-            .filter_map(|r| carry::check(self.retired, &r, Some(&fields), None).map(|n| (n, r)))
+        let (retired, covered) = (self.retired, &self.covered);
+        // The connection runs the next query while a worker turns the rows of the last one
+        // into records and checks them (on every core): the server and the client overlap.
+        let (send, queried) = std::sync::mpsc::sync_channel::<(usize, Vec<postgres::Row>, bool)>(1);
+        let newer: Vec<(Newer, Record)> = std::thread::scope(|scope| -> Result<_> {
+            let worker = scope.spawn(move || -> Result<Vec<(Newer, Record)>> {
+                let mut out = Vec::new();
+                for (t, rows, versions) in queried {
+                    let found: Vec<Result<Option<(Newer, Record)>>> = rows
+                        .into_par_iter()
+                        .map(|row| {
+                            let rec = row_record(t, &row)?;
+                            // A version counts only as one the bundle does not know.
+                            if versions && !retired.is_stale(&rec) {
+                                return Ok(None);
+                            }
+                            if dry
+                                && covered
+                                    .binary_search(&covered_hash(rec.kind_name(), &rec.key()))
+                                    .is_ok()
+                            {
+                                return Ok(None);
+                            }
+                            Ok(carry::check(retired, &rec, Some(&fields), None).map(|n| (n, rec)))
+                        })
+                        .collect();
+                    for f in found {
+                        out.extend(f?);
+                    }
+                }
+                Ok(out)
+            });
+            let queries = self.newer_queries(tx, full, &gone, &send);
+            drop(send);
+            let clock = std::time::Instant::now();
+            let newer = worker
+                .join()
+                .expect("the newer-record worker does not panic");
+            timing(format_args!(
+                "newer    check (after the last query) {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
+            queries?;
+            newer
+        })?;
+        // Each record once (one may be found by its subject and by a scan), in key order.
+        let mut newer: Vec<((String, String), (Newer, Record))> = newer
+            .into_iter()
+            .map(|(n, r)| ((n.kind.clone(), n.key.clone()), (n, r)))
             .collect();
-        timing(format_args!(
-            "newer    check {:.3} s",
-            clock.elapsed().as_secs_f64()
-        ));
+        newer.sort_by(|a, b| a.0.cmp(&b.0));
+        newer.dedup_by(|a, b| a.0 == b.0);
+        let newer: Vec<(Newer, Record)> = newer.into_iter().map(|(_, nr)| nr).collect();
         if newer.is_empty() {
             return Ok(());
         }
@@ -921,6 +842,116 @@ impl<'a> Run<'a> {
             }
         }
         self.carry(tx, carried)
+    }
+
+    /// Runs the queries of the newer-record look and sends each one's rows (with its table, and
+    /// whether they are versions, to be kept only when the bundle does not know them) on to
+    /// the worker of [`Run::newer_inner`]. Stops early when the worker is gone (its error).
+    fn newer_queries(
+        &self,
+        tx: &mut Transaction,
+        full: bool,
+        gone: &[Subject],
+        send: &std::sync::mpsc::SyncSender<(usize, Vec<postgres::Row>, bool)>,
+    ) -> Result<()> {
+        let db = self.db;
+        let table = |t: &str| TABLES.iter().position(|x| x.name == t).expect("a table");
+        // A closed channel means the worker failed: its error is the one to report.
+        let pass = |t: usize, rows: Vec<postgres::Row>, versions: bool| {
+            let _ = send.send((t, rows, versions));
+        };
+        // The retired (otype, oid) of this batch, one list for both otypes: one pass of each
+        // table, joined with the list's hash. The full look names every retired version: it
+        // joins with the temporary table made at the start instead of a million-element array.
+        let mut otypes: Vec<&str> = Vec::new();
+        let mut oids: Vec<i64> = Vec::new();
+        if !full {
+            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
+                for s in gone.iter().filter(|s| s.otype == otype) {
+                    otypes.push(otype);
+                    oids.push(s.oid);
+                }
+            }
+        }
+        let clock = std::time::Instant::now();
+        if full || !oids.is_empty() {
+            for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
+                let ti = table(t);
+                let cols = TABLES[ti].column_list();
+                let subjects = if full {
+                    format!("SELECT otype, oid FROM {RETIRED}")
+                } else {
+                    "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
+                };
+                let sql = format!(
+                    "SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({subjects})"
+                );
+                let rows = if full {
+                    tx.query(&sql, &[])
+                } else {
+                    tx.query(&sql, &[&otypes, &oids])
+                }
+                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                pass(ti, rows, false);
+            }
+        }
+        timing(format_args!(
+            "newer    subjects {:.3} s",
+            clock.elapsed().as_secs_f64()
+        ));
+        if !full {
+            return Ok(());
+        }
+        let clock = std::time::Instant::now();
+        // Object sets and mentions, wherever they may be.
+        let scans = [
+            ("field_value", "value::text LIKE '%bi\\_report%'"),
+            ("article", "body ILIKE '%data-oid%'"),
+            ("trust_flag", "reason ILIKE '%data-oid%'"),
+            ("conversation", "posts::text ILIKE '%data-oid%'"),
+        ];
+        for (t, cond) in scans {
+            let ti = table(t);
+            let cols = TABLES[ti].column_list();
+            let rows = tx
+                .query(&format!("SELECT {cols} FROM {t} WHERE {cond}"), &[])
+                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+            pass(ti, rows, false);
+        }
+        let rows = tx
+            .query(
+                &format!("SELECT kind, key, record FROM {OTHER} WHERE record->'subject'->>'otype' IN ('bi_report', 'bi_report_column')"),
+                &[],
+            )
+            .map_err(|e| db.error(&e, &format!("reading {OTHER}")))?;
+        pass(TABLES.len(), rows, false);
+        timing(format_args!(
+            "newer    scans {:.3} s",
+            clock.elapsed().as_secs_f64()
+        ));
+        let clock = std::time::Instant::now();
+        // Versions extracted after the export: of a migrated server, and unknown to the
+        // bundle (the rest of the test is the record's own, `Retired::is_stale`).
+        let servers = self.retired.servers();
+        for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
+            let cols = TABLES[ti].column_list();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
+                         (SELECT 1 FROM {KNOWN} AS k WHERE k.is_column = $2 AND k.oid = v.oid)",
+                        TABLES[ti].name
+                    ),
+                    &[&servers, &(kind == Kind::BiReportColumn)],
+                )
+                .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
+            pass(ti, rows, true);
+        }
+        timing(format_args!(
+            "newer    versions {:.3} s",
+            clock.elapsed().as_secs_f64()
+        ));
+        Ok(())
     }
 
     /// Carries newer records onto their survivors in this transaction, and records how.
@@ -1243,24 +1274,29 @@ fn is_lock_timeout(e: &postgres::Error) -> bool {
     e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
+/// A row of table `t` (past the last: `other_record`) as the record it holds.
+fn row_record(t: usize, row: &postgres::Row) -> Result<Record> {
+    let v = match TABLES.get(t) {
+        Some(table) => super::read_row(table, row)?,
+        None => row.try_get::<_, Value>(2)?,
+    };
+    Ok(value_record(v))
+}
+
 fn rows_to_records(t: usize, rows: Vec<postgres::Row>) -> Result<HashMap<(String, String), Value>> {
     let keyed: Vec<((String, String), Value)> = rows
         .par_iter()
-        .map(|row| match TABLES.get(t) {
-            Some(table) => {
-                let Value::Object(obj) = super::read_row(table, row)? else {
-                    unreachable!("read_row builds objects")
-                };
-                let rec = Record {
-                    kind: Kind::from_name(table.kind),
-                    obj,
-                };
-                Ok(((table.kind.to_string(), rec.key()), Value::Object(rec.obj)))
-            }
-            None => Ok((
-                (row.try_get(0)?, row.try_get(1)?),
-                row.try_get::<_, Value>(2)?,
-            )),
+        .map(|row| {
+            let rec = row_record(t, row)?;
+            let kind = match TABLES.get(t) {
+                Some(table) => table.kind.to_string(),
+                None => row.try_get(0)?,
+            };
+            let key = match TABLES.get(t) {
+                Some(_) => rec.key(),
+                None => row.try_get(1)?,
+            };
+            Ok(((kind, key), Value::Object(rec.obj)))
         })
         .collect::<Result<_>>()?;
     Ok(keyed.into_iter().collect())
