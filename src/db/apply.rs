@@ -140,16 +140,15 @@ impl Changes {
     }
 }
 
-/// Applies (or undoes) `bundle` on the database.
-pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> {
-    let clock = std::time::Instant::now();
-    let id = bundle.id()?;
-    let restore = opts.direction == Direction::Restore;
-    let changes = Changes::load(bundle, !restore)?;
-    timing(format_args!(
-        "prepare  change set {:.3} s",
-        clock.elapsed().as_secs_f64()
-    ));
+/// The retired versions of `bundle` (none for a rollback), and a connection ready to apply it:
+/// schema checked, bookkeeping tables made, `lock_timeout` set, and for a restore the
+/// temporary tables of retired and known versions.
+fn connect_for_apply(
+    db: &Database,
+    bundle: &Bundle,
+    opts: &Options,
+    restore: bool,
+) -> Result<(Retired, postgres::Client)> {
     let retired = if restore {
         Retired::load(bundle)?
     } else {
@@ -169,6 +168,35 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     if restore {
         retired_tables(db, &mut client, &retired)?;
     }
+    Ok((retired, client))
+}
+
+/// Applies (or undoes) `bundle` on the database.
+pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> {
+    let clock = std::time::Instant::now();
+    let id = bundle.id()?;
+    let restore = opts.direction == Direction::Restore;
+    // The change set is copied out of the bundle while the retired versions are read and
+    // the connection is set up: two jobs for two cores.
+    let (changes, prepared) = std::thread::scope(|scope| {
+        let changes = scope.spawn(|| {
+            let changes = Changes::load(bundle, !restore);
+            timing(format_args!(
+                "prepare  change set {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
+            changes
+        });
+        let prepared = connect_for_apply(db, bundle, opts, restore);
+        (
+            changes
+                .join()
+                .expect("reading the change set does not panic"),
+            prepared,
+        )
+    });
+    let changes = changes?;
+    let (retired, mut client) = prepared?;
     timing(format_args!(
         "prepare  {:.3} s (change set, retired versions, connection)",
         clock.elapsed().as_secs_f64()
@@ -303,20 +331,23 @@ struct Spent {
     update: std::time::Duration,
     copy: std::time::Duration,
     newer: std::time::Duration,
+    /// Waiting for the next chunk's statements (the connection idle).
+    wait: std::time::Duration,
 }
 
 impl Spent {
     /// The `LOOKMIG_TIMING` line of where the time went.
     fn show(&self, what: &str) {
         timing(format_args!(
-            "{what} guarded {:.1} s, select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s",
+            "{what} guarded {:.1} s, select {:.1} s, judge {:.1} s, delete {:.1} s, update {:.1} s, copy {:.1} s, newer-record look {:.1} s, waiting for the next chunk {:.1} s",
             self.guarded.as_secs_f64(),
             self.select.as_secs_f64(),
             self.judge.as_secs_f64(),
             self.delete.as_secs_f64(),
             self.update.as_secs_f64(),
             self.copy.as_secs_f64(),
-            self.newer.as_secs_f64()
+            self.newer.as_secs_f64(),
+            self.wait.as_secs_f64()
         ));
     }
 }
@@ -437,7 +468,10 @@ impl<'a> Run<'a> {
                 }
             });
             // Returning early (an error) drops `chunks`, which stops the producer.
-            for ready in chunks {
+            loop {
+                let clock = std::time::Instant::now();
+                let Ok(ready) = chunks.recv() else { break };
+                self.spent.wait += clock.elapsed();
                 let Ready {
                     table,
                     mut chunk,
@@ -1087,7 +1121,10 @@ fn produce(
     send: &std::sync::mpsc::SyncSender<Result<Ready>>,
 ) -> Result<()> {
     let ready = |table: usize, chunk: Vec<(Change, KeyCells)>| {
-        let prepared = TABLES.get(table).map(|t| guarded::prepare(t, &chunk, dry));
+        let prepared = Some(match TABLES.get(table) {
+            Some(t) => guarded::prepare(t, &chunk, dry),
+            None => guarded::prepare_other(&chunk, dry),
+        });
         Ready {
             table,
             chunk,
