@@ -1,14 +1,17 @@
-//! Updates and deletes the database judges and writes itself.
+//! Creates, updates and deletes the database judges and writes itself.
 //!
 //! An update is one `UPDATE … FROM unnest(…)` per table and shape of change, guarded in SQL by
 //! the rule of SPEC §7: each field the update sets holds its new value or its prior one, each
 //! field it unsets is absent or holds its prior one, and not every field already holds what the
 //! update leaves. A delete is one `DELETE … USING unnest(…)` per chunk, guarded by the whole
 //! row: every column and `extra` as the prior record makes them (the row
-//! [`super::schema::to_row`] stores for it, which reads back as that record). A row such a
+//! [`super::schema::to_row`] stores for it, which reads back as that record). A create is one
+//! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`: it applies where no row holds its
+//! key. Records of kinds the SPEC does not name (`other_record`, one `jsonb` each) are deleted
+//! when the record is the prior one by its text, and created the same way. A row such a
 //! statement writes is applied, and locked until the commit; a change it leaves alone (already
-//! applied, a conflict, a row a curator edited) goes on to the exact path of [`super::apply`]:
-//! lock, read, judge in Rust. For the pre-check of a restore in batches the same conditions
+//! applied, a conflict, a row a curator edited or inserted) goes on to the exact path of
+//! [`super::apply`]: lock, read, judge in Rust. For the pre-check of a restore in batches the same conditions
 //! make a `SELECT` (what the statement would write), which locks and writes nothing.
 //!
 //! The SQL guard may only be stricter than [`crate::changeset::Change::judge`], never looser,
@@ -20,7 +23,7 @@
 //! holds a case for each of these.
 
 use super::apply::{column_param, extra_param, Params};
-use super::schema::{Cell, Table, Ty};
+use super::schema::{Cell, Table, Ty, OTHER};
 use crate::changeset::{Change, Op};
 use crate::record::Subject;
 use serde_json::Value;
@@ -173,6 +176,95 @@ pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool)
     if changes.iter().any(|(c, _)| c.op == Op::Create) {
         statements.extend(create(table, changes, dry));
     }
+    Prepared { statements }
+}
+
+/// Builds the guarded deletes and creates of a chunk of records of kinds the SPEC does not
+/// name (table `other_record`: kind, key, the whole record as `jsonb`). A delete goes when the
+/// record is the prior one (compared by its text, as for `jsonb` columns); a create as for
+/// any table. Their updates take the exact path.
+pub(super) fn prepare_other(changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
+    use rayon::prelude::*;
+    let statements = [Op::Delete, Op::Create]
+        .into_iter()
+        .filter_map(|op| {
+            // (place, kind, key, the record: prior of a delete, new one of a create)
+            let rows: Vec<(usize, String, String, Value)> = changes
+                .par_iter()
+                .enumerate()
+                .filter_map(|(i, (c, _))| {
+                    if c.op != op {
+                        return None;
+                    }
+                    let raw = if op == Op::Delete { &c.prior } else { &c.record };
+                    let v: Value = serde_json::from_str(raw.as_ref()?.get()).ok()?;
+                    super::schema::storable(&v).ok()?;
+                    Some((i, c.kind.clone(), c.key.clone(), v))
+                })
+                .collect();
+            if rows.is_empty() {
+                return None;
+            }
+            let at: Vec<usize> = rows.iter().map(|r| r.0).collect();
+            let kinds: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+            let keys: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
+            let mut by_key = None;
+            let (sql, params): (String, Params) = match (op, dry) {
+                (Op::Create, false) => {
+                    let mut index = HashMap::with_capacity(rows.len());
+                    for (j, r) in rows.iter().enumerate() {
+                        let cells = [Cell::Text(r.1.clone()), Cell::Text(r.2.clone())];
+                        index.insert(key_text(cells.iter())?, j);
+                    }
+                    by_key = Some((vec![Ty::Text, Ty::Text], index));
+                    let records: Vec<Value> = rows.into_iter().map(|r| r.3).collect();
+                    (
+                        format!(
+                            "INSERT INTO {OTHER} (kind, key, record) SELECT * FROM \
+                             unnest($1::text[], $2::text[], $3::jsonb[]) \
+                             ON CONFLICT DO NOTHING RETURNING kind, key"
+                        ),
+                        vec![Box::new(kinds), Box::new(keys), Box::new(records)],
+                    )
+                }
+                (Op::Create, true) => (
+                    format!(
+                        "SELECT u.i FROM unnest($1::int4[], $2::text[], $3::text[]) AS u(i, kind, key) \
+                         WHERE NOT EXISTS (SELECT 1 FROM {OTHER} AS t WHERE t.kind = u.kind AND t.key = u.key)"
+                    ),
+                    vec![
+                        Box::new((0..at.len() as i32).collect::<Vec<i32>>()),
+                        Box::new(kinds),
+                        Box::new(keys),
+                    ],
+                ),
+                _ => {
+                    let records: Vec<Value> = rows.into_iter().map(|r| r.3).collect();
+                    let unnest = "unnest($1::int4[], $2::text[], $3::text[], $4::jsonb[]) AS u(i, kind, key, prior)";
+                    let conds = "t.kind = u.kind AND t.key = u.key AND t.record::text = u.prior::text";
+                    (
+                        if dry {
+                            format!("SELECT u.i FROM {OTHER} AS t, {unnest} WHERE {conds}")
+                        } else {
+                            format!("DELETE FROM {OTHER} AS t USING {unnest} WHERE {conds} RETURNING u.i")
+                        },
+                        vec![
+                            Box::new((0..at.len() as i32).collect::<Vec<i32>>()),
+                            Box::new(kinds),
+                            Box::new(keys),
+                            Box::new(records),
+                        ],
+                    )
+                }
+            };
+            Some(Statement {
+                sql,
+                params,
+                at,
+                by_key,
+            })
+        })
+        .collect();
     Prepared { statements }
 }
 
