@@ -636,6 +636,72 @@ fn the_database_never_writes_what_the_exact_guard_refuses() {
     same_records(&before, &dump, "a refused restore changed the database");
 }
 
+/// A rollback gives the export's record back where the row is as the restore left it (the
+/// database writes those itself: src/db/guarded.rs, `exact_update`), and judges field by field
+/// where a curator edited the row since: an edit to a field the rollback does not touch is
+/// kept, one to a field it sets back is a conflict.
+#[test]
+fn a_rollback_keeps_a_later_edit_of_another_field_and_refuses_to_undo_one_of_its_own() {
+    let db = TestDb::new("rollback_edits");
+    let url = Some(db.url.as_str());
+    let (tmp, export, bundle) = demo_loaded(&db);
+    ok(&["restore", s(&bundle)], url);
+    use lookmig::changeset::Op;
+    let rekeyed = |other: &str| {
+        first_change(&bundle, Op::Update, |c| {
+            let sets = |f: &str| c.set.iter().any(|(k, _)| k == f);
+            c.kind == "bi_report" && c.key != other && sets("external_id") && !sets("name")
+        })
+        .key
+    };
+    let renamed = rekeyed("");
+    let moved = rekeyed(&renamed);
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE bi_report SET name = name || ' (edited)' WHERE oid = {renamed};
+             UPDATE bi_report SET external_id = external_id || '-edited' WHERE oid = {moved}"
+        ))
+        .unwrap();
+    let o = lookmig(&["rollback", s(&bundle), "--json"], url);
+    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
+    let summary: Value = serde_json::from_str(&o.stdout).unwrap();
+    let conflicts: Vec<(&str, &str)> = summary["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(conflicts, [("bi_report", moved.as_str())], "{summary}");
+    // With the second edit undone, the rollback goes through and keeps the first.
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE bi_report SET external_id = left(external_id, -7) WHERE oid = {moved}"
+        ))
+        .unwrap();
+    ok(&["rollback", s(&bundle)], url);
+    let dump = tmp.path().join("dump.ndjson");
+    ok(&["dump", "-o", s(&dump)], url);
+    let raw = zstd::decode_all(std::fs::File::open(&export).unwrap()).unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    let mut edited = 0;
+    for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let mut v: Value = serde_json::from_slice(line).unwrap();
+        if v["kind"] == "bi_report" && v["oid"].to_string() == renamed {
+            let name = format!("{} (edited)", v["name"].as_str().unwrap());
+            v["name"] = Value::from(name);
+            edited += 1;
+        }
+        *want
+            .entry(lookmig::record::canonical_json(&v))
+            .or_insert(0usize) += 1;
+    }
+    assert_eq!(edited, 1);
+    assert!(
+        records(&dump) == want,
+        "the rollback did not give back the export with the one edit kept"
+    );
+}
+
 #[test]
 fn a_killed_restore_leaves_the_database_unchanged_and_a_second_one_succeeds() {
     let db = TestDb::new("kill");

@@ -172,6 +172,9 @@ pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool)
     }
     if changes.iter().any(|(c, _)| c.op == Op::Update) {
         statements.extend(update(table, changes, dry));
+        if changes.iter().any(|(c, _)| c.exact_after.is_some()) {
+            statements.extend(exact_updates(table, changes, dry));
+        }
     }
     if changes.iter().any(|(c, _)| c.op == Op::Create) {
         statements.extend(create(table, changes, dry));
@@ -490,15 +493,88 @@ fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
     if rows.is_empty() {
         return None;
     }
+    let list: Vec<RowChange> = rows.iter().map(|(i, r)| (*i, r, None)).collect();
+    Some(whole_row(table, &[], &list, dry))
+}
+
+/// An update that knows the whole record after it (`Change::exact_after`: a rollback's, which
+/// gives back the export's own record): it applies as that record where the row is exactly
+/// the prior one (`Change::result`), writing the columns (an index past the last: `extra`)
+/// in which the two rows differ. None where the exact path must decide.
+type ExactUpdate = (Vec<usize>, super::schema::Row, super::schema::Row);
+
+fn exact_update(table: &Table, change: &Change) -> Option<ExactUpdate> {
+    if change.op != Op::Update {
+        return None;
+    }
+    let parse = |raw: &serde_json::value::RawValue| {
+        let obj: serde_json::Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+        super::schema::to_row(table, &obj).ok()
+    };
+    let prior = parse(change.prior.as_ref()?)?;
+    let after = parse(change.exact_after.as_ref()?)?;
+    let mut cols: Vec<usize> = (0..prior.cells.len())
+        .filter(|&c| prior.cells[c] != after.cells[c])
+        .collect();
+    if prior.extra != after.extra {
+        cols.push(prior.cells.len());
+    }
+    // Nothing to write is for the exact path to call already applied; a row is found by its
+    // key, which an update does not change.
+    let keys = table.key_positions();
+    if cols.is_empty() || cols.iter().any(|c| keys.contains(c)) {
+        return None;
+    }
+    Some((cols, prior, after))
+}
+
+/// The rollback's updates of a chunk ([`exact_update`]), one statement per set of columns.
+fn exact_updates(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Vec<Statement> {
+    use rayon::prelude::*;
+    let shaped: Vec<Option<ExactUpdate>> = changes
+        .par_iter()
+        .map(|(c, _)| exact_update(table, c))
+        .collect();
+    let mut groups: BTreeMap<Vec<usize>, Vec<RowChange>> = BTreeMap::new();
+    for (i, s) in shaped.iter().enumerate() {
+        if let Some((cols, prior, after)) = s {
+            groups
+                .entry(cols.clone())
+                .or_default()
+                .push((i, prior, Some(after)));
+        }
+    }
+    groups
+        .iter()
+        .map(|(cols, list)| whole_row(table, cols, list, dry))
+        .collect()
+}
+
+/// A change of a [`whole_row`] statement: its place in the chunk, the prior row, the new row
+/// of an update.
+type RowChange<'r> = (
+    usize,
+    &'r super::schema::Row,
+    Option<&'r super::schema::Row>,
+);
+
+fn new_row<'r>(c: &RowChange<'r>) -> &'r super::schema::Row {
+    c.2.expect("an update has its new row")
+}
+
+/// A statement guarded by the whole row: it touches a row where every column and `extra` hold
+/// what the prior row (`.1`) has. Without `cols` it deletes the row; with them it sets those
+/// columns (an index past the last: `extra`) to the new row's (`.2`).
+fn whole_row(table: &Table, cols: &[usize], list: &[RowChange], dry: bool) -> Statement {
     let names = table.columns();
     let types = table.column_types();
     let key_pos = table.key_positions();
-    let mut params: Params = vec![Box::new((0..rows.len() as i32).collect::<Vec<i32>>())];
+    let mut params: Params = vec![Box::new((0..list.len() as i32).collect::<Vec<i32>>())];
     let mut casts = vec!["$1::int4[]".to_string()];
     let mut aliases = vec!["i".to_string()];
     let mut on = Vec::new();
     for (c, name) in names.iter().enumerate() {
-        let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
+        let cells: Vec<&Cell> = list.iter().map(|(_, r, _)| &r.cells[c]).collect();
         let (b, cast) = column_param(types[c], &cells, params.len() + 1);
         params.push(b);
         casts.push(cast);
@@ -511,19 +587,43 @@ fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
             format!("t.{name} IS NOT DISTINCT FROM u.c{c}")
         });
     }
-    let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
+    let (b, cast) = extra_param(list.iter().map(|(_, r, _)| *r), params.len() + 1);
     params.push(b);
     casts.push(cast);
     aliases.push("extra".into());
     on.push("t.extra::text = u.extra::text".into());
+    let mut sets = Vec::new();
+    for &c in cols {
+        if c == names.len() {
+            let (b, cast) = extra_param(list.iter().map(new_row), params.len() + 1);
+            params.push(b);
+            casts.push(cast);
+            aliases.push("n_extra".into());
+            sets.push("extra = u.n_extra".to_string());
+        } else {
+            let cells: Vec<&Cell> = list.iter().map(|r| &new_row(r).cells[c]).collect();
+            let (b, cast) = column_param(types[c], &cells, params.len() + 1);
+            params.push(b);
+            casts.push(cast);
+            aliases.push(format!("n{c}"));
+            sets.push(format!("{} = u.n{c}", names[c]));
+        }
+    }
     let unnest = format!("unnest({}) AS u({})", casts.join(", "), aliases.join(", "));
-    let sql = assemble(table, None, &unnest, &on.join(" AND "), dry);
-    Some(Statement {
+    let sets = sets.join(", ");
+    let sql = assemble(
+        table,
+        (!cols.is_empty()).then_some(sets.as_str()),
+        &unnest,
+        &on.join(" AND "),
+        dry,
+    );
+    Statement {
         sql,
         params,
-        at: rows.iter().map(|(i, _)| *i).collect(),
+        at: list.iter().map(|(i, _, _)| *i).collect(),
         by_key: None,
-    })
+    }
 }
 
 /// The guarded creates of a chunk: a row goes in when no row holds its key. `ON CONFLICT DO
