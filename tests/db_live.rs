@@ -688,17 +688,51 @@ fn wait_until_held(c: &mut postgres::Client, oid: i64, child: &mut std::process:
     }
 }
 
+/// Waits until another session holds `bi_report` locked against writers (the restore's lock of
+/// the curation tables), or the child ends.
+fn wait_until_tables_locked(c: &mut postgres::Client, child: &mut std::process::Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let locked: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class r ON r.oid = l.relation \
+                 WHERE r.relname = 'bi_report' AND l.mode = 'ShareRowExclusiveLock' \
+                 AND l.granted AND l.pid <> pg_backend_pid())",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if locked {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restore never locked the tables"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A curator's `UPDATE` of a row the restore holds (survivor 103, which it re-keys) waits for
+/// the restore, then either edits the restored row or, when it met the restore in a deadlock
+/// (it came before the restore locked the curation tables: README "What is locked"), fails
+/// with an error — never `UPDATE 0` in silence. Once the restore holds the tables too, the
+/// edit always lands.
 #[test]
 fn a_curator_editing_a_row_the_restore_holds_edits_the_restored_row() {
-    for (label, args) in [
-        ("one transaction", vec![]),
-        ("batches", vec!["--batch-size", "4"]),
+    for (label, args, tables_first) in [
+        ("one transaction", vec![], false),
+        ("batches", vec!["--batch-size", "4"], false),
+        ("one transaction, tables locked", vec![], true),
     ] {
         let t = Setup::new(
-            if args.is_empty() {
-                "edit_one"
-            } else {
-                "edit_batches"
+            match (args.is_empty(), tables_first) {
+                (true, false) => "edit_one",
+                (false, _) => "edit_batches",
+                (true, true) => "edit_tables",
             },
             &[],
         );
@@ -715,14 +749,18 @@ fn a_curator_editing_a_row_the_restore_holds_edits_the_restored_row() {
             wait_until_held(&mut probe, 103, &mut child),
             "{label}: the restore ended before it held the survivor"
         );
+        if tables_first {
+            assert!(
+                wait_until_tables_locked(&mut probe, &mut child),
+                "{label}: the restore ended before it locked the tables"
+            );
+        }
         let mut curator = t.db.client();
         let started = Instant::now();
-        let n = curator
-            .execute(
-                "UPDATE bi_report SET name = name || ' (edited)' WHERE oid = 103",
-                &[],
-            )
-            .expect("the curator's edit");
+        let edit = curator.execute(
+            "UPDATE bi_report SET name = name || ' (edited)' WHERE oid = 103",
+            &[],
+        );
         let waited = started.elapsed();
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -730,14 +768,31 @@ fn a_curator_editing_a_row_the_restore_holds_edits_the_restored_row() {
             "{label}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            n, 1,
-            "{label}: the curator's UPDATE changed nothing, in silence"
-        );
         assert!(
             waited > Duration::from_millis(200),
             "{label}: the edit did not wait for the restore ({waited:?})"
         );
+        let name = match edit {
+            Ok(n) => {
+                assert_eq!(
+                    n, 1,
+                    "{label}: the curator's UPDATE changed nothing, in silence"
+                );
+                "Sales v3 (edited)"
+            }
+            Err(e) => {
+                assert!(
+                    !tables_first,
+                    "{label}: behind the table lock the edit must land: {e}"
+                );
+                assert_eq!(
+                    e.code(),
+                    Some(&postgres::error::SqlState::T_R_DEADLOCK_DETECTED),
+                    "{label}: {e}"
+                );
+                "Sales v3"
+            }
+        };
         let r =
             t.db.client()
                 .query_one(
@@ -747,7 +802,7 @@ fn a_curator_editing_a_row_the_restore_holds_edits_the_restored_row() {
                 .unwrap();
         assert_eq!(
             (r.get::<_, String>(0), r.get::<_, String>(1)),
-            ("Sales v3 (edited)".to_string(), "dashboard/12".to_string()),
+            (name.to_string(), "dashboard/12".to_string()),
             "{label}"
         );
     }
