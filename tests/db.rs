@@ -686,7 +686,7 @@ fn a_rollback_keeps_a_later_edit_of_another_field_and_refuses_to_undo_one_of_its
     let mut edited = 0;
     for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let mut v: Value = serde_json::from_slice(line).unwrap();
-        if v["kind"] == "bi_report" && v["oid"].to_string() == renamed {
+        if v["kind"] == "bi_report" && v["oid"] == renamed.parse::<i64>().unwrap() {
             let name = format!("{} (edited)", v["name"].as_str().unwrap());
             v["name"] = Value::from(name);
             edited += 1;
