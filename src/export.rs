@@ -355,6 +355,62 @@ mod tests {
         assert!(e.starts_with(&format!("{}:1: ", input.name)), "{e}");
     }
 
+    /// The lines a [`Reader`] hands out, as (line number, good?), the command refusing line
+    /// `refuse` with a rule of its own; then what it skipped, or the error.
+    fn read_all(
+        input: &Input,
+        max_errors: u64,
+        refuse: u64,
+        keyed: bool,
+    ) -> Result<(Vec<(u64, bool)>, Outcome)> {
+        let rules = BadLines {
+            max_errors,
+            hint: SKIP_HINT,
+        };
+        let parse = |l: &Line| {
+            Ok(keys(&l.bytes).map(|mut p| {
+                if !keyed {
+                    p.key_hash = None;
+                }
+                p
+            }))
+        };
+        let mut reader = Reader::new(input, rules, 1 << 20, parse)?;
+        let mut seen = Vec::new();
+        while let Some((line, item)) = reader.next_line()? {
+            seen.push((line.no, matches!(item, Item::Good(_))));
+            if line.no == refuse {
+                reader.bad(&line, "refused by the command".into())?;
+            }
+        }
+        Ok((seen, reader.finish()?))
+    }
+
+    #[test]
+    fn the_reader_hands_out_every_line_in_order_and_counts_a_command_s_own_bad_lines() {
+        let (_f, input) = export(&format!("{HEADER}\nnot json\n{TAG}\n{TAG}\n"));
+        let (seen, out) = read_all(&input, 3, 3, true).unwrap();
+        assert_eq!(seen, [(1, true), (2, false), (3, true), (4, true)]);
+        let skipped: Vec<(u64, &str)> = out
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.error.as_str()))
+            .collect();
+        assert_eq!(skipped[1], (3, "refused by the command"));
+        assert_eq!(skipped[2].0, 4);
+        assert_eq!(out.duplicates, BTreeSet::from([4]));
+        // The command's bad line counts against the limit: the duplicate is one too many ...
+        let e = read_all(&input, 2, 3, true).unwrap_err().to_string();
+        assert!(e.contains(":4: duplicate record key"), "{e}");
+        // ... and, with room for one, so is the command's own.
+        let e = read_all(&input, 1, 3, true).unwrap_err().to_string();
+        assert!(e.contains(":3: refused by the command"), "{e}");
+        // A key the command checks itself (no key hash) is no duplicate for the reader.
+        let (_, out) = read_all(&input, 3, 0, false).unwrap();
+        assert!(out.duplicates.is_empty());
+        assert_eq!(out.skipped.len(), 1);
+    }
+
     #[test]
     fn a_header_on_the_first_line_is_good_even_after_blank_lines() {
         let (_f, input) = export(&format!("\n{HEADER}\n{TAG}\n"));
