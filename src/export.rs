@@ -9,11 +9,15 @@
 //!   an external sort of their hashes ([`crate::record::DuplicateKeys`]), so memory stays bounded
 //!   whatever the size of the export.
 //!
-//! [`read`] applies all three while it hands each good line to a command (`db load` reads this
-//! way). `migrate` and `restore` read with loops of their own, tuned to their passes, and call
-//! the same [`BadLines`], [`header_first`] and `DuplicateKeys`.
+//! Every command reads an export through one front end, [`Reader`], which applies all three
+//! while it hands the lines, parsed in parallel, to the command in line order: `migrate` and
+//! `plan` (their scan), `restore`, `rollback` and `verify` (its rehearsal of both), and
+//! `db load` (through [`read`]). What each command does with a line is its own: what migrate
+//! keeps of it, restore's look-up of the change that names it (and its rule that a second line
+//! with a changed key is the duplicate, met in order), db load's table rows.
 
 use crate::input::{Input, Line};
+use crate::progress::Progress;
 use crate::record::{DuplicateKeys, Kind};
 use crate::report::Skipped;
 use anyhow::{bail, Result};
@@ -75,8 +79,10 @@ pub fn key_hash(kind_name: &str, key: &str) -> KeyHash {
 /// command keeps of it.
 pub struct Parsed<T> {
     pub kind: Kind,
-    /// [`key_hash`] of the kind name and the record key.
-    pub key_hash: KeyHash,
+    /// [`key_hash`] of the kind name and the record key, for the duplicate check after the
+    /// read; None when the command checks this key itself, in order (restore: the key of a
+    /// change).
+    pub key_hash: Option<KeyHash>,
     pub value: T,
 }
 
@@ -85,61 +91,189 @@ impl<T> Parsed<T> {
     pub fn new(kind: Kind, kind_name: &str, key: &str, value: T) -> Parsed<T> {
         Parsed {
             kind,
-            key_hash: key_hash(kind_name, key),
+            key_hash: Some(key_hash(kind_name, key)),
             value,
         }
     }
 }
 
-/// What [`read`] found besides the good lines.
+/// What a read found besides the good lines.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Every line skipped under `--max-errors`, in line order.
+    /// Every line skipped under `--max-errors`: those judged in order, in line order, then the
+    /// duplicates found after the read, in line order ([`read`] sorts them all).
     pub skipped: Vec<Skipped>,
     /// The lines among `skipped` that repeat an earlier key. They are found once the whole
-    /// export is read, so they went to `each` like good lines: a command that kept them reads
-    /// again with them in `leave_out`.
+    /// export is read, so they went to the command like good lines: a command that kept them
+    /// reads again with them left out ([`Reader::leave_out`]).
     pub duplicates: BTreeSet<u64>,
 }
 
-/// Reads `input` in batches of about `batch_bytes`, parsing each line with `parse` on the rayon
-/// pool and handing each good one to `each` in line order. Lines in `leave_out` are passed over
-/// as if absent (a second read after [`Outcome::duplicates`]). Bad lines fail the read or are
-/// skipped as `rules` says; duplicate keys are judged after the read, within the same limit.
+/// One line of the export, in order, as [`Reader::next_line`] hands it to a command.
+#[derive(Debug)]
+pub enum Item<T> {
+    /// A record: what the command's parser kept of it.
+    Good(T),
+    /// Not a valid record, or a header past the first line: already judged by [`BadLines`]
+    /// (skipped and listed, or the read failed). Commands that copy lines copy it as it is.
+    Bad(String),
+}
+
+/// What a command's parser makes of one line: the record (its kind and key, and what the
+/// command keeps of it), or why the line is no record. An `Err` of the outer `Result` is no bad
+/// line but a failure of the command, which stops the read when its line is reached.
+pub type ParseResult<T> = std::result::Result<Parsed<T>, String>;
+
+/// The one front end every command reads an export through (migrate's scan, restore, rollback,
+/// verify's rehearsal of both, `db load`).
+///
+/// It reads batches of about `batch_bytes` of lines, parses each line on the rayon pool with
+/// the command's parser, then hands the lines out one at a time in line order
+/// ([`Reader::next_line`]), applying on the way the rules that need that order: the header rule
+/// ([`header_first`]) and [`BadLines`] for the lines that are no record; the key of each good
+/// line goes to [`DuplicateKeys`], whose duplicates are judged by [`Reader::finish`] once the
+/// whole export is read. A command with an in-order rule of its own reports the lines it
+/// refuses with [`Reader::bad`], under the same `--max-errors` count.
+///
+/// Memory holds one or two batches and the sort runs of the key hashes, whatever the size of
+/// the export.
+pub struct Reader<'a, T, P> {
+    input: &'a Input,
+    rules: BadLines,
+    parse: P,
+    leave_out: Option<&'a BTreeSet<u64>>,
+    progress: Option<&'a Progress>,
+    batches: std::sync::mpsc::IntoIter<Result<Vec<Line>>>,
+    /// The batch being handed out, each line with its parse.
+    batch: std::iter::Zip<std::vec::IntoIter<Line>, std::vec::IntoIter<Result<ParseResult<T>>>>,
+    /// Lines of that batch, for the progress bar once it is handed out.
+    batch_len: u64,
+    first: bool,
+    keys: DuplicateKeys,
+    skipped: Vec<Skipped>,
+}
+
+impl<'a, T, P> Reader<'a, T, P>
+where
+    T: Send,
+    P: Fn(&Line) -> Result<ParseResult<T>> + Sync,
+{
+    /// Starts reading `input` in batches of about `batch_bytes`, parsing each line with
+    /// `parse`; bad lines fail the read or are skipped as `rules` says.
+    pub fn new(
+        input: &'a Input,
+        rules: BadLines,
+        batch_bytes: usize,
+        parse: P,
+    ) -> Result<Reader<'a, T, P>> {
+        Ok(Reader {
+            input,
+            rules,
+            parse,
+            leave_out: None,
+            progress: None,
+            batches: input.batches(batch_bytes)?,
+            batch: Vec::new().into_iter().zip(Vec::new()),
+            batch_len: 0,
+            first: true,
+            keys: DuplicateKeys::new(crate::sort::run_bytes(8 << 20)),
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Passes over the lines in `leave_out` as if they were absent (a second read after
+    /// [`Outcome::duplicates`]).
+    pub fn leave_out(mut self, leave_out: &'a BTreeSet<u64>) -> Self {
+        self.leave_out = Some(leave_out);
+        self
+    }
+
+    /// Counts the lines read on `progress`, a batch at a time.
+    pub fn progress(mut self, progress: &'a Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The next line in line order, good or bad, or None at the end of the export. Fails on a
+    /// bad line past `--max-errors`, or on the parser's own failure for this line.
+    pub fn next_line(&mut self) -> Result<Option<(Line, Item<T>)>> {
+        loop {
+            if let Some((line, parsed)) = self.batch.next() {
+                let first = std::mem::replace(&mut self.first, false);
+                let parsed = parsed?.and_then(|p| header_first(p.kind, first).map(|()| p));
+                let item = match parsed {
+                    Ok(p) => {
+                        if let Some(h) = p.key_hash {
+                            self.keys.add_hash(h, line.no)?;
+                        }
+                        Item::Good(p.value)
+                    }
+                    Err(e) => {
+                        self.bad(&line, e.clone())?;
+                        Item::Bad(e)
+                    }
+                };
+                return Ok(Some((line, item)));
+            }
+            if let Some(p) = self.progress {
+                p.add(std::mem::take(&mut self.batch_len));
+            }
+            let Some(batch) = self.batches.next() else {
+                return Ok(None);
+            };
+            let mut batch = batch?;
+            if let Some(out) = self.leave_out {
+                batch.retain(|l| !out.contains(&l.no));
+            }
+            let parse = &self.parse;
+            let parsed: Vec<Result<ParseResult<T>>> = batch.par_iter().map(parse).collect();
+            self.batch_len = batch.len() as u64;
+            self.batch = batch.into_iter().zip(parsed);
+        }
+    }
+
+    /// Judges `line` bad for a rule of the command's own (restore's duplicate of a changed key),
+    /// under the same `--max-errors` count as the rules of the export.
+    pub fn bad(&mut self, line: &Line, why: String) -> Result<()> {
+        self.rules
+            .bad(self.input, &mut self.skipped, line.no, why, &line.bytes)
+    }
+
+    /// After the last line: judges the duplicate keys, and says what was skipped.
+    pub fn finish(self) -> Result<Outcome> {
+        let mut out = Outcome {
+            skipped: self.skipped,
+            duplicates: BTreeSet::new(),
+        };
+        for (no, msg, bytes) in self.keys.finish(self.input)? {
+            self.rules
+                .bad(self.input, &mut out.skipped, no, msg, &bytes)?;
+            out.duplicates.insert(no);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads `input` through a [`Reader`], handing each good line to `each` in line order. Lines in
+/// `leave_out` are passed over as if absent (a second read after [`Outcome::duplicates`]).
+/// Bad lines fail the read or are skipped as `rules` says; duplicate keys are judged after the
+/// read, within the same limit. `skipped` comes back in line order.
 pub fn read<T: Send>(
     input: &Input,
     rules: BadLines,
     batch_bytes: usize,
     leave_out: &BTreeSet<u64>,
-    parse: impl Fn(&[u8]) -> Result<Parsed<T>, String> + Sync,
+    parse: impl Fn(&[u8]) -> ParseResult<T> + Sync,
     mut each: impl FnMut(&Line, T) -> Result<()>,
 ) -> Result<Outcome> {
-    let mut out = Outcome::default();
-    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(8 << 20));
-    let mut first = true;
-    for batch in input.batches(batch_bytes)? {
-        let batch = batch?;
-        let parsed: Vec<Option<Result<Parsed<T>, String>>> = batch
-            .par_iter()
-            .map(|l| (!leave_out.contains(&l.no)).then(|| parse(&l.bytes)))
-            .collect();
-        for (line, p) in batch.iter().zip(parsed) {
-            let Some(p) = p else { continue };
-            let is_first = std::mem::replace(&mut first, false);
-            let p = p.and_then(|p| header_first(p.kind, is_first).map(|()| p));
-            match p {
-                Ok(p) => {
-                    keys.add_hash(p.key_hash, line.no)?;
-                    each(line, p.value)?;
-                }
-                Err(e) => rules.bad(input, &mut out.skipped, line.no, e, &line.bytes)?,
-            }
+    let mut reader = Reader::new(input, rules, batch_bytes, |l: &Line| Ok(parse(&l.bytes)))?
+        .leave_out(leave_out);
+    while let Some((line, item)) = reader.next_line()? {
+        if let Item::Good(value) = item {
+            each(&line, value)?;
         }
     }
-    for (no, msg, bytes) in keys.finish(input)? {
-        rules.bad(input, &mut out.skipped, no, msg, &bytes)?;
-        out.duplicates.insert(no);
-    }
+    let mut out = reader.finish()?;
     out.skipped.sort_by_key(|s| s.line);
     Ok(out)
 }
@@ -219,6 +353,62 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with(&format!("{}:1: ", input.name)), "{e}");
+    }
+
+    /// The lines a [`Reader`] hands out, as (line number, good?), the command refusing line
+    /// `refuse` with a rule of its own; then what it skipped, or the error.
+    fn read_all(
+        input: &Input,
+        max_errors: u64,
+        refuse: u64,
+        keyed: bool,
+    ) -> Result<(Vec<(u64, bool)>, Outcome)> {
+        let rules = BadLines {
+            max_errors,
+            hint: SKIP_HINT,
+        };
+        let parse = |l: &Line| {
+            Ok(keys(&l.bytes).map(|mut p| {
+                if !keyed {
+                    p.key_hash = None;
+                }
+                p
+            }))
+        };
+        let mut reader = Reader::new(input, rules, 1 << 20, parse)?;
+        let mut seen = Vec::new();
+        while let Some((line, item)) = reader.next_line()? {
+            seen.push((line.no, matches!(item, Item::Good(_))));
+            if line.no == refuse {
+                reader.bad(&line, "refused by the command".into())?;
+            }
+        }
+        Ok((seen, reader.finish()?))
+    }
+
+    #[test]
+    fn the_reader_hands_out_every_line_in_order_and_counts_a_command_s_own_bad_lines() {
+        let (_f, input) = export(&format!("{HEADER}\nnot json\n{TAG}\n{TAG}\n"));
+        let (seen, out) = read_all(&input, 3, 3, true).unwrap();
+        assert_eq!(seen, [(1, true), (2, false), (3, true), (4, true)]);
+        let skipped: Vec<(u64, &str)> = out
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.error.as_str()))
+            .collect();
+        assert_eq!(skipped[1], (3, "refused by the command"));
+        assert_eq!(skipped[2].0, 4);
+        assert_eq!(out.duplicates, BTreeSet::from([4]));
+        // The command's bad line counts against the limit: the duplicate is one too many ...
+        let e = read_all(&input, 2, 3, true).unwrap_err().to_string();
+        assert!(e.contains(":4: duplicate record key"), "{e}");
+        // ... and, with room for one, so is the command's own.
+        let e = read_all(&input, 1, 3, true).unwrap_err().to_string();
+        assert!(e.contains(":3: refused by the command"), "{e}");
+        // A key the command checks itself (no key hash) is no duplicate for the reader.
+        let (_, out) = read_all(&input, 3, 0, false).unwrap();
+        assert!(out.duplicates.is_empty());
+        assert_eq!(out.skipped.len(), 1);
     }
 
     #[test]

@@ -15,13 +15,13 @@ use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::error::Failure;
-use crate::input::Input;
+use crate::export::{BadLines, Item, ParseResult, Parsed, Reader};
+use crate::input::{Input, Line};
 use crate::output::{AtomicFile, LineWriter, Target};
 use crate::progress::Progress;
 use crate::record::{Kind, Probe, Record, SeenKeys};
 use crate::refs::Fields;
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -232,8 +232,6 @@ pub struct ChangeIndex {
     /// the whole table, whose every step is a cache miss on a large change set.
     buckets: Vec<u32>,
     bits: u32,
-    /// Per entry: a target record matched it.
-    seen: Vec<bool>,
     invert: bool,
 }
 
@@ -280,13 +278,11 @@ impl ChangeIndex {
             buckets.push(i as u32);
         }
         buckets.push(entries.len() as u32);
-        let seen = vec![false; entries.len()];
         Ok(ChangeIndex {
             file,
             entries,
             buckets,
             bits,
-            seen,
             invert,
         })
     }
@@ -332,18 +328,6 @@ impl ChangeIndex {
     fn change(&self, line: &[u8]) -> Result<Change> {
         let c = Change::parse(line).context("reading the change set")?;
         Ok(if self.invert { c.inverse() } else { c })
-    }
-
-    /// Marks entry `i` as met on the target; false when it was met already (a duplicate key).
-    pub fn meet(&mut self, i: usize) -> bool {
-        !std::mem::replace(&mut self.seen[i], true)
-    }
-
-    /// The entries no target record met, in the order of the change file.
-    pub fn unmet(&self) -> Vec<usize> {
-        let mut rest: Vec<usize> = (0..self.entries.len()).filter(|i| !self.seen[*i]).collect();
-        rest.sort_unstable_by_key(|i| self.entries[*i].1);
-        rest
     }
 
     /// Where entry `i` stands in the change file (to sort entries in its order).
@@ -446,11 +430,11 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             let carried = carried_path(target.path());
             let first = read_carried(&carried, &bundle.id()?)?;
             let Some(lines) = first else {
-                let mut index = ChangeIndex::of_bundle(bundle, true)?;
-                apply_to(target, out, &mut index, None, opts, &mut summary, false)?;
+                let index = ChangeIndex::of_bundle(bundle, true)?;
+                apply_to(target, out, &index, None, opts, &mut summary, false)?;
                 return finish(summary, opts);
             };
-            let mut cindex = ChangeIndex::new(true, |f| lines.iter().try_for_each(|l| f(l)))?;
+            let cindex = ChangeIndex::new(true, |f| lines.iter().try_for_each(|l| f(l)))?;
             let t = tmp("a temporary export")?;
             let t_target = Target {
                 path: t.path().to_path_buf(),
@@ -460,7 +444,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             apply_to(
                 target,
                 &t_target,
-                &mut cindex,
+                &cindex,
                 None,
                 opts,
                 &mut first_summary,
@@ -471,20 +455,20 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             if first_summary.conflict_count > 0 && !opts.force {
                 return Err(Failure::conflicts(first_summary));
             }
-            let mut index = ChangeIndex::of_bundle(bundle, true)?;
+            let index = ChangeIndex::of_bundle(bundle, true)?;
             let mid = wide(Input::new(&t.path().to_string_lossy())?);
-            apply_to(&mid, out, &mut index, None, opts, &mut summary, false)?;
+            apply_to(&mid, out, &index, None, opts, &mut summary, false)?;
             finish(summary, opts)
         }
         Direction::Restore => {
             let retired = Retired::load(bundle)?;
-            let mut index = ChangeIndex::of_bundle(bundle, false)?;
+            let index = ChangeIndex::of_bundle(bundle, false)?;
             let carried = carried_path(&out.path);
             if !opts.carry_new {
                 let newer = apply_to(
                     target,
                     out,
-                    &mut index,
+                    &index,
                     Some(&retired),
                     opts,
                     &mut summary,
@@ -503,7 +487,7 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             let newer = apply_to(
                 target,
                 &t1_target,
-                &mut index,
+                &index,
                 Some(&retired),
                 opts,
                 &mut summary,
@@ -553,9 +537,9 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             summary.carry_conflicts = carried_set.conflicts;
             // Pass 3: what was carried, onto the result of pass 1.
             let lines = carried_set.changes;
-            let mut cindex = ChangeIndex::new(false, |f| lines.iter().try_for_each(|l| f(l)))?;
+            let cindex = ChangeIndex::new(false, |f| lines.iter().try_for_each(|l| f(l)))?;
             let mut third = Summary::default();
-            apply_to(&mid, out, &mut cindex, None, opts, &mut third, false)?;
+            apply_to(&mid, out, &cindex, None, opts, &mut third, false)?;
             if third.conflict_count > 0 {
                 bail!(
                     "carrying the newer curation met its own conflicts (a bug): {}",
@@ -663,57 +647,59 @@ fn read_carried(path: &Path, bundle_id: &str) -> Result<Option<Vec<Vec<u8>>>> {
     Ok(Some(out))
 }
 
-/// Notes a target line that is not a valid record, copied through as it is, or fails when
-/// more than `--max-errors` lines are.
-pub(crate) fn skip(
-    summary: &mut Summary,
-    opts: &Options,
-    target: &Input,
-    no: u64,
-    error: String,
-    bytes: &[u8],
-) -> Result<()> {
-    let rules = crate::export::BadLines {
+/// The `--max-errors` rule of a pass: a target line that is not a valid record is copied
+/// through as it is, and listed, or fails the pass when more than `--max-errors` lines are.
+pub(crate) fn bad_lines(opts: &Options) -> BadLines {
+    BadLines {
         max_errors: opts.max_errors,
         hint: "fix the line in the target export, or pass --max-errors N to copy bad lines through",
-    };
-    rules.bad(target, &mut summary.skipped_lines, no, error, bytes)
+    }
 }
 
-/// A target line as the parallel part of a pass reads it: a record, named by its kind and key,
-/// with the change of the index that has the same key, if any.
-pub(crate) struct Named<'a> {
-    pub(crate) probe: Probe<'a>,
+/// A target line as the parallel part of a pass (restore, rollback and verify's rehearsal of
+/// both) read it: a record, named by its kind and key, with the change of the index that has
+/// the same key, if any (its entry, and what the pass made of it: `C`), and what else the pass
+/// keeps of the line (`X`).
+pub(crate) struct Seen<C, X> {
     pub(crate) kind: String,
     pub(crate) key: String,
-    pub(crate) change: Option<(usize, Change)>,
+    pub(crate) change: Option<(usize, C)>,
+    pub(crate) more: X,
 }
 
-/// The per-line rules of SPEC §7 that need no order, for the parallel part of a pass (restore,
-/// rollback and verify's rehearsal of both): reads one target line, or says why it is no
-/// record (Ok(Err(why))): such a line goes through as it is, since no change can name it.
-pub(crate) fn read_line<'a>(
+/// The per-line rules of SPEC §7 that need no order, for the parallel part of a pass: reads one
+/// target line, or says why it is no record (such a line goes through as it is, since no change
+/// can name it). `then` gets the line's record and its change, and says what the pass makes of
+/// the change and what else it keeps.
+pub(crate) fn read_line<'a, C, X>(
     index: &ChangeIndex,
     bytes: &'a [u8],
-) -> Result<std::result::Result<Named<'a>, String>> {
+    then: impl FnOnce(&Probe<'a>, Option<(usize, Change)>) -> Result<(Option<(usize, C)>, X)>,
+) -> Result<ParseResult<Seen<C, X>>> {
     let probe = match Probe::parse(bytes) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
     let (kind, key) = (probe.kind_name.to_string(), probe.key());
-    let change = index.find(&kind, &key)?;
-    Ok(Ok(Named {
-        probe,
-        kind,
-        key,
-        change,
+    let (change, more) = then(&probe, index.find(&kind, &key)?)?;
+    // The key of a change is checked in order ([`InOrder::place`]); the others after the pass.
+    let key_hash = change
+        .is_none()
+        .then(|| crate::export::key_hash(&kind, &key));
+    Ok(Ok(Parsed {
+        kind: probe.kind,
+        key_hash,
+        value: Seen {
+            kind,
+            key,
+            change,
+            more,
+        },
     }))
 }
 
-/// Where [`InOrder`] puts a target line.
+/// Where [`InOrder`] puts a target record.
 pub(crate) enum Place {
-    /// No valid record, or a header after the first line: noted as skipped, copied as it is.
-    Bad,
     /// A later line with the key of a change already met: noted as skipped, copied as it is.
     Duplicate,
     /// No change names it: copied as it is (its key is checked for duplicates at the end).
@@ -722,81 +708,56 @@ pub(crate) enum Place {
     Changed(usize),
 }
 
-/// The per-line rules of SPEC §1 and §7 that need the lines in file order, for restore,
-/// rollback and verify alike: a header anywhere but on the first line is a bad line; of two
-/// lines with one key the later one is a bad line — met here for a key a change names, found
-/// after the pass (by sorting key hashes) for the others. Bad lines are noted in the summary,
-/// or fail the pass beyond `--max-errors`.
+/// Restore's own per-line rule that needs the lines in file order, for restore, rollback and
+/// verify alike: of two lines with the key of a change, the later one is a bad line, met here
+/// (the keys of other lines are checked by the [`Reader`] after the pass). It also remembers
+/// which changes met their record, for the changes left to apply after the last line.
 pub(crate) struct InOrder {
-    keys: crate::record::DuplicateKeys,
-    any_line: bool,
+    /// Per entry of the index: a target record met it.
+    met: Vec<bool>,
 }
 
 impl InOrder {
-    pub(crate) fn new() -> InOrder {
+    /// No change of `index` met yet.
+    pub(crate) fn new(index: &ChangeIndex) -> InOrder {
         InOrder {
-            keys: crate::record::DuplicateKeys::new(8 << 20),
-            any_line: false,
+            met: vec![false; index.len()],
         }
     }
 
-    /// Places `line` of `target`, read as (kind, key, index of its change), or as no record.
-    pub(crate) fn place(
+    /// Places the record `seen` on `line`, noting it with `reader` as skipped when it is the
+    /// second line with the key of a change (or failing past `--max-errors`).
+    pub(crate) fn place<C, X, P>(
         &mut self,
-        index: &mut ChangeIndex,
-        read: std::result::Result<(&str, &str, Option<usize>), String>,
-        line: &crate::input::Line,
-        summary: &mut Summary,
-        opts: &Options,
-        target: &Input,
-    ) -> Result<Place> {
-        let first = !std::mem::replace(&mut self.any_line, true);
-        let read =
-            read.and_then(|r| crate::export::header_first(Kind::from_name(r.0), first).map(|()| r));
-        let (kind, key, change) = match read {
-            Ok(r) => r,
-            Err(e) => {
-                skip(summary, opts, target, line.no, e, &line.bytes)?;
-                return Ok(Place::Bad);
-            }
+        reader: &mut Reader<'_, Seen<C, X>, P>,
+        line: &Line,
+        seen: &Seen<C, X>,
+    ) -> Result<Place>
+    where
+        C: Send,
+        X: Send,
+        P: Fn(&Line) -> Result<ParseResult<Seen<C, X>>> + Sync,
+    {
+        let Some((i, _)) = seen.change else {
+            return Ok(Place::Unnamed);
         };
-        match change {
-            None => {
-                self.keys.add(kind, key, line.no)?;
-                Ok(Place::Unnamed)
-            }
-            Some(i) if !index.meet(i) => {
-                let e = format!("duplicate record key: {kind} {key:?} occurs on an earlier line");
-                skip(summary, opts, target, line.no, e, &line.bytes)?;
-                Ok(Place::Duplicate)
-            }
-            Some(i) => Ok(Place::Changed(i)),
+        if std::mem::replace(&mut self.met[i], true) {
+            let e = format!(
+                "duplicate record key: {} {:?} occurs on an earlier line",
+                seen.kind, seen.key
+            );
+            reader.bad(line, e)?;
+            return Ok(Place::Duplicate);
         }
+        Ok(Place::Changed(i))
     }
 
-    /// After the pass: the duplicate keys among the lines no change names, noted as skipped.
-    pub(crate) fn finish(
-        self,
-        summary: &mut Summary,
-        opts: &Options,
-        target: &Input,
-    ) -> Result<()> {
-        for (no, msg, bytes) in self.keys.finish(target)? {
-            skip(summary, opts, target, no, msg, &bytes)?;
-        }
-        Ok(())
+    /// The entries of `index` no target record met, in the order of the change file.
+    pub(crate) fn unmet(&self, index: &ChangeIndex) -> Vec<usize> {
+        let mut rest: Vec<usize> = (0..self.met.len()).filter(|i| !self.met[*i]).collect();
+        rest.sort_unstable_by_key(|i| index.position(*i));
+        rest
     }
-}
-
-/// What the parallel part found for one target line.
-enum Seen {
-    Bad(String),
-    Record {
-        kind: String,
-        key: String,
-        change: Option<(usize, Box<Change>)>,
-        newer: Option<Newer>,
-    },
 }
 
 /// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
@@ -806,7 +767,7 @@ enum Seen {
 fn apply_to(
     target: &Input,
     out: &Target,
-    index: &mut ChangeIndex,
+    index: &ChangeIndex,
     retired: Option<&Retired>,
     opts: &Options,
     summary: &mut Summary,
@@ -824,95 +785,61 @@ fn apply_to(
     let mut kept_newer = Vec::new();
     let mut candidates: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut fields = Fields::default();
-    let mut in_order = InOrder::new();
+    let mut in_order = InOrder::new(index);
     let progress = Progress::lines(opts.progress, "restoring");
-    for batch in target.batches(4 << 20)? {
-        let batch = batch?;
-        let index_ref = &*index;
-        let seen: Vec<Result<Seen>> = batch
-            .par_iter()
-            .map(|l| {
-                let n = match read_line(index_ref, &l.bytes)? {
-                    Ok(n) => n,
-                    Err(e) => return Ok(Seen::Bad(e)),
-                };
-                let (kind, key) = (n.kind, n.key);
-                let change = n.change.map(|(i, c)| (i, Box::new(c)));
-                let newer = match (retired, &change) {
-                    (Some(r), None) if carry::may_refer(&l.bytes) => {
-                        carry::check(r, &Record::from_validated(&l.bytes), None, Some(l.no))
-                    }
-                    _ => None,
-                };
-                Ok(Seen::Record {
-                    kind,
-                    key,
-                    change,
-                    newer,
-                })
-            })
-            .collect();
-        for (line, s) in batch.iter().zip(seen) {
-            let s = s?;
-            let read = match &s {
-                Seen::Bad(e) => Err(e.clone()),
-                Seen::Record {
-                    kind, key, change, ..
-                } => Ok((kind.as_str(), key.as_str(), change.as_ref().map(|c| c.0))),
-            };
-            let place = in_order.place(index, read, line, summary, opts, target)?;
-            let (kind, change, newer) = match (&place, s) {
-                (Place::Bad, _) | (_, Seen::Bad(_)) => {
-                    // No change can name a line that is not a record: it goes through as it is.
-                    w.line(&line.bytes).map_err(werr)?;
-                    summary.lines_written += 1;
-                    continue;
+    let read = |l: &Line| {
+        read_line(index, &l.bytes, |_, change| {
+            let newer = match (retired, &change) {
+                (Some(r), None) if carry::may_refer(&l.bytes) => {
+                    carry::check(r, &Record::from_validated(&l.bytes), None, Some(l.no))
                 }
-                (
-                    _,
-                    Seen::Record {
-                        kind,
-                        change,
-                        newer,
-                        ..
-                    },
-                ) => (kind, change, newer),
-            };
-            if kind == "custom_field" {
-                fields.insert_record(&Record::from_validated(&line.bytes));
-            }
-            if newer.is_some() {
-                // Judged once every field definition is known.
-                candidates.push((line.no, line.bytes.clone()));
-            }
-            let write = match (place, change) {
-                (Place::Changed(_), Some((_, change))) => {
-                    let current = RawRecord::parse(&line.bytes)
-                        .with_context(|| format!("{}:{}", target.name, line.no))?;
-                    let step = change.judge(Some(&current));
-                    if summary.judged(step, opts.force, || {
-                        Conflict::of_change(&change, Some(&current), Some(line.no))
-                    }) {
-                        Some(change.result(Some(&current)))
-                    } else {
-                        None
-                    }
-                }
-                // Unnamed, or a duplicate: copied as it is.
                 _ => None,
             };
-            match write {
-                None => w.line(&line.bytes).map_err(werr)?,
-                Some(None) => continue,
-                Some(Some(b)) => w.line(&b).map_err(werr)?,
-            }
+            Ok((change.map(|(i, c)| (i, Box::new(c))), newer))
+        })
+    };
+    let mut reader = Reader::new(target, bad_lines(opts), 4 << 20, read)?.progress(&progress);
+    while let Some((line, item)) = reader.next_line()? {
+        let Item::Good(seen) = item else {
+            // No change can name a line that is not a record: it goes through as it is.
+            w.line(&line.bytes).map_err(werr)?;
             summary.lines_written += 1;
+            continue;
+        };
+        let place = in_order.place(&mut reader, &line, &seen)?;
+        if seen.kind == "custom_field" {
+            fields.insert_record(&Record::from_validated(&line.bytes));
         }
-        progress.add(batch.len() as u64);
+        if seen.more.is_some() {
+            // Judged once every field definition is known.
+            candidates.push((line.no, line.bytes.clone()));
+        }
+        let write = match (place, seen.change) {
+            (Place::Changed(_), Some((_, change))) => {
+                let current = RawRecord::parse(&line.bytes)
+                    .with_context(|| format!("{}:{}", target.name, line.no))?;
+                let step = change.judge(Some(&current));
+                if summary.judged(step, opts.force, || {
+                    Conflict::of_change(&change, Some(&current), Some(line.no))
+                }) {
+                    Some(change.result(Some(&current)))
+                } else {
+                    None
+                }
+            }
+            // Unnamed, or a duplicate: copied as it is.
+            _ => None,
+        };
+        match write {
+            None => w.line(&line.bytes).map_err(werr)?,
+            Some(None) => continue,
+            Some(Some(b)) => w.line(&b).map_err(werr)?,
+        }
+        summary.lines_written += 1;
     }
     progress.finish();
     // Changes whose record the target does not hold, in the change file's order.
-    for i in index.unmet() {
+    for i in in_order.unmet(index) {
         let change = index.get(i)?;
         let step = change.judge(None);
         if summary.judged(step, opts.force, || {
@@ -924,7 +851,8 @@ fn apply_to(
             }
         }
     }
-    in_order.finish(summary, opts, target)?;
+    // Each pass starts a summary of its own, so the skipped lines are the reader's.
+    summary.skipped_lines.append(&mut reader.finish()?.skipped);
     if let Some(r) = retired {
         for (no, bytes) in candidates {
             let rec = Record::from_validated(&bytes);

@@ -22,8 +22,9 @@ use crate::bundle::{self, Bundle};
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::error::Failure;
+use crate::export::{Item, Reader};
 use crate::groups::{COLUMN, REPORT};
-use crate::input::Input;
+use crate::input::{Input, Line};
 use crate::record::{canonical_json, Kind, Probe, Record, SeenKeys, Subject};
 use crate::restore::{self, ChangeIndex, Conflict, Summary};
 use anyhow::{Context, Result};
@@ -231,23 +232,20 @@ fn round_trip(r: &mut Rehearsed, current: Option<&[u8]>, back: Option<&[u8]>) {
     }
 }
 
-/// What the rehearsal found for one line of the export.
-enum Seen {
-    /// Not a record: restore and rollback copy it through as it is.
-    Bad(String),
-    Record {
-        kind: String,
-        key: String,
-        /// The change that names it (its entry), rehearsed.
-        change: Option<(usize, Box<Rehearsed>)>,
-        /// No change names it, and it refers to a version the bundle retires.
-        newer: Option<Newer>,
-        /// What the law needs of it on its survivor.
-        needs: Vec<Need>,
-        /// What it holds on a survivor as it stands (when no change names it).
-        found: Vec<u128>,
-    },
+/// What the rehearsal keeps of a record of the export besides its change
+/// ([`restore::Seen::more`]).
+struct Found {
+    /// No change names it, and it refers to a version the bundle retires.
+    newer: Option<Newer>,
+    /// What the law needs of it on its survivor.
+    needs: Vec<Need>,
+    /// What it holds on a survivor as it stands (when no change names it).
+    found: Vec<u128>,
 }
+
+/// What the rehearsal found for one record of the export: the change that names it (its
+/// entry), rehearsed, and the rest ([`Found`]).
+type Seen = restore::Seen<Box<Rehearsed>, Found>;
 
 /// What the rehearsal gathers on its way, in the order the restore and the rollback meet it.
 #[derive(Default)]
@@ -329,7 +327,7 @@ impl Tally {
 /// The law: restore then rollback rehearsed over the export in one pass, then the curation of
 /// every group looked for on its survivor.
 fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
-    let mut index = change_index(b, v)?;
+    let index = change_index(b, v)?;
     let retired = Retired::load(b)?;
     let law = Law::load(b, export)?;
     let opts = restore::Options {
@@ -343,119 +341,89 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     };
     let mut t = Tally::default();
     let mut newer: Vec<Newer> = Vec::new();
-    // The restore's per-line rules that need the lines in order.
-    let mut in_order = restore::InOrder::new();
-    for batch in export.batches(4 << 20)? {
-        let batch = batch?;
-        let index_ref = &index;
-        let seen: Vec<Result<Seen>> = batch
-            .par_iter()
-            .map(|l| {
-                let restore::Named {
-                    probe: p,
-                    kind,
-                    key,
-                    change,
-                } = match restore::read_line(index_ref, &l.bytes)? {
-                    Ok(n) => n,
-                    Err(e) => return Ok(Seen::Bad(e)),
-                };
-                let survivor = law.survivor(&p);
-                let Some((i, c)) = change else {
-                    // No change names it: the restore copies it, and looks in it for references
-                    // to retired versions. Its record is parsed once, for every check that
-                    // needs it.
-                    let at = law.survivor_subject(&p);
-                    let may_refer = carry::may_refer(&l.bytes);
-                    let rec = (survivor.is_some() || at.is_some() || may_refer)
-                        .then(|| Record::from_validated(&l.bytes));
-                    let (mut found, mut newer) = (Vec::new(), None);
-                    if let Some(r) = &rec {
-                        if let Some((otype, oid)) = &at {
-                            found = law.found(otype, *oid, r);
-                        }
-                        if may_refer {
-                            newer = carry::check(&retired, r, Some(&law.defs), Some(l.no));
-                        }
+    // The restore's own rule that needs the lines in order.
+    let mut in_order = restore::InOrder::new(&index);
+    let read = |l: &Line| {
+        restore::read_line(&index, &l.bytes, |p, change| {
+            let survivor = law.survivor(p);
+            let Some((i, c)) = change else {
+                // No change names it: the restore copies it, and looks in it for references to
+                // retired versions. Its record is parsed once, for every check that needs it.
+                let at = law.survivor_subject(p);
+                let may_refer = carry::may_refer(&l.bytes);
+                let rec = (survivor.is_some() || at.is_some() || may_refer)
+                    .then(|| Record::from_validated(&l.bytes));
+                let (mut found, mut newer) = (Vec::new(), None);
+                if let Some(r) = &rec {
+                    if let Some((otype, oid)) = &at {
+                        found = law.found(otype, *oid, r);
                     }
-                    let needs = match (survivor, rec) {
-                        (Some(s), Some(r)) => law.needs(s, r, l.no),
-                        _ => Vec::new(),
-                    };
-                    return Ok(Seen::Record {
-                        kind,
-                        key,
-                        change: None,
+                    if may_refer {
+                        newer = carry::check(&retired, r, Some(&law.defs), Some(l.no));
+                    }
+                }
+                let needs = match (survivor, rec) {
+                    (Some(s), Some(r)) => law.needs(s, r, l.no),
+                    _ => Vec::new(),
+                };
+                return Ok((
+                    None,
+                    Found {
                         newer,
                         needs,
                         found,
-                    });
-                };
-                let needs = match survivor {
-                    Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
-                    None => Vec::new(),
-                };
-                let r = rehearse(c, Some(&l.bytes), &law)
-                    .with_context(|| format!("{}:{}", export.name, l.no))?;
-                Ok(Seen::Record {
-                    kind,
-                    key,
-                    change: Some((i, Box::new(r))),
+                    },
+                ));
+            };
+            let needs = match survivor {
+                Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
+                None => Vec::new(),
+            };
+            let r = rehearse(c, Some(&l.bytes), &law)
+                .with_context(|| format!("{}:{}", export.name, l.no))?;
+            Ok((
+                Some((i, Box::new(r))),
+                Found {
                     newer: None,
                     needs,
                     found: Vec::new(),
-                })
-            })
-            .collect();
-        for (line, s) in batch.iter().zip(seen) {
-            let s = s?;
-            let read = match &s {
-                Seen::Bad(e) => Err(e.clone()),
-                Seen::Record {
-                    kind, key, change, ..
-                } => Ok((kind.as_str(), key.as_str(), change.as_ref().map(|c| c.0))),
-            };
-            let place = in_order.place(&mut index, read, line, &mut t.restore, &opts, export)?;
-            let (change, n, needs, found) = match (&place, s) {
-                (restore::Place::Bad, _) | (_, Seen::Bad(_)) => {
-                    t.copied();
-                    continue;
+                },
+            ))
+        })
+    };
+    let mut reader = Reader::new(export, restore::bad_lines(&opts), 4 << 20, read)?;
+    while let Some((line, item)) = reader.next_line()? {
+        let Item::Good(seen) = item else {
+            t.copied();
+            continue;
+        };
+        let place = in_order.place(&mut reader, &line, &seen)?;
+        let Seen {
+            change, more: f, ..
+        } = seen;
+        t.needs.extend(f.needs);
+        newer.extend(f.newer);
+        match (place, change) {
+            (restore::Place::Changed(i), Some((_, r))) => {
+                t.rehearsed(index.position(i), *r, Some(line.no))
+            }
+            (restore::Place::Duplicate, _) => {
+                // Copied as it is: what it holds on a survivor stays there.
+                if let Ok(p) = Probe::parse(&line.bytes) {
+                    t.found.extend(law.found_in(&p, &line.bytes));
                 }
-                (
-                    _,
-                    Seen::Record {
-                        change,
-                        newer: n,
-                        needs,
-                        found,
-                        ..
-                    },
-                ) => (change, n, needs, found),
-            };
-            t.needs.extend(needs);
-            newer.extend(n);
-            match (place, change) {
-                (restore::Place::Changed(i), Some((_, r))) => {
-                    t.rehearsed(index.position(i), *r, Some(line.no))
-                }
-                (restore::Place::Duplicate, _) => {
-                    // Copied as it is: what it holds on a survivor stays there.
-                    if let Ok(p) = Probe::parse(&line.bytes) {
-                        t.found.extend(law.found_in(&p, &line.bytes));
-                    }
-                    t.copied();
-                }
-                _ => {
-                    // Unnamed: copied as it is.
-                    t.found.extend(found);
-                    t.copied();
-                }
+                t.copied();
+            }
+            _ => {
+                // Unnamed: copied as it is.
+                t.found.extend(f.found);
+                t.copied();
             }
         }
     }
     // Changes whose record the export does not hold, in the change file's order: the restore
     // writes what they make last.
-    for chunk in index.unmet().chunks(4096) {
+    for chunk in in_order.unmet(&index).chunks(4096) {
         let done: Vec<Result<Rehearsed>> = chunk
             .par_iter()
             .map(|&i| rehearse(index.get(i)?, None, &law))
@@ -464,7 +432,10 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             t.rehearsed(index.position(i), r?, None);
         }
     }
-    in_order.finish(&mut t.restore, &opts, export)?;
+    // Each pass starts a summary of its own, so the skipped lines are the reader's.
+    t.restore
+        .skipped_lines
+        .append(&mut reader.finish()?.skipped);
     for n in &newer {
         t.restore.conflict(Conflict::of_newer(n, &retired));
     }

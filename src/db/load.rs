@@ -213,7 +213,7 @@ fn encode(bytes: &[u8]) -> Result<crate::export::Parsed<Encoded>, String> {
     };
     Ok(crate::export::Parsed {
         kind: rec.kind,
-        key_hash: crate::export::key_hash(&name, &key),
+        key_hash: Some(crate::export::key_hash(&name, &key)),
         value: (name, table, out),
     })
 }

@@ -15,12 +15,13 @@
 mod decide;
 mod encode;
 
+use crate::export::{Item, Parsed, Reader};
 use crate::groups::{self, ColumnInfo, Groups, ReportInfo, ServerCounts, Unresolved};
 use crate::input::{Input, Line};
 use crate::keys::IdMap;
 use crate::merge;
 use crate::progress::Progress;
-use crate::record::{DuplicateKeys, Kind, Probe};
+use crate::record::{Kind, Probe};
 use crate::refs::Fields;
 use crate::report::{Report, Skipped};
 use crate::sort::Sorter;
@@ -276,67 +277,53 @@ fn bad_line(
 
 fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> Result<Scan> {
     let mut s = Scan::default();
-    // Record keys go through an external sort, so duplicate detection needs no table of keys.
-    let mut keys = DuplicateKeys::new(crate::sort::run_bytes(SORT_BYTES));
-    let mut first_seen_kind = false;
     // Records of each named kind, by `Kind as usize` (joined to `by_kind` at the end).
     let mut named = [0u64; Kind::Other as usize];
-    for batch in input.batches(crate::input::batch_bytes(BATCH_BYTES))? {
-        let batch = batch?;
-        let parsed: Vec<Result<Scanned, String>> = batch
-            .par_iter()
-            .map(|l| {
-                let p = Probe::parse(&l.bytes)?;
-                Ok(Scanned {
-                    hash: DuplicateKeys::hash(&p.kind_name, &p.key()),
-                    kept: keep(&p, id_map),
-                    probe_kind: p.kind,
-                    other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
-                })
-            })
-            .collect();
-        for (line, p) in batch.iter().zip(parsed) {
-            s.lines = line.no;
-            let first = !first_seen_kind;
-            first_seen_kind = true;
-            let scanned = match p {
-                Ok(ok) => ok,
-                Err(e) => {
-                    bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
-                    continue;
-                }
+    let rules = crate::export::BadLines {
+        max_errors: opts.max_errors,
+        hint: crate::export::SKIP_HINT,
+    };
+    let batch_bytes = crate::input::batch_bytes(BATCH_BYTES);
+    let mut reader = Reader::new(input, rules, batch_bytes, |l: &Line| {
+        Ok(Probe::parse(&l.bytes).map(|p| {
+            let scanned = Scanned {
+                kept: keep(&p, id_map),
+                probe_kind: p.kind,
+                other_kind: (p.kind == Kind::Other).then(|| p.kind_name.to_string()),
             };
-            if let Err(e) = crate::export::header_first(scanned.probe_kind, first) {
-                bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, line, e)?;
-                continue;
-            }
-            keys.add_hash(scanned.hash, line.no)?;
-            match scanned.other_kind {
-                Some(k) => *s.by_kind.entry(k).or_default() += 1,
-                None => named[scanned.probe_kind as usize] += 1,
-            }
-            match scanned.kept {
-                Kept::Nothing => {}
-                Kept::Server(id, t) => {
-                    s.servers.entry(id).or_insert(t);
-                }
-                Kept::Field(id, def) => s.fields.insert_first(id, def),
-                Kept::Report { mut info, stable } => {
-                    let next = s.stables.len() as u32;
-                    info.stable = *s
-                        .stable_index
-                        .entry((info.server_id, stable.clone()))
-                        .or_insert_with(|| {
-                            s.stables.push(stable);
-                            next
-                        });
-                    s.reports.push(info);
-                }
-                Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
-                Kept::Column(c) => s.columns.push(c),
-            }
+            Parsed::new(p.kind, &p.kind_name, &p.key(), scanned)
+        }))
+    })?
+    .progress(progress);
+    while let Some((line, item)) = reader.next_line()? {
+        s.lines = line.no;
+        let Item::Good(scanned) = item else {
+            continue;
+        };
+        match scanned.other_kind {
+            Some(k) => *s.by_kind.entry(k).or_default() += 1,
+            None => named[scanned.probe_kind as usize] += 1,
         }
-        progress.add(batch.len() as u64);
+        match scanned.kept {
+            Kept::Nothing => {}
+            Kept::Server(id, t) => {
+                s.servers.entry(id).or_insert(t);
+            }
+            Kept::Field(id, def) => s.fields.insert_first(id, def),
+            Kept::Report { mut info, stable } => {
+                let next = s.stables.len() as u32;
+                info.stable = *s
+                    .stable_index
+                    .entry((info.server_id, stable.clone()))
+                    .or_insert_with(|| {
+                        s.stables.push(stable);
+                        next
+                    });
+                s.reports.push(info);
+            }
+            Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
+            Kept::Column(c) => s.columns.push(c),
+        }
     }
     s.stable_index = HashMap::new();
     for (i, n) in named.into_iter().enumerate() {
@@ -356,14 +343,11 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     s.known_reports.sort_unstable();
     s.known_columns = s.columns.iter().map(|c| c.oid).collect();
     s.known_columns.sort_unstable();
-    let dups = keys.finish(input)?;
-    if !dups.is_empty() {
-        for (no, msg, bytes) in dups {
-            let line = Line { no, bytes };
-            bad_line(input, opts, &mut s.skipped, &mut s.bad_lines, &line, msg)?;
-        }
-        s.skipped.sort_by_key(|k| k.line);
-    }
+    // Bad lines and duplicates alike are passed over by the second pass.
+    let mut skipped = reader.finish()?.skipped;
+    skipped.sort_by_key(|k| k.line);
+    s.bad_lines = skipped.iter().map(|k| k.line).collect();
+    s.skipped = skipped;
     Ok(s)
 }
 
@@ -375,7 +359,6 @@ fn first_by_oid<T>(items: &mut Vec<T>, oid: impl Fn(&T) -> i64) {
 
 /// What the first pass learnt from one line.
 struct Scanned {
-    hash: u64,
     probe_kind: Kind,
     /// The `kind` string of a kind the SPEC does not name.
     other_kind: Option<String>,

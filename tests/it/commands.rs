@@ -222,6 +222,17 @@ fn changes_are_sorted_and_well_formed() {
     }
 }
 
+/// How many changes `inspect` lists in `text` (a line each).
+fn changes_listed(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            ["  create ", "  update ", "  delete "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .count()
+}
+
 #[test]
 fn inspect_describes_the_bundle() {
     let dir = Dir::new();
@@ -230,27 +241,13 @@ fn inspect_describes_the_bundle() {
     let n = util::changes(&dir.join("b")).len();
     let text = dir.run(["inspect", "b", "--limit", "0"]).ok().stdout;
     assert!(text.contains("bi_report"), "{text}");
-    let listed = text
-        .lines()
-        .filter(|l| {
-            ["  create ", "  update ", "  delete "]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .count();
+    let listed = changes_listed(&text);
     assert_eq!(
         listed, n,
         "inspect --limit 0 should list every change:\n{text}"
     );
     let short = dir.run(["inspect", "b", "--limit", "2"]).ok().stdout;
-    let listed = short
-        .lines()
-        .filter(|l| {
-            ["  create ", "  update ", "  delete "]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .count();
+    let listed = changes_listed(&short);
     assert_eq!(listed, 2, "inspect --limit 2:\n{short}");
 }
 
@@ -535,20 +532,20 @@ fn restore_copies_untouched_lines_byte_for_byte() {
     dir.run(["migrate", "export.ndjson", "-o", "b"]).ok();
     let out = dir.join("out.ndjson");
     util::restore(dir.path(), &dir.join("b"), &export, &out, &[]).ok();
-    let out_lines = util::lines(&out);
-    for l in odd {
-        assert!(
-            out_lines.iter().any(|o| o == l),
-            "restore did not copy {l} byte for byte"
-        );
-    }
+    assert_copied(&out, &odd, "restore");
     let back = dir.join("back.ndjson");
     util::rollback(dir.path(), &dir.join("b"), &out, &back, &[]).ok();
-    let back_lines = util::lines(&back);
-    for l in odd {
+    assert_copied(&back, &odd, "rollback");
+}
+
+/// Asserts that each of `lines` is a line of `path` byte for byte (`command` wrote `path`).
+#[track_caller]
+fn assert_copied(path: &std::path::Path, lines: &[&str], command: &str) {
+    let written = util::lines(path);
+    for l in lines {
         assert!(
-            back_lines.iter().any(|o| o == l),
-            "rollback did not copy {l} byte for byte"
+            written.iter().any(|o| o == l),
+            "{command} did not copy {l} byte for byte"
         );
     }
 }

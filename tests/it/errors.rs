@@ -6,15 +6,61 @@ use crate::util::{self, arg, Dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// The export of the sample `sample`.
+fn export_of(sample: &str) -> PathBuf {
+    util::sample(sample).join("export.ndjson")
+}
+
+/// The text of the export of the sample `sample`.
+fn export_text(sample: &str) -> String {
+    std::fs::read_to_string(export_of(sample)).unwrap()
+}
+
+/// A copy of the export of the sample `sample` in `dir`, named `name`.
+fn copy_export(dir: &Dir, sample: &str, name: &str) -> PathBuf {
+    dir.copy(&export_of(sample), name)
+}
+
+/// `lookmig migrate EXPORT -o bundle --max-errors N`, run in `dir`.
+fn migrate_skipping(dir: &Dir, export: &str, max_errors: &str) -> util::Out {
+    dir.run([
+        "migrate",
+        export,
+        "-o",
+        "bundle",
+        "--max-errors",
+        max_errors,
+    ])
+}
+
+/// A JSON file of a bundle, parsed.
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Writes `value` as the JSON file `path`, the way the bundle writes its manifest.
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+/// The bi_report with oid `oid` among the records of `path`.
+#[track_caller]
+fn report_in(path: &Path, oid: i64) -> Value {
+    util::values(path)
+        .into_iter()
+        .find(|r| r["kind"] == "bi_report" && r["oid"] == oid)
+        .unwrap_or_else(|| panic!("no report {oid} in {}", path.display()))
+}
+
 /// Line 3 of the sample `18-malformed`, which is not valid JSON.
 fn malformed_line() -> String {
-    util::lines(&util::sample("18-malformed").join("export.ndjson"))[2].clone()
+    util::lines(&export_of("18-malformed"))[2].clone()
 }
 
 /// A directory holding `export.ndjson` (a copy of a sample's) and its bundle `bundle`.
 fn migrated(sample: &str) -> (Dir, PathBuf, PathBuf) {
     let dir = Dir::new();
-    let export = dir.copy(&util::sample(sample).join("export.ndjson"), "export.ndjson");
+    let export = copy_export(&dir, sample, "export.ndjson");
     let bundle = dir.join("bundle");
     util::migrate(dir.path(), &export, &bundle, &[]).ok();
     (dir, export, bundle)
@@ -47,10 +93,7 @@ fn assert_bundle_refused(dir: &Dir, export: &Path, bundle: &Path, needle: &str) 
 #[test]
 fn malformed_line_names_file_and_line_and_writes_nothing() {
     let dir = Dir::new();
-    dir.copy(
-        &util::sample("18-malformed").join("export.ndjson"),
-        "bad.ndjson",
-    );
+    copy_export(&dir, "18-malformed", "bad.ndjson");
     dir.run(["migrate", "bad.ndjson", "-o", "bundle"])
         .code(1)
         .stderr_has("bad.ndjson:3");
@@ -67,12 +110,8 @@ fn malformed_line_names_file_and_line_and_writes_nothing() {
 #[test]
 fn max_errors_skips_the_bad_line_and_keeps_it_verbatim_in_the_report() {
     let dir = Dir::new();
-    dir.copy(
-        &util::sample("18-malformed").join("export.ndjson"),
-        "bad.ndjson",
-    );
-    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "1"])
-        .ok();
+    copy_export(&dir, "18-malformed", "bad.ndjson");
+    migrate_skipping(&dir, "bad.ndjson", "1").ok();
     let report = util::report(&dir.join("bundle"));
     let skipped = report["skipped_lines"]
         .as_array()
@@ -98,16 +137,14 @@ fn max_errors_skips_the_bad_line_and_keeps_it_verbatim_in_the_report() {
 #[test]
 fn max_errors_is_a_limit() {
     let dir = Dir::new();
-    let mut text =
-        std::fs::read_to_string(util::sample("18-malformed").join("export.ndjson")).unwrap();
+    let mut text = export_text("18-malformed");
     text.push_str("not json either\n");
     dir.write("bad.ndjson", text);
-    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "1"])
+    migrate_skipping(&dir, "bad.ndjson", "1")
         .code(1)
         .stderr_has("bad.ndjson:6");
     assert!(!dir.join("bundle").exists());
-    dir.run(["migrate", "bad.ndjson", "-o", "bundle", "--max-errors", "2"])
-        .ok();
+    migrate_skipping(&dir, "bad.ndjson", "2").ok();
     assert_eq!(
         util::report(&dir.join("bundle"))["skipped_lines"]
             .as_array()
@@ -119,7 +156,7 @@ fn max_errors_is_a_limit() {
 #[test]
 fn duplicate_key_is_a_malformed_line_at_its_second_occurrence() {
     let dir = Dir::new();
-    let mut lines = util::lines(&util::sample("01-legacy-dashboard").join("export.ndjson"));
+    let mut lines = util::lines(&export_of("01-legacy-dashboard"));
     let tag = lines
         .iter()
         .find(|l| l.contains("\"kind\":\"tag\""))
@@ -137,9 +174,7 @@ fn duplicate_key_is_a_malformed_line_at_its_second_occurrence() {
 #[test]
 fn header_version_2_is_refused() {
     let dir = Dir::new();
-    let text =
-        std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
-    let text = text.replacen("\"version\":1", "\"version\":2", 1);
+    let text = export_text("01-legacy-dashboard").replacen("\"version\":1", "\"version\":2", 1);
     dir.write("v2.ndjson", text);
     dir.run(["migrate", "v2.ndjson", "-o", "bundle"])
         .code(1)
@@ -150,7 +185,7 @@ fn header_version_2_is_refused() {
 #[test]
 fn header_after_the_first_line_is_refused() {
     let dir = Dir::new();
-    let mut lines = util::lines(&util::sample("01-legacy-dashboard").join("export.ndjson"));
+    let mut lines = util::lines(&export_of("01-legacy-dashboard"));
     lines.swap(0, 1);
     dir.write("late.ndjson", lines.join("\n") + "\n");
     dir.run(["migrate", "late.ndjson", "-o", "bundle"])
@@ -161,36 +196,12 @@ fn header_after_the_first_line_is_refused() {
     // One rule for every reader: restore refuses it the same way, and like any bad line it
     // can be copied through with --max-errors.
     let (_keep, _, bundle) = migrated("01-legacy-dashboard");
-    dir.run([
-        "restore",
-        &arg(&bundle),
-        "--onto",
-        "late.ndjson",
-        "-o",
-        "out.ndjson",
-    ])
-    .code(1)
-    .stderr_has("late.ndjson:2: a header must be the first line");
-    dir.run([
-        "restore",
-        &arg(&bundle),
-        "--onto",
-        "late.ndjson",
-        "-o",
-        "out.ndjson",
-        "--max-errors",
-        "1",
-    ])
-    .ok();
-    dir.run([
-        "migrate",
-        "late.ndjson",
-        "-o",
-        "bundle",
-        "--max-errors",
-        "1",
-    ])
-    .ok();
+    let (late, out) = (dir.join("late.ndjson"), dir.join("out.ndjson"));
+    util::restore(dir.path(), &bundle, &late, &out, &[])
+        .code(1)
+        .stderr_has("late.ndjson:2: a header must be the first line");
+    util::restore(dir.path(), &bundle, &late, &out, &["--max-errors", "1"]).ok();
+    migrate_skipping(&dir, "late.ndjson", "1").ok();
 }
 
 #[test]
@@ -224,7 +235,7 @@ fn manifest_naming_a_file_outside_the_bundle_is_refused() {
     // A real file beside the bundle, with the right checksum: only its place is wrong.
     let x = dir.write("x", "{}");
     let mpath = bundle.join("manifest.json");
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let mut manifest = read_json(&mpath);
     manifest["files"]
         .as_array_mut()
         .unwrap()
@@ -233,17 +244,14 @@ fn manifest_naming_a_file_outside_the_bundle_is_refused() {
             "records": 1,
             "sha256": util::sha256_hex(&std::fs::read(&x).unwrap()),
         }));
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    write_json(&mpath, &manifest);
     assert_bundle_refused(&dir, &export, &bundle, "../x");
 }
 
 #[test]
 fn verify_against_another_export_fails_with_exit_3() {
     let (dir, _export, bundle) = migrated("10-collapse-versions");
-    let other = dir.copy(
-        &util::sample("01-legacy-dashboard").join("export.ndjson"),
-        "other.ndjson",
-    );
+    let other = copy_export(&dir, "01-legacy-dashboard", "other.ndjson");
     dir.run(["verify", &arg(&bundle), "--export", &arg(&other)])
         .code(3)
         .stderr_has("other.ndjson");
@@ -252,8 +260,7 @@ fn verify_against_another_export_fails_with_exit_3() {
 /// Sample 01 with the external_id of report 101 — the field the bundle re-keys — changed
 /// since the export (and its name too, which the bundle does not touch).
 fn edited_target(dir: &Dir) -> PathBuf {
-    let text =
-        std::fs::read_to_string(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    let text = export_text("01-legacy-dashboard");
     let old = "\"external_id\":\"dashboard_12_1700000000\",\"name\":\"Sales overview\"";
     assert!(text.contains(old));
     dir.write(
@@ -270,42 +277,60 @@ fn edited_target(dir: &Dir) -> PathBuf {
 #[test]
 fn restore_keeps_an_edit_of_a_field_the_bundle_does_not_touch() {
     let (dir, _export, bundle) = migrated("10-collapse-versions");
-    let text = std::fs::read_to_string(util::sample("10-collapse-versions").join("export.ndjson"))
-        .unwrap();
     let target = dir.write(
         "renamed.ndjson",
-        text.replace(
+        export_text("10-collapse-versions").replace(
             "\"name\":\"Sales v3\"",
             "\"name\":\"renamed after the export\"",
         ),
     );
     let out = dir.join("out.ndjson");
     util::restore(dir.path(), &bundle, &target, &out, &[]).ok();
-    let survivor = util::values(&out)
-        .into_iter()
-        .find(|r| r["kind"] == "bi_report" && r["oid"] == 103)
-        .expect("the survivor in the restored export");
+    let survivor = report_in(&out, 103);
     assert_eq!(survivor["external_id"], "dashboard/12");
     assert_eq!(survivor["name"], "renamed after the export");
     // And back: the rollback restores the legacy id and keeps the rename too.
     let back = dir.join("back.ndjson");
     util::rollback(dir.path(), &bundle, &out, &back, &[]).ok();
-    let r = util::values(&back)
-        .into_iter()
-        .find(|r| r["kind"] == "bi_report" && r["oid"] == 103)
-        .unwrap();
+    let r = report_in(&back, 103);
     assert_eq!(r["external_id"], "dashboard_12_1700000000");
     assert_eq!(r["name"], "renamed after the export");
 }
 
-#[test]
-fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
+/// Sample 01 migrated, and its bundle restored onto [`edited_target`] with `extra` options.
+struct EditedRestore {
+    dir: Dir,
+    /// The names in `dir` before the restore.
+    before: Vec<String>,
+    out: PathBuf,
+    /// The restore, its exit code not checked yet.
+    run: util::Out,
+}
+
+fn restore_onto_edited(extra: &[&str]) -> EditedRestore {
     let (dir, _export, bundle) = migrated("01-legacy-dashboard");
     let target = edited_target(&dir);
     let before = dir.names();
     let out = dir.join("out.ndjson");
-    let run = util::restore(dir.path(), &bundle, &target, &out, &[]).code(3);
-    run.stderr_has("conflict")
+    let run = util::restore(dir.path(), &bundle, &target, &out, extra);
+    EditedRestore {
+        dir,
+        before,
+        out,
+        run,
+    }
+}
+
+#[test]
+fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
+    let EditedRestore {
+        dir,
+        before,
+        out,
+        run,
+    } = restore_onto_edited(&[]);
+    run.code(3)
+        .stderr_has("conflict")
         .stderr_has("bi_report")
         .stderr_has("\"101\"")
         // The edit itself, not two truncated records.
@@ -322,11 +347,9 @@ fn restore_over_an_edited_record_is_a_conflict_and_writes_nothing() {
 /// the user to it ("see --json"): the conflicts are listed there in full.
 #[test]
 fn restore_conflicts_are_listed_in_full_with_json() {
-    let (dir, _export, bundle) = migrated("01-legacy-dashboard");
-    let target = edited_target(&dir);
-    let out = dir.join("out.ndjson");
-    let run = util::restore(dir.path(), &bundle, &target, &out, &["--json"]).code(3);
-    assert!(!out.exists(), "a conflicting restore wrote its output");
+    let r = restore_onto_edited(&["--json"]);
+    let run = r.run.code(3);
+    assert!(!r.out.exists(), "a conflicting restore wrote its output");
     let summary = run.json();
     let conflicts = summary["conflicts"]
         .as_array()
@@ -342,17 +365,10 @@ fn restore_conflicts_are_listed_in_full_with_json() {
 
 #[test]
 fn restore_with_force_applies_over_conflicts() {
-    let (dir, _export, bundle) = migrated("01-legacy-dashboard");
-    let target = edited_target(&dir);
-    let out = dir.join("out.ndjson");
-    let summary = util::restore(dir.path(), &bundle, &target, &out, &["--force", "--json"])
-        .ok()
-        .json();
+    let r = restore_onto_edited(&["--force", "--json"]);
+    let summary = r.run.ok().json();
     assert_eq!(summary["forced"], 1, "{summary}");
-    let report = util::values(&out)
-        .into_iter()
-        .find(|r| r["kind"] == "bi_report" && r["oid"] == 101)
-        .expect("report 101 in the restored export");
+    let report = report_in(&r.out, 101);
     assert_eq!(report["external_id"], "dashboard/12");
     assert_eq!(
         report["name"], "Sales overview (edited)",
@@ -363,10 +379,7 @@ fn restore_with_force_applies_over_conflicts() {
 #[test]
 fn migrate_to_an_existing_output_is_refused_without_overwrite() {
     let dir = Dir::new();
-    let export = dir.copy(
-        &util::sample("01-legacy-dashboard").join("export.ndjson"),
-        "export.ndjson",
-    );
+    let export = copy_export(&dir, "01-legacy-dashboard", "export.ndjson");
     std::fs::create_dir(dir.join("bundle")).unwrap();
     dir.write("bundle/keep.txt", "precious");
     util::migrate(dir.path(), &export, &dir.join("bundle"), &[])
@@ -387,14 +400,8 @@ fn migrate_to_an_existing_output_is_refused_without_overwrite() {
 #[test]
 fn migrate_with_overwrite_replaces_an_existing_bundle() {
     let dir = Dir::new();
-    let first = dir.copy(
-        &util::sample("01-legacy-dashboard").join("export.ndjson"),
-        "first.ndjson",
-    );
-    let second = dir.copy(
-        &util::sample("10-collapse-versions").join("export.ndjson"),
-        "second.ndjson",
-    );
+    let first = copy_export(&dir, "01-legacy-dashboard", "first.ndjson");
+    let second = copy_export(&dir, "10-collapse-versions", "second.ndjson");
     let bundle = dir.join("bundle");
     util::migrate(dir.path(), &first, &bundle, &[]).ok();
     util::migrate(dir.path(), &second, &bundle, &["--overwrite".into()]).ok();
@@ -427,10 +434,7 @@ fn restore_to_an_existing_output_is_refused_without_overwrite() {
 #[test]
 fn zstd_input_gives_the_same_bundle_as_plain_input() {
     let dir = Dir::new();
-    let plain = dir.copy(
-        &util::sample("10-collapse-versions").join("export.ndjson"),
-        "export.ndjson",
-    );
+    let plain = copy_export(&dir, "10-collapse-versions", "export.ndjson");
     // No `.zst` in the name: compression is detected by the magic bytes.
     let packed = dir.write(
         "export.data",
@@ -463,21 +467,23 @@ fn zstd_input_gives_the_same_bundle_as_plain_input() {
 #[test]
 fn plain_input_named_zst_is_read_as_plain() {
     let dir = Dir::new();
-    let export = dir.copy(
-        &util::sample("10-collapse-versions").join("export.ndjson"),
-        "export.ndjson.zst",
-    );
+    let export = copy_export(&dir, "10-collapse-versions", "export.ndjson.zst");
     util::migrate(dir.path(), &export, &dir.join("b"), &[]).ok();
     assert!(!util::changes(&dir.join("b")).is_empty());
+}
+
+/// `migrate -` with `stdin` gives the changes `migrate EXPORT` gives (bundles `b` and `a`).
+#[track_caller]
+fn assert_stdin_migrates_as_the_file(dir: &Dir, export: &Path, stdin: Vec<u8>) {
+    util::run_with_stdin(dir.path(), ["migrate", "-", "-o", "b"], Some(stdin)).ok();
+    util::migrate(dir.path(), export, &dir.join("a"), &[]).ok();
+    assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
 }
 
 #[test]
 fn stdin_dash_works_for_plan_and_migrate() {
     let dir = Dir::new();
-    let export = dir.copy(
-        &util::sample("10-collapse-versions").join("export.ndjson"),
-        "export.ndjson",
-    );
+    let export = copy_export(&dir, "10-collapse-versions", "export.ndjson");
     let bytes = std::fs::read(&export).unwrap();
     let from_file = dir.run(["plan", "--json", "export.ndjson"]).ok().json();
     let from_stdin = util::run_with_stdin(dir.path(), ["plan", "--json", "-"], Some(bytes.clone()))
@@ -485,18 +491,13 @@ fn stdin_dash_works_for_plan_and_migrate() {
         .json();
     assert!(from_file["counts"]["lines"].as_u64().unwrap_or(0) > 0);
     assert_eq!(from_stdin, from_file);
-    util::run_with_stdin(dir.path(), ["migrate", "-", "-o", "b"], Some(bytes)).ok();
-    util::migrate(dir.path(), &export, &dir.join("a"), &[]).ok();
-    assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
+    assert_stdin_migrates_as_the_file(&dir, &export, bytes);
 }
 
 #[test]
 fn server_absent_from_the_export_is_exit_1() {
     let dir = Dir::new();
-    let export = dir.copy(
-        &util::sample("01-legacy-dashboard").join("export.ndjson"),
-        "export.ndjson",
-    );
+    let export = copy_export(&dir, "01-legacy-dashboard", "export.ndjson");
     util::migrate(
         dir.path(),
         &export,
@@ -514,10 +515,7 @@ fn server_absent_from_the_export_is_exit_1() {
 #[test]
 fn usage_errors_are_exit_2() {
     let dir = Dir::new();
-    dir.copy(
-        &util::sample("01-legacy-dashboard").join("export.ndjson"),
-        "export.ndjson",
-    );
+    copy_export(&dir, "01-legacy-dashboard", "export.ndjson");
     dir.run(["migrate", "export.ndjson", "-o", "b", "--no-such-flag"])
         .code(2)
         .stderr_has("--no-such-flag");
@@ -550,14 +548,14 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
     let count = |op: &str| changes.iter().filter(|c| c["op"] == op).count();
     // The manifest's counts are checked against the report's, so the report agrees too.
     let rpath = bundle.join("report.json");
-    let mut report: Value = serde_json::from_slice(&std::fs::read(&rpath).unwrap()).unwrap();
+    let mut report = read_json(&rpath);
     for op in ["create", "update", "delete"] {
         report["counts"][format!("changes_{op}")] = count(op).into();
     }
     let report = serde_json::to_vec(&report).unwrap();
     std::fs::write(&rpath, &report).unwrap();
     let mpath = bundle.join("manifest.json");
-    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let mut m = read_json(&mpath);
     for f in m["files"].as_array_mut().unwrap() {
         if f["name"] == "changes.ndjson.zst" {
             f["sha256"] = util::sha256_hex(&packed).into();
@@ -571,7 +569,7 @@ fn rewrite_changes(bundle: &Path, changes: &[Value]) {
     for op in ["create", "update", "delete"] {
         m["counts"][op] = count(op).into();
     }
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    write_json(&mpath, &m);
 }
 
 #[test]
@@ -687,9 +685,9 @@ fn verify_catches_a_merged_value_that_takes_the_loser_without_a_conflict() {
 fn manifest_of_another_version_is_refused() {
     let (dir, export, bundle) = migrated("10-collapse-versions");
     let mpath = bundle.join("manifest.json");
-    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let mut m = read_json(&mpath);
     m["version"] = 1.into();
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    write_json(&mpath, &m);
     assert_bundle_refused(&dir, &export, &bundle, "version 1");
     dir.run(["inspect", &arg(&bundle)])
         .code(1)
@@ -715,14 +713,9 @@ fn restore_onto_a_target_missing_a_changed_record_is_a_conflict() {
 #[test]
 fn zstd_on_stdin_is_detected() {
     let dir = Dir::new();
-    let export = dir.copy(
-        &util::sample("10-collapse-versions").join("export.ndjson"),
-        "export.ndjson",
-    );
+    let export = copy_export(&dir, "10-collapse-versions", "export.ndjson");
     let packed = util::compress(&std::fs::read(&export).unwrap());
-    util::run_with_stdin(dir.path(), ["migrate", "-", "-o", "b"], Some(packed)).ok();
-    util::migrate(dir.path(), &export, &dir.join("a"), &[]).ok();
-    assert_eq!(util::changes(&dir.join("b")), util::changes(&dir.join("a")));
+    assert_stdin_migrates_as_the_file(&dir, &export, packed);
 }
 
 /// A second bi_report line with an oid already seen is skipped under --max-errors, and the
@@ -731,22 +724,13 @@ fn zstd_on_stdin_is_detected() {
 #[test]
 fn a_duplicate_report_line_skipped_under_max_errors_leaves_the_first_one() {
     let dir = Dir::new();
-    let mut export =
-        std::fs::read(util::sample("01-legacy-dashboard").join("export.ndjson")).unwrap();
+    let mut export = export_text("01-legacy-dashboard").into_bytes();
     export.extend_from_slice(
         br#"{"kind":"bi_report","oid":101,"server_id":1,"external_id":"look_55_1","name":"impostor"}"#,
     );
     export.push(b'\n');
     dir.write("export.ndjson", &export);
-    dir.run([
-        "migrate",
-        "export.ndjson",
-        "-o",
-        "bundle",
-        "--max-errors",
-        "1",
-    ])
-    .ok();
+    migrate_skipping(&dir, "export.ndjson", "1").ok();
     let report = util::report(&dir.join("bundle"));
     assert_eq!(report["skipped_lines"].as_array().unwrap().len(), 1);
     assert!(report["skipped_lines"][0]["text"]
