@@ -187,24 +187,18 @@ pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool)
 /// record is the prior one (compared by its text, as for `jsonb` columns); a create as for
 /// any table. Their updates take the exact path.
 pub(super) fn prepare_other(changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
-    use rayon::prelude::*;
     let statements = [Op::Delete, Op::Create]
         .into_iter()
         .filter_map(|op| {
             // (place, kind, key, the record: prior of a delete, new one of a create)
-            let rows: Vec<(usize, String, String, Value)> = changes
-                .par_iter()
-                .enumerate()
-                .filter_map(|(i, (c, _))| {
-                    if c.op != op {
-                        return None;
-                    }
-                    let raw = if op == Op::Delete { &c.prior } else { &c.record };
-                    let v: Value = serde_json::from_str(raw.as_ref()?.get()).ok()?;
-                    super::schema::storable(&v).ok()?;
-                    Some((i, c.kind.clone(), c.key.clone(), v))
-                })
-                .collect();
+            let rows: Vec<(usize, String, String, Value)> = records_of(changes, op, |c, raw| {
+                let v: Value = serde_json::from_str(raw.get()).ok()?;
+                super::schema::storable(&v).ok()?;
+                Some((c.kind.clone(), c.key.clone(), v))
+            })
+            .into_iter()
+            .map(|(i, (kind, key, v))| (i, kind, key, v))
+            .collect();
             if rows.is_empty() {
                 return None;
             }
@@ -474,22 +468,51 @@ fn assemble(table: &Table, sets: Option<&str>, unnest: &str, conds: &str, dry: b
     }
 }
 
-/// The guarded delete of a chunk: a row goes when every column and `extra` hold what the
-/// change's prior record makes of them.
-fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<Statement> {
+/// The row `table` stores for a record given as JSON; None where a row cannot hold it.
+fn row_of(table: &Table, raw: &serde_json::value::RawValue) -> Option<super::schema::Row> {
+    let obj: serde_json::Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
+    super::schema::to_row(table, &obj).ok()
+}
+
+/// The changes of a chunk with this `op` (a delete or a create), each with its place and what
+/// `make` builds of it and its record (a delete's prior, a create's record); those it builds
+/// nothing of are left out, for the exact path.
+fn records_of<R: Send>(
+    changes: &[(Change, Vec<Cell>)],
+    op: Op,
+    make: impl Fn(&Change, &serde_json::value::RawValue) -> Option<R> + Sync,
+) -> Vec<(usize, R)> {
     use rayon::prelude::*;
-    let rows: Vec<(usize, super::schema::Row)> = changes
+    changes
         .par_iter()
         .enumerate()
         .filter_map(|(i, (c, _))| {
-            if c.op != Op::Delete {
+            if c.op != op {
                 return None;
             }
-            let prior: serde_json::Map<String, Value> =
-                serde_json::from_str(c.prior.as_ref()?.get()).ok()?;
-            super::schema::to_row(table, &prior).ok().map(|r| (i, r))
+            let raw = if op == Op::Delete {
+                &c.prior
+            } else {
+                &c.record
+            };
+            make(c, raw.as_ref()?).map(|r| (i, r))
         })
-        .collect();
+        .collect()
+}
+
+/// [`records_of`] as the rows `table` stores for them.
+fn rows_of(
+    table: &Table,
+    changes: &[(Change, Vec<Cell>)],
+    op: Op,
+) -> Vec<(usize, super::schema::Row)> {
+    records_of(changes, op, |_, raw| row_of(table, raw))
+}
+
+/// The guarded delete of a chunk: a row goes when every column and `extra` hold what the
+/// change's prior record makes of them.
+fn delete(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<Statement> {
+    let rows = rows_of(table, changes, Op::Delete);
     if rows.is_empty() {
         return None;
     }
@@ -507,12 +530,8 @@ fn exact_update(table: &Table, change: &Change) -> Option<ExactUpdate> {
     if change.op != Op::Update {
         return None;
     }
-    let parse = |raw: &serde_json::value::RawValue| {
-        let obj: serde_json::Map<String, Value> = serde_json::from_str(raw.get()).ok()?;
-        super::schema::to_row(table, &obj).ok()
-    };
-    let prior = parse(change.prior.as_ref()?)?;
-    let after = parse(change.exact_after.as_ref()?)?;
+    let prior = row_of(table, change.prior.as_ref()?)?;
+    let after = row_of(table, change.exact_after.as_ref()?)?;
     let mut cols: Vec<usize> = (0..prior.cells.len())
         .filter(|&c| prior.cells[c] != after.cells[c])
         .collect();
@@ -632,19 +651,7 @@ fn whole_row(table: &Table, cols: &[usize], list: &[RowChange], dry: bool) -> St
 /// a row cannot hold is left to it too (it then fails, saying why). For the pre-check, a
 /// `SELECT` of the creates whose key no row holds.
 fn create(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<Statement> {
-    use rayon::prelude::*;
-    let rows: Vec<(usize, super::schema::Row)> = changes
-        .par_iter()
-        .enumerate()
-        .filter_map(|(i, (c, _))| {
-            if c.op != Op::Create {
-                return None;
-            }
-            let rec: serde_json::Map<String, Value> =
-                serde_json::from_str(c.record.as_ref()?.get()).ok()?;
-            super::schema::to_row(table, &rec).ok().map(|r| (i, r))
-        })
-        .collect();
+    let rows = rows_of(table, changes, Op::Create);
     if rows.is_empty() {
         return None;
     }
