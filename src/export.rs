@@ -15,6 +15,10 @@
 //! `db load` (through [`read`]). What each command does with a line is its own: what migrate
 //! keeps of it, restore's look-up of the change that names it (and its rule that a second line
 //! with a changed key is the duplicate, met in order), db load's table rows.
+//!
+//! One read re-reads an export without this front end: migrate's second pass, which rewrites
+//! the lines its scan (through [`Reader`]) accepted and passes over the ones it refused, so
+//! no rule of this module is left for it to apply.
 
 use crate::input::{Input, Line};
 use crate::progress::Progress;
