@@ -25,7 +25,6 @@
 use super::apply::{column_param, extra_param, Params};
 use super::schema::{Cell, Table, Ty, OTHER};
 use crate::changeset::{Change, Op};
-use crate::record::Subject;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
@@ -59,17 +58,11 @@ fn cols(table: &Table) -> Vec<Col> {
 /// The cells of a field's value when its column(s) hold it exactly, with nothing left for
 /// `extra`; None when they cannot (the exact path then decides).
 fn clean(ty: Ty, v: &Value) -> Option<Vec<Cell>> {
-    Some(match (ty, v) {
-        (Ty::Subject, Value::Object(o)) if o.len() == 2 => {
-            let s = Subject::from_value(v)?;
-            vec![Cell::Text(s.otype), Cell::Int(s.oid)]
-        }
-        (Ty::Int, Value::Number(n)) => vec![Cell::Int(n.as_i64()?)],
-        (Ty::Text, Value::String(s)) if !s.contains('\0') => vec![Cell::Text(s.clone())],
-        (Ty::Bool, Value::Bool(b)) => vec![Cell::Bool(*b)],
-        (Ty::Json, v) if super::schema::storable(v).is_ok() => vec![Cell::Json(v.clone())],
-        _ => return None,
-    })
+    super::schema::storable(v).ok()?;
+    match super::schema::field_cells(ty, Some(v)) {
+        (cells, false) => Some(cells),
+        (_, true) => None,
+    }
 }
 
 /// A change in the form the statement takes: which fields it sets and unsets (by index into

@@ -330,6 +330,30 @@ pub struct Row {
     pub extra: Map<String, Value>,
 }
 
+/// The cells of a named field's value (`None`: absent) in its column(s), and whether the value
+/// also goes into `extra`, where it wins when the record is rebuilt: the one rule of which
+/// values a column holds (see the module docs), for [`to_row`] and the guarded statements.
+pub fn field_cells(ty: Ty, v: Option<&Value>) -> (Vec<Cell>, bool) {
+    match (ty, v) {
+        (Subject, Some(s)) => match crate::record::Subject::from_value(s) {
+            Some(sub) => (
+                vec![Cell::Text(sub.otype), Cell::Int(sub.oid)],
+                s.as_object().is_some_and(|o| o.len() != 2),
+            ),
+            None => (vec![Cell::Null, Cell::Null], true),
+        },
+        (Subject, None) => (vec![Cell::Null, Cell::Null], false),
+        (_, None) => (vec![Cell::Null], false),
+        (Int, Some(Value::Number(n))) if n.as_i64().is_some() => {
+            (vec![Cell::Int(n.as_i64().unwrap_or_default())], false)
+        }
+        (Text, Some(Value::String(s))) => (vec![Cell::Text(s.clone())], false),
+        (Bool, Some(Value::Bool(b))) => (vec![Cell::Bool(*b)], false),
+        (Json, Some(v)) => (vec![Cell::Json(v.clone())], false),
+        (_, Some(_)) => (vec![Cell::Null], true),
+    }
+}
+
 /// Splits a record into its table's cells and `extra` (see the module docs for the rules).
 pub fn to_row(t: &Table, obj: &Map<String, Value>) -> Result<Row> {
     storable_fields(obj)?;
@@ -337,41 +361,10 @@ pub fn to_row(t: &Table, obj: &Map<String, Value>) -> Result<Row> {
     let mut extra = Map::new();
     for fld in t.fields {
         let v = obj.get(fld.name);
-        let spill = |extra: &mut Map<String, Value>| {
-            if let Some(v) = v {
-                extra.insert(fld.name.to_string(), v.clone());
-            }
-        };
-        match (fld.ty, v) {
-            (Subject, Some(s)) => match crate::record::Subject::from_value(s) {
-                Some(sub) => {
-                    cells.push(Cell::Text(sub.otype));
-                    cells.push(Cell::Int(sub.oid));
-                    if s.as_object().is_some_and(|o| o.len() != 2) {
-                        spill(&mut extra);
-                    }
-                }
-                None => {
-                    cells.push(Cell::Null);
-                    cells.push(Cell::Null);
-                    spill(&mut extra);
-                }
-            },
-            (Subject, None) => {
-                cells.push(Cell::Null);
-                cells.push(Cell::Null);
-            }
-            (_, None) => cells.push(Cell::Null),
-            (Int, Some(Value::Number(n))) if n.as_i64().is_some() => {
-                cells.push(Cell::Int(n.as_i64().unwrap_or_default()))
-            }
-            (Text, Some(Value::String(s))) => cells.push(Cell::Text(s.clone())),
-            (Bool, Some(Value::Bool(b))) => cells.push(Cell::Bool(*b)),
-            (Json, Some(v)) => cells.push(Cell::Json(v.clone())),
-            (_, Some(_)) => {
-                cells.push(Cell::Null);
-                spill(&mut extra);
-            }
+        let (these, spill) = field_cells(fld.ty, v);
+        cells.extend(these);
+        if let (true, Some(v)) = (spill, v) {
+            extra.insert(fld.name.to_string(), v.clone());
         }
         if fld.required && cells.last() == Some(&Cell::Null) {
             bail!(
