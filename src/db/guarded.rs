@@ -390,6 +390,12 @@ fn statement(
     let mut p = 0;
     let mut n = 0;
     let mut sets = Vec::new();
+    // Each field holds what the update leaves (`done`) or its prior value; not all are done.
+    let mut guard = |done: Vec<String>, is_prior: Vec<String>| {
+        let done = done.join(" AND ");
+        guards.push(format!("(({done}) OR ({}))", is_prior.join(" AND ")));
+        not_done.push(format!("NOT ({done})"));
+    };
     for &f in set {
         let mut is_new = Vec::new();
         let mut is_prior = Vec::new();
@@ -400,12 +406,7 @@ fn statement(
             n += 1;
             p += 1;
         }
-        guards.push(format!(
-            "(({}) OR ({}))",
-            is_new.join(" AND "),
-            is_prior.join(" AND ")
-        ));
-        not_done.push(format!("NOT ({})", is_new.join(" AND ")));
+        guard(is_new, is_prior);
     }
     for &f in unset {
         let mut absent = Vec::new();
@@ -416,12 +417,7 @@ fn statement(
             sets.push(format!("{} = NULL", names[c]));
             p += 1;
         }
-        guards.push(format!(
-            "(({}) OR ({}))",
-            absent.join(" AND "),
-            is_prior.join(" AND ")
-        ));
-        not_done.push(format!("NOT ({})", absent.join(" AND ")));
+        guard(absent, is_prior);
     }
     let on: Vec<String> = key_pos
         .iter()
