@@ -1496,47 +1496,28 @@ pub(super) fn column_param(
     (param, format!("${n}::{sql_type}[]"))
 }
 
-/// An array parameter holding the `extra` of every row, and its SQL cast.
-pub(super) fn extra_param<'r>(
-    rows: impl Iterator<Item = &'r schema::Row>,
-    n: usize,
-) -> (Box<dyn ToSql + Sync + Send>, String) {
-    let v: Vec<Value> = rows.map(|r| Value::Object(r.extra.clone())).collect();
-    (Box::new(v), format!("${n}::jsonb[]"))
-}
-
 /// One `UPDATE … FROM unnest(…)` setting columns `cols` (an index past the last column is
 /// `extra`) of every row, matched by key.
 fn update_sql(table: &Table, cols: &[usize], rows: &[(KeyCells, schema::Row)]) -> (String, Params) {
     let names = table.columns();
     let types = table.column_types();
     let key_pos = table.key_positions();
-    let mut params: Params = Vec::new();
-    let mut casts = Vec::new();
-    let mut aliases = Vec::new();
+    let mut u = guarded::Unnest::default();
     for (j, p) in key_pos.iter().enumerate() {
         let cells: Vec<&Cell> = rows.iter().map(|(k, _)| &k[j]).collect();
-        let (b, cast) = column_param(types[*p], &cells, params.len() + 1);
-        params.push(b);
-        casts.push(cast);
-        aliases.push(format!("k{j}"));
+        u.column(format!("k{j}"), types[*p], &cells);
     }
     let mut sets = Vec::new();
     for &c in cols {
         let alias = format!("v{c}");
         if c == names.len() {
-            let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
-            params.push(b);
-            casts.push(cast);
+            u.extra(&alias, rows.iter().map(|(_, r)| r));
             sets.push(format!("extra = u.{alias}"));
         } else {
             let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
-            let (b, cast) = column_param(types[c], &cells, params.len() + 1);
-            params.push(b);
-            casts.push(cast);
             sets.push(format!("{} = u.{alias}", names[c]));
+            u.column(alias, types[c], &cells);
         }
-        aliases.push(alias);
     }
     let on: Vec<String> = key_pos
         .iter()
@@ -1544,14 +1525,13 @@ fn update_sql(table: &Table, cols: &[usize], rows: &[(KeyCells, schema::Row)]) -
         .map(|(j, p)| format!("t.{} = u.k{j}", names[*p]))
         .collect();
     let sql = format!(
-        "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}",
+        "UPDATE {} AS t SET {} FROM {} WHERE {}",
         table.name,
         sets.join(", "),
-        casts.join(", "),
-        aliases.join(", "),
+        u.sql(),
         on.join(" AND ")
     );
-    (sql, params)
+    (sql, u.params)
 }
 
 /// `<verb> <table> WHERE <key in the given keys><tail>` and its array parameters.

@@ -22,7 +22,7 @@
 //! taken here at all. `tests/db.rs` (`the_database_never_writes_what_the_exact_guard_refuses`)
 //! holds a case for each of these.
 
-use super::apply::{column_param, extra_param, Params};
+use super::apply::{column_param, Params};
 use super::schema::{Cell, Table, Ty, OTHER};
 use crate::changeset::{Change, Op};
 use serde_json::Value;
@@ -136,6 +136,63 @@ struct Statement {
     /// For an insert, which returns the key columns of the rows it wrote (an `INSERT`'s
     /// `RETURNING` cannot name `u.i`): the key columns' types, and each key's index in `at`.
     by_key: Option<(Vec<Ty>, HashMap<String, usize>)>,
+}
+
+/// The array parameters of a statement over `unnest(…) AS u(…)`: one per column of the rows
+/// it carries, each with its cast and its alias.
+#[derive(Default)]
+pub(super) struct Unnest {
+    pub(super) params: Params,
+    casts: Vec<String>,
+    aliases: Vec<String>,
+}
+
+impl Unnest {
+    /// Starting with `u.i`, each row's place among `n` (what a guarded statement returns).
+    fn placed(n: usize) -> Unnest {
+        Unnest {
+            params: vec![Box::new((0..n as i32).collect::<Vec<i32>>())],
+            casts: vec!["$1::int4[]".to_string()],
+            aliases: vec!["i".to_string()],
+        }
+    }
+
+    /// Adds the array of a column of type `ty`, one cell per row, as `u.<alias>`.
+    pub(super) fn column(&mut self, alias: String, ty: Ty, cells: &[&Cell]) {
+        let (b, cast) = column_param(ty, cells, self.params.len() + 1);
+        self.push(alias, b, cast);
+    }
+
+    /// Adds the array of the rows' `extra`, as `u.<alias>`.
+    pub(super) fn extra<'r>(
+        &mut self,
+        alias: &str,
+        rows: impl Iterator<Item = &'r super::schema::Row>,
+    ) {
+        let v: Vec<Value> = rows.map(|r| Value::Object(r.extra.clone())).collect();
+        let cast = format!("${}::jsonb[]", self.params.len() + 1);
+        self.push(alias.to_string(), Box::new(v), cast);
+    }
+
+    fn push(
+        &mut self,
+        alias: String,
+        param: Box<dyn postgres::types::ToSql + Sync + Send>,
+        cast: String,
+    ) {
+        self.params.push(param);
+        self.casts.push(cast);
+        self.aliases.push(alias);
+    }
+
+    /// `unnest(…) AS u(…)`.
+    pub(super) fn sql(&self) -> String {
+        format!(
+            "unnest({}) AS u({})",
+            self.casts.join(", "),
+            self.aliases.join(", ")
+        )
+    }
 }
 
 /// A key as one string, to find an inserted row's change by the key the insert returns.
@@ -346,18 +403,10 @@ fn statement(
     let names = table.columns();
     let types = table.column_types();
     let key_pos = table.key_positions();
-    let mut params: Params = vec![Box::new((0..list.len() as i32).collect::<Vec<i32>>())];
-    let mut casts = vec!["$1::int4[]".to_string()];
-    let mut aliases = vec!["i".to_string()];
-    let mut add = |alias: String, ty: Ty, cells: Vec<&Cell>| {
-        let (b, cast) = column_param(ty, &cells, params.len() + 1);
-        params.push(b);
-        casts.push(cast);
-        aliases.push(alias);
-    };
+    let mut u = Unnest::placed(list.len());
     for (j, &p) in key_pos.iter().enumerate() {
-        let cells = list.iter().map(|(i, _)| &changes[*i].1[j]).collect();
-        add(format!("k{j}"), types[p], cells);
+        let cells: Vec<&Cell> = list.iter().map(|(i, _)| &changes[*i].1[j]).collect();
+        u.column(format!("k{j}"), types[p], &cells);
     }
     // The guarded fields' columns, in the order of `Shaped::prior`, then the set ones'.
     let guarded: Vec<usize> = set
@@ -366,16 +415,16 @@ fn statement(
         .flat_map(|&f| fields[f].columns.clone())
         .collect();
     for (j, &c) in guarded.iter().enumerate() {
-        let cells = list.iter().map(|(_, s)| &s.prior[j]).collect();
-        add(format!("p{j}"), types[c], cells);
+        let cells: Vec<&Cell> = list.iter().map(|(_, s)| &s.prior[j]).collect();
+        u.column(format!("p{j}"), types[c], &cells);
     }
     let written: Vec<usize> = set
         .iter()
         .flat_map(|&f| fields[f].columns.clone())
         .collect();
     for (j, &c) in written.iter().enumerate() {
-        let cells = list.iter().map(|(_, s)| &s.new[j]).collect();
-        add(format!("n{j}"), types[c], cells);
+        let cells: Vec<&Cell> = list.iter().map(|(_, s)| &s.new[j]).collect();
+        u.column(format!("n{j}"), types[c], &cells);
     }
     // A column compared as the exact path reads it back (jsonb by its text).
     let same = |c: usize, other: String| {
@@ -436,9 +485,8 @@ fn statement(
         not_done.join(" OR "),
         spilled.join(", ")
     );
-    let unnest = format!("unnest({}) AS u({})", casts.join(", "), aliases.join(", "));
-    let sql = assemble(table, Some(&sets.join(", ")), &unnest, &conds, dry);
-    (sql, params)
+    let sql = assemble(table, Some(&sets.join(", ")), &u.sql(), &conds, dry);
+    (sql, u.params)
 }
 
 /// A guarded statement: `UPDATE … SET sets` (or `DELETE` without `sets`) of the rows of
@@ -577,16 +625,11 @@ fn whole_row(table: &Table, cols: &[usize], list: &[RowChange], dry: bool) -> St
     let names = table.columns();
     let types = table.column_types();
     let key_pos = table.key_positions();
-    let mut params: Params = vec![Box::new((0..list.len() as i32).collect::<Vec<i32>>())];
-    let mut casts = vec!["$1::int4[]".to_string()];
-    let mut aliases = vec!["i".to_string()];
+    let mut u = Unnest::placed(list.len());
     let mut on = Vec::new();
     for (c, name) in names.iter().enumerate() {
         let cells: Vec<&Cell> = list.iter().map(|(_, r, _)| &r.cells[c]).collect();
-        let (b, cast) = column_param(types[c], &cells, params.len() + 1);
-        params.push(b);
-        casts.push(cast);
-        aliases.push(format!("c{c}"));
+        u.column(format!("c{c}"), types[c], &cells);
         on.push(if key_pos.contains(&c) {
             format!("t.{name} = u.c{c}")
         } else if types[c] == Ty::Json {
@@ -595,40 +638,30 @@ fn whole_row(table: &Table, cols: &[usize], list: &[RowChange], dry: bool) -> St
             format!("t.{name} IS NOT DISTINCT FROM u.c{c}")
         });
     }
-    let (b, cast) = extra_param(list.iter().map(|(_, r, _)| *r), params.len() + 1);
-    params.push(b);
-    casts.push(cast);
-    aliases.push("extra".into());
+    u.extra("extra", list.iter().map(|(_, r, _)| *r));
     on.push("t.extra::text = u.extra::text".into());
     let mut sets = Vec::new();
     for &c in cols {
         if c == names.len() {
-            let (b, cast) = extra_param(list.iter().map(new_row), params.len() + 1);
-            params.push(b);
-            casts.push(cast);
-            aliases.push("n_extra".into());
+            u.extra("n_extra", list.iter().map(new_row));
             sets.push("extra = u.n_extra".to_string());
         } else {
             let cells: Vec<&Cell> = list.iter().map(|r| &new_row(r).cells[c]).collect();
-            let (b, cast) = column_param(types[c], &cells, params.len() + 1);
-            params.push(b);
-            casts.push(cast);
-            aliases.push(format!("n{c}"));
+            u.column(format!("n{c}"), types[c], &cells);
             sets.push(format!("{} = u.n{c}", names[c]));
         }
     }
-    let unnest = format!("unnest({}) AS u({})", casts.join(", "), aliases.join(", "));
     let sets = sets.join(", ");
     let sql = assemble(
         table,
         (!cols.is_empty()).then_some(sets.as_str()),
-        &unnest,
+        &u.sql(),
         &on.join(" AND "),
         dry,
     );
     Statement {
         sql,
-        params,
+        params: u.params,
         at: list.iter().map(|(i, _, _)| *i).collect(),
         by_key: None,
     }
@@ -648,51 +681,39 @@ fn create(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
     let types = table.column_types();
     let key_pos = table.key_positions();
     let at: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
-    let mut params: Params = Vec::new();
-    let mut casts = Vec::new();
-    let mut aliases = Vec::new();
     if dry {
-        params.push(Box::new((0..rows.len() as i32).collect::<Vec<i32>>()));
-        casts.push("$1::int4[]".to_string());
-        aliases.push("i".to_string());
+        let mut u = Unnest::placed(rows.len());
         let mut on = Vec::new();
         for (j, &p) in key_pos.iter().enumerate() {
             let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[p]).collect();
-            let (b, cast) = column_param(types[p], &cells, params.len() + 1);
-            params.push(b);
-            casts.push(cast);
-            aliases.push(format!("k{j}"));
+            u.column(format!("k{j}"), types[p], &cells);
             on.push(format!("t.{} = u.k{j}", names[p]));
         }
         let sql = format!(
-            "SELECT u.i FROM unnest({}) AS u({}) WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
-            casts.join(", "),
-            aliases.join(", "),
+            "SELECT u.i FROM {} WHERE NOT EXISTS (SELECT 1 FROM {} AS t WHERE {})",
+            u.sql(),
             table.name,
             on.join(" AND ")
         );
         return Some(Statement {
             sql,
-            params,
+            params: u.params,
             at,
             by_key: None,
         });
     }
+    let mut u = Unnest::default();
     for (c, ty) in types.iter().enumerate() {
         let cells: Vec<&Cell> = rows.iter().map(|(_, r)| &r.cells[c]).collect();
-        let (b, cast) = column_param(*ty, &cells, params.len() + 1);
-        params.push(b);
-        casts.push(cast);
+        u.column(format!("c{c}"), *ty, &cells);
     }
-    let (b, cast) = extra_param(rows.iter().map(|(_, r)| r), params.len() + 1);
-    params.push(b);
-    casts.push(cast);
+    u.extra("extra", rows.iter().map(|(_, r)| r));
     let returning: Vec<&str> = key_pos.iter().map(|&p| names[p].as_str()).collect();
     let sql = format!(
-        "INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT DO NOTHING RETURNING {}",
+        "INSERT INTO {} ({}) SELECT * FROM {} ON CONFLICT DO NOTHING RETURNING {}",
         table.name,
         table.column_list(),
-        casts.join(", "),
+        u.sql(),
         returning.join(", ")
     );
     let mut by_key = HashMap::with_capacity(rows.len());
@@ -702,7 +723,7 @@ fn create(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Option<S
     }
     Some(Statement {
         sql,
-        params,
+        params: u.params,
         at,
         by_key: Some((key_pos.iter().map(|&p| types[p]).collect(), by_key)),
     })
