@@ -408,6 +408,54 @@ fn a_new_conversation_on_a_retired_report_is_refused_or_carried() {
     rolls_back(&t);
 }
 
+/// A record of a kind the SPEC does not name (`other_record`, one `jsonb` each) refers by its
+/// subject only; the database finds it with a join on that subject's oid held in the `jsonb`.
+#[test]
+fn a_new_record_of_another_kind_on_a_retired_report_is_refused_or_carried() {
+    let line = json!({"kind":"view_event","id":"v-900","subject":{"otype":"bi_report","oid":101},"user_id":5});
+    let t = newer_record("view_event", line, "view_event", "v-900", "bi_report 101");
+    let mut c = t.db.client();
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM other_record WHERE kind = 'view_event' AND key = 'v-900' \
+             AND record->'subject'->'oid' = '103'"
+        ),
+        1
+    );
+    rolls_back(&t);
+}
+
+/// Records of another kind whose subject the database cannot read as a report's oid (a string,
+/// a fraction, a number past `bigint`) refer to nothing: the restore goes through, and no
+/// cast of them fails the statement that looks.
+#[test]
+fn a_record_of_another_kind_with_an_odd_subject_oid_refers_to_nothing() {
+    let lines = [
+        json!({"kind":"view_event","id":"odd-1","subject":{"otype":"bi_report","oid":"101"}}),
+        json!({"kind":"view_event","id":"odd-2","subject":{"otype":"bi_report","oid":101.5}}),
+        json!({"kind":"view_event","id":"odd-3","subject":{"otype":"bi_report","oid":1e30}}),
+        json!({"kind":"view_event","id":"odd-4","subject":{"otype":"bi_report","oid":null}}),
+    ]
+    .map(|l| l.to_string());
+    let t = Setup::new("odd_oid", &lines);
+    let o = lookmig(&["restore", s(&t.bundle), "--expect", &t.id], t.url());
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let out = t.path("offline.ndjson");
+    ok(
+        &[
+            "restore",
+            s(&t.bundle),
+            "--onto",
+            s(&t.target),
+            "-o",
+            s(&out),
+        ],
+        None,
+    );
+    t.same_as(&out, "odd subject oids: the database vs offline");
+}
+
 #[test]
 fn a_report_version_extracted_after_the_export_makes_the_bundle_stale() {
     let line = json!({"kind":"bi_report","oid":104,"server_id":1,"external_id":"dashboard_12_1710000000","name":"Sales v4","last_updated":"2024-03-01T00:00:00Z"});

@@ -907,25 +907,75 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        // Hashes of tens of megabytes (a million retired versions) stay in memory instead of
+        // spilling to disk in batches; for this transaction only.
+        tx.batch_execute("SET LOCAL work_mem = '64MB'")
+            .map_err(|e| db.error(&e, "setting work_mem"))?;
         let clock = std::time::Instant::now();
         if full || !oids.is_empty() {
-            for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
-                let ti = table(t);
-                let cols = TABLES[ti].column_list();
-                let subjects = if full {
-                    format!("SELECT otype, oid FROM {RETIRED}")
-                } else {
-                    "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
-                };
-                let sql = format!(
-                    "SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({subjects})"
-                );
-                let rows = if full {
-                    tx.query(&sql, &[])
-                } else {
-                    tx.query(&sql, &[&otypes, &oids])
+            let subjects = if full {
+                format!("SELECT otype, oid FROM {RETIRED}")
+            } else {
+                "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
+            };
+            // First the subjects any table holds, all tables in one statement: one hash of
+            // the retired versions, probed by every row, where a statement per table built it
+            // five times. There are none unless a curator made some since the export.
+            let mut arms: Vec<String> = SUBJECT_TABLES
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("SELECT {i} AS t, subject_otype, subject_oid FROM {t}"))
+                .collect();
+            if full {
+                arms.push(format!(
+                    "SELECT {} AS t, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER}",
+                    SUBJECT_TABLES.len()
+                ));
+            }
+            let sql = format!(
+                "SELECT DISTINCT x.t, x.subject_otype, x.subject_oid FROM ({}) AS x \
+                 WHERE (x.subject_otype, x.subject_oid) IN ({subjects})",
+                arms.join(" UNION ALL ")
+            );
+            let hits = if full {
+                tx.query(&sql, &[])
+            } else {
+                tx.query(&sql, &[&otypes, &oids])
+            }
+            .map_err(|e| db.error(&e, "reading the subjects of the curation tables"))?;
+            // Then the rows that hold them.
+            for i in 0..=SUBJECT_TABLES.len() {
+                let (kinds, keys): (Vec<String>, Vec<i64>) = hits
+                    .iter()
+                    .filter(|r| r.get::<_, i32>(0) as usize == i)
+                    .map(|r| (r.get::<_, String>(1), r.get::<_, i64>(2)))
+                    .unzip();
+                if kinds.is_empty() {
+                    continue;
                 }
-                .map_err(|e| db.error(&e, &format!("reading {t}")))?;
+                let (ti, name, sql) = match SUBJECT_TABLES.get(i) {
+                    Some(t) => (
+                        table(t),
+                        *t,
+                        format!(
+                            "SELECT {} FROM {t} WHERE (subject_otype, subject_oid) IN \
+                             (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+                            TABLES[table(t)].column_list()
+                        ),
+                    ),
+                    None => (
+                        TABLES.len(),
+                        OTHER,
+                        format!(
+                            "SELECT kind, key, record FROM {OTHER} WHERE \
+                             (record->'subject'->>'otype', {OTHER_OID}) IN \
+                             (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+                        ),
+                    ),
+                };
+                let rows = tx
+                    .query(&sql, &[&kinds, &keys])
+                    .map_err(|e| db.error(&e, &format!("reading {name}")))?;
                 pass(ti, rows, false);
             }
         }
@@ -952,13 +1002,6 @@ impl<'a> Run<'a> {
                 .map_err(|e| db.error(&e, &format!("reading {t}")))?;
             pass(ti, rows, false);
         }
-        let rows = tx
-            .query(
-                &format!("SELECT kind, key, record FROM {OTHER} WHERE record->'subject'->>'otype' IN ('bi_report', 'bi_report_column')"),
-                &[],
-            )
-            .map_err(|e| db.error(&e, &format!("reading {OTHER}")))?;
-        pass(TABLES.len(), rows, false);
         timing(format_args!(
             "newer    scans {:.3} s",
             clock.elapsed().as_secs_f64()
@@ -997,7 +1040,7 @@ impl<'a> Run<'a> {
         let records: Vec<Record> = newer.iter().map(|(_, r)| r.clone()).collect();
         let survivors = carry::survivors_of(self.retired, &records);
         let mut current = Vec::new();
-        for t in ["field_value", "trust_flag", "tag", "star", "conversation"] {
+        for t in SUBJECT_TABLES {
             let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
             let cols = TABLES[ti].column_list();
             for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
@@ -1257,6 +1300,14 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
     Ok(fields)
 }
 
+/// The tables whose rows have a `subject` (otype, oid) in columns of their own.
+const SUBJECT_TABLES: [&str; 5] = ["field_value", "trust_flag", "tag", "star", "conversation"];
+/// The `subject.oid` of an `other_record` row as a `bigint` where it is a number in range
+/// (rounded: a non-integer matches at most a row the check then refuses, a superset of what
+/// [`crate::record::Subject::from_value`] takes), else NULL: a cast that cannot fail.
+const OTHER_OID: &str = "CASE WHEN jsonb_typeof(record->'subject'->'oid') = 'number' \
+     AND (record->'subject'->'oid')::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 \
+     THEN (record->'subject'->'oid')::numeric::bigint END";
 /// The session's temporary table of every version the bundle retires, `(otype, oid)`.
 const RETIRED: &str = "lookmig_retired_versions";
 /// The session's temporary table of every report and column oid the bundle knows.
