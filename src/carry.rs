@@ -14,6 +14,7 @@ use crate::refs::{self, Fields, RefMap};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// What a bundle retires and knows, read from its id map and its unresolved reports.
@@ -31,15 +32,21 @@ pub struct Retired {
     legacy: Vec<u64>,
 }
 
+/// A line of the id map, its strings borrowed from the line where they hold no escape (a
+/// million lines at 200,000 reports: four allocations a line saved).
 #[derive(Deserialize)]
-struct IdMapRow {
+struct IdMapRow<'a> {
     server_id: i64,
-    otype: String,
+    #[serde(borrow)]
+    otype: Cow<'a, str>,
     oid: i64,
-    legacy_external_id: String,
-    stable_external_id: String,
+    #[serde(borrow)]
+    legacy_external_id: Cow<'a, str>,
+    #[serde(borrow)]
+    stable_external_id: Cow<'a, str>,
     survivor_oid: i64,
-    action: String,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -58,11 +65,14 @@ impl Retired {
         // Lines of a group come together, in version order (survivor first).
         let mut group: Option<(i64, bool, String)> = None;
         let mut rank = 0u32;
-        b.for_each_item(bundle::IDMAP, |row: IdMapRow| {
+        b.for_each_line(bundle::IDMAP, |_, line| {
+            let row: IdMapRow = serde_json::from_slice(line)?;
             let column = row.otype == COLUMN;
-            let g = (row.server_id, column, row.stable_external_id.clone());
-            if group.as_ref() != Some(&g) {
-                group = Some(g);
+            let same = group.as_ref().is_some_and(|(server, c, stable)| {
+                (*server, *c, stable.as_str()) == (row.server_id, column, &*row.stable_external_id)
+            });
+            if !same {
+                group = Some((row.server_id, column, row.stable_external_id.to_string()));
                 rank = 0;
             }
             r.known.push((column, row.oid));

@@ -149,11 +149,16 @@ fn connect_for_apply(
     opts: &Options,
     restore: bool,
 ) -> Result<(Retired, postgres::Client)> {
+    let clock = std::time::Instant::now();
     let retired = if restore {
         Retired::load(bundle)?
     } else {
         Retired::default()
     };
+    timing(format_args!(
+        "prepare  retired versions {:.3} s",
+        clock.elapsed().as_secs_f64()
+    ));
     let mut client = db.connect()?;
     super::check_schema(db, &mut client)?;
     client
@@ -165,9 +170,17 @@ fn connect_for_apply(
             opts.lock_timeout.as_millis().max(1)
         ))
         .map_err(|e| db.error(&e, "setting lock_timeout"))?;
+    timing(format_args!(
+        "prepare  connection {:.3} s",
+        clock.elapsed().as_secs_f64()
+    ));
     if restore {
         retired_tables(db, &mut client, &retired)?;
     }
+    timing(format_args!(
+        "prepare  temporary tables {:.3} s",
+        clock.elapsed().as_secs_f64()
+    ));
     Ok((retired, client))
 }
 
@@ -833,7 +846,7 @@ impl<'a> Run<'a> {
                 }
                 Ok(out)
             });
-            let queries = self.newer_queries(tx, full, &gone, &send);
+            let queries = self.newer_queries(tx, full, dry, &gone, &send);
             drop(send);
             let clock = std::time::Instant::now();
             let newer = worker
@@ -885,6 +898,7 @@ impl<'a> Run<'a> {
         &self,
         tx: &mut Transaction,
         full: bool,
+        dry: bool,
         gone: &[Subject],
         send: &std::sync::mpsc::SyncSender<(usize, Vec<postgres::Row>, bool)>,
     ) -> Result<()> {
@@ -912,71 +926,81 @@ impl<'a> Run<'a> {
         tx.batch_execute("SET LOCAL work_mem = '64MB'")
             .map_err(|e| db.error(&e, "setting work_mem"))?;
         let clock = std::time::Instant::now();
-        if full || !oids.is_empty() {
-            let subjects = if full {
-                format!("SELECT otype, oid FROM {RETIRED}")
-            } else {
-                "SELECT * FROM unnest($1::text[], $2::bigint[])".to_string()
+        let unnest = "SELECT * FROM unnest($1::text[], $2::bigint[])";
+        let retired_all = format!("SELECT otype, oid FROM {RETIRED}");
+        // The rows of table `i` of the subject tables (past the last: other_record, by its
+        // subject) whose subject is one `source` gives.
+        let holding = |tx: &mut Transaction,
+                       i: usize,
+                       source: &str,
+                       params: &[&(dyn postgres::types::ToSql + Sync)]|
+         -> Result<()> {
+            let (ti, name, sql) = match SUBJECT_TABLES.get(i) {
+                Some(t) => (
+                    table(t),
+                    *t,
+                    format!(
+                        "SELECT {} FROM {t} WHERE (subject_otype, subject_oid) IN ({source})",
+                        TABLES[table(t)].column_list()
+                    ),
+                ),
+                None => (
+                    TABLES.len(),
+                    OTHER,
+                    format!(
+                        "SELECT kind, key, record FROM {OTHER} WHERE \
+                         (record->'subject'->>'otype', {OTHER_OID}) IN ({source})"
+                    ),
+                ),
             };
-            // First the subjects any table holds, all tables in one statement: one hash of
-            // the retired versions, probed by every row, where a statement per table built it
-            // five times. There are none unless a curator made some since the export.
+            let rows = tx
+                .query(&sql, params)
+                .map_err(|e| db.error(&e, &format!("reading {name}")))?;
+            pass(ti, rows, false);
+            Ok(())
+        };
+        if full && !dry {
+            // After the writes, no row holds a retired version unless a curator made it since
+            // the export: first the subjects any table holds, all tables in one statement (one
+            // hash of the retired versions probed by every row, where a statement per table
+            // built it six times), then the rows that hold them.
             let mut arms: Vec<String> = SUBJECT_TABLES
                 .iter()
                 .enumerate()
                 .map(|(i, t)| format!("SELECT {i} AS t, subject_otype, subject_oid FROM {t}"))
                 .collect();
-            if full {
-                arms.push(format!(
-                    "SELECT {} AS t, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER}",
-                    SUBJECT_TABLES.len()
-                ));
-            }
+            arms.push(format!(
+                "SELECT {} AS t, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER}",
+                SUBJECT_TABLES.len()
+            ));
             let sql = format!(
                 "SELECT DISTINCT x.t, x.subject_otype, x.subject_oid FROM ({}) AS x \
-                 WHERE (x.subject_otype, x.subject_oid) IN ({subjects})",
+                 WHERE (x.subject_otype, x.subject_oid) IN ({retired_all})",
                 arms.join(" UNION ALL ")
             );
-            let hits = if full {
-                tx.query(&sql, &[])
-            } else {
-                tx.query(&sql, &[&otypes, &oids])
-            }
-            .map_err(|e| db.error(&e, "reading the subjects of the curation tables"))?;
-            // Then the rows that hold them.
+            let hits = tx
+                .query(&sql, &[])
+                .map_err(|e| db.error(&e, "reading the subjects of the curation tables"))?;
             for i in 0..=SUBJECT_TABLES.len() {
                 let (kinds, keys): (Vec<String>, Vec<i64>) = hits
                     .iter()
                     .filter(|r| r.get::<_, i32>(0) as usize == i)
                     .map(|r| (r.get::<_, String>(1), r.get::<_, i64>(2)))
                     .unzip();
-                if kinds.is_empty() {
-                    continue;
+                if !kinds.is_empty() {
+                    holding(tx, i, unnest, &[&kinds, &keys])?;
                 }
-                let (ti, name, sql) = match SUBJECT_TABLES.get(i) {
-                    Some(t) => (
-                        table(t),
-                        *t,
-                        format!(
-                            "SELECT {} FROM {t} WHERE (subject_otype, subject_oid) IN \
-                             (SELECT * FROM unnest($1::text[], $2::bigint[]))",
-                            TABLES[table(t)].column_list()
-                        ),
-                    ),
-                    None => (
-                        TABLES.len(),
-                        OTHER,
-                        format!(
-                            "SELECT kind, key, record FROM {OTHER} WHERE \
-                             (record->'subject'->>'otype', {OTHER_OID}) IN \
-                             (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-                        ),
-                    ),
-                };
-                let rows = tx
-                    .query(&sql, &[&kinds, &keys])
-                    .map_err(|e| db.error(&e, &format!("reading {name}")))?;
-                pass(ti, rows, false);
+            }
+        } else if full {
+            // The pre-check, before anything moved: every row on a retired version, most of
+            // them covered by a change (which the check of the rows then leaves).
+            for i in 0..=SUBJECT_TABLES.len() {
+                holding(tx, i, &retired_all, &[])?;
+            }
+        } else if !oids.is_empty() {
+            // A batch: the versions it deleted, table by table.
+            for i in 0..SUBJECT_TABLES.len() {
+                holding(tx, i, unnest, &[&otypes, &oids])?;
             }
         }
         timing(format_args!(
