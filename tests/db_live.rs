@@ -84,6 +84,25 @@ impl Setup {
         setup
     }
 
+    /// Restores the bundle offline onto the target export and compares the database with it.
+    #[track_caller]
+    fn same_as_offline(&self, what: &str) {
+        let out = self.path("offline.ndjson");
+        ok(
+            &[
+                "restore",
+                s(&self.bundle),
+                "--onto",
+                s(&self.target),
+                "-o",
+                s(&out),
+                "--overwrite",
+            ],
+            None,
+        );
+        self.same_as(&out, what);
+    }
+
     fn url(&self) -> Option<&str> {
         Some(self.db.url.as_str())
     }
@@ -441,19 +460,7 @@ fn a_record_of_another_kind_with_an_odd_subject_oid_refers_to_nothing() {
     let t = Setup::new("odd_oid", &lines);
     let o = lookmig(&["restore", s(&t.bundle), "--expect", &t.id], t.url());
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
-    let out = t.path("offline.ndjson");
-    ok(
-        &[
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            s(&out),
-        ],
-        None,
-    );
-    t.same_as(&out, "odd subject oids: the database vs offline");
+    t.same_as_offline("odd subject oids: the database vs offline");
 }
 
 #[test]
@@ -1030,17 +1037,5 @@ fn a_row_held_past_lock_timeout_stops_the_restore_and_names_it() {
     assert_eq!(next % 5, 0);
     tx.commit().unwrap();
     ok(&["restore", s(&t.bundle), "--batch-size", "5"], t.url());
-    let out = t.path("offline.ndjson");
-    ok(
-        &[
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            s(&out),
-        ],
-        None,
-    );
-    t.same_as(&out, "resumed after lock_timeout vs offline");
+    t.same_as_offline("resumed after lock_timeout vs offline");
 }
