@@ -5,7 +5,9 @@
 //! repaired (§5) so that values differing only in a repaired oid compare equal. The output is
 //! the group's curation as it must be afterwards; the caller turns the difference into changes.
 
-use crate::record::{canonical_json, earliest_first, instant, latest_first, Kind, Record, Subject};
+use crate::record::{
+    canonical_json_map, earliest_first, instant, latest_first, Kind, Record, Subject,
+};
 use crate::refs::Fields;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -170,9 +172,7 @@ pub fn merge_group_with(
             r.set_subject(survivor);
             *out.carried.entry(r.kind_name().to_string()).or_default() += 1;
         }
-        if r.kind == Kind::Conversation
-            || seen.insert(canonical_json(&Value::Object(r.obj.clone())))
-        {
+        if r.kind == Kind::Conversation || seen.insert(canonical_json_map(&r.obj)) {
             out.records.push(r);
         }
     }
