@@ -181,27 +181,40 @@ pub(super) fn decide(
     scan: &Scan,
     dry: bool,
 ) -> (Decision, Option<String>) {
-    let p = match Probe::parse(&line.bytes) {
+    // The scan validated this line (it is not one of its bad lines).
+    let p = match Probe::parse_validated(&line.bytes) {
         Ok(p) => p,
         Err(e) => return (Decision::Bad(e), None),
     };
-    let dangling = p.subject().and_then(|(otype, oid)| {
+    // Read once, for the dangling check and the group look-up.
+    let subject = p.subject();
+    let dangling = subject.as_ref().and_then(|(otype, oid)| {
         let known = match otype.as_ref() {
             REPORT => &scan.known_reports,
             COLUMN => &scan.known_columns,
             _ => return None,
         };
         known
-            .binary_search(&oid)
+            .binary_search(oid)
             .is_err()
             .then(|| format!("{} {}", p.kind_name, p.key()))
     });
-    (decide_probed(&p, line, fields, groups, dry), dangling)
+    (
+        decide_probed(&p, subject, line, fields, groups, dry),
+        dangling,
+    )
 }
 
-/// [`decide`] for a line already read.
+/// [`decide`] for a line already read; `subject` is [`Probe::subject`].
 /// `dry`: the changes are only counted ([`super::plan`]), so their lines are not built.
-fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
+fn decide_probed(
+    p: &Probe,
+    subject: Option<(std::borrow::Cow<'_, str>, i64)>,
+    line: &Line,
+    fields: &Fields,
+    groups: &Groups,
+    dry: bool,
+) -> Decision {
     let r = &p.raw;
     if p.kind == Kind::FieldValue {
         if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
@@ -213,9 +226,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: 
     match p.kind {
         Kind::BiReport | Kind::BiReportColumn => version_change(p, groups, dry),
         _ => {
-            if let Some((g, rank)) = p
-                .subject()
-                .and_then(|(otype, oid)| groups.member_of(&otype, oid))
+            if let Some((g, rank)) = subject.and_then(|(otype, oid)| groups.member_of(&otype, oid))
             {
                 return Decision::Member(g, rank);
             }
