@@ -334,7 +334,7 @@ pub fn carry(
         by_survivor.entry((s.otype, s.oid)).or_default().push(Item {
             rank: 0,
             line,
-            before: rec,
+            before: rec.into(),
             after,
         });
     }
@@ -352,7 +352,7 @@ pub fn carry(
                 by_survivor.entry((s.otype, sv)).or_default().push(Item {
                     rank,
                     line,
-                    before: rec,
+                    before: rec.into(),
                     after,
                 });
             }

@@ -704,7 +704,7 @@ mod tests {
             Item {
                 rank,
                 line: rank as u64,
-                before: r.clone(),
+                before: r.clone().into(),
                 after: r,
             }
         };

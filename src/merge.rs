@@ -12,6 +12,7 @@ use crate::refs::Fields;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// A curation record of a group member, before and after reference repair.
 #[derive(Debug, Clone)]
@@ -20,8 +21,9 @@ pub struct Item {
     pub rank: usize,
     /// Line number in the export, to order records of the same rank.
     pub line: u64,
-    /// The record as the export has it.
-    pub before: Record,
+    /// The record as the export has it; shared, so that a caller that also keeps it (to tell
+    /// which records the merge changed) need not copy it.
+    pub before: Arc<Record>,
     /// The record with its references repaired.
     pub after: Record,
 }
@@ -342,7 +344,7 @@ mod tests {
         Item {
             rank,
             line,
-            before: r.clone(),
+            before: Arc::new(r.clone()),
             after: r,
         }
     }

@@ -16,7 +16,6 @@ use crate::merge::{self, Item};
 use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record};
 use crate::refs::{self, Fields};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 /// What §2–§3 need of one record.
@@ -121,9 +120,9 @@ pub(super) fn merge_one(
     let mut before: HashMap<(String, String), (&[u8], usize)> = HashMap::with_capacity(raw.len());
     let mut items = Vec::with_capacity(raw.len());
     for (i, (rank, line, bytes)) in raw.iter().enumerate() {
-        let rec = Record::from_validated(bytes);
+        let rec = std::sync::Arc::new(Record::from_validated(bytes));
         before.insert((rec.kind_name().to_string(), rec.key()), (bytes, i));
-        let mut after = rec.clone();
+        let mut after = Record::clone(&rec);
         repaired += refs::repair(&mut after, fields, &groups.refs);
         items.push(Item {
             rank: *rank,
@@ -132,15 +131,16 @@ pub(super) fn merge_one(
             after,
         });
     }
-    let originals: Vec<Map<String, Value>> =
-        items.iter().map(|i: &Item| i.before.obj.clone()).collect();
+    // The records as read, shared with the items (not copied).
+    let originals: Vec<std::sync::Arc<Record>> =
+        items.iter().map(|i: &Item| i.before.clone()).collect();
     let merged = merge::merge_group_with(&groups.survivor(g), items, fields, decisions);
     // The difference between the group's curation before and after, matched by key.
     let mut changes = Vec::new();
     for a in merged.records {
         let (kind, key) = (a.kind_name().to_string(), a.key());
         let prior = before.remove(&(kind.clone(), key.clone()));
-        if prior.is_some_and(|(_, i)| originals[i] == a.obj) {
+        if prior.is_some_and(|(_, i)| originals[i].obj == a.obj) {
             continue;
         }
         if dry {
