@@ -129,7 +129,7 @@ fn merge(c: &mut Criterion) {
             items.push(Item {
                 rank,
                 line,
-                before: rec.clone(),
+                before: rec.clone().into(),
                 after: rec,
             });
         }

@@ -344,7 +344,7 @@ pub fn carry(
         by_survivor.entry((s.otype, s.oid)).or_default().push(Item {
             rank: 0,
             line,
-            before: rec,
+            before: rec.into(),
             after,
         });
     }
@@ -362,7 +362,7 @@ pub fn carry(
                 by_survivor.entry((s.otype, sv)).or_default().push(Item {
                     rank,
                     line,
-                    before: rec,
+                    before: rec.into(),
                     after,
                 });
             }

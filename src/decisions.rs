@@ -27,7 +27,7 @@
 //! decision twice is one decision.
 
 use crate::merge::Chooser;
-use crate::record::{canonical_json, Subject};
+use crate::record::{canonical_json_map, Subject};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -451,7 +451,7 @@ impl Chooser for Decisions {
 /// The SHA-256 of a record's canonical JSON (SPEC §1): what a `choose` decision's
 /// `value_sha256` names.
 pub fn record_sha256(record: &Map<String, Value>) -> String {
-    crate::input::sha256_bytes(canonical_json(&Value::Object(record.clone())).as_bytes())
+    crate::input::sha256_bytes(canonical_json_map(record).as_bytes())
 }
 
 /// One row, checked.
@@ -704,7 +704,7 @@ mod tests {
             Item {
                 rank,
                 line: rank as u64,
-                before: r.clone(),
+                before: r.clone().into(),
                 after: r,
             }
         };

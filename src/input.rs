@@ -211,12 +211,14 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 /// Bytes as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
+    // A table, not `write!("{:02x}")` per byte: keys of id-less records are hex digests.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(DIGITS[(b >> 4) as usize]);
+        s.push(DIGITS[(b & 15) as usize]);
     }
-    s
+    String::from_utf8(s).expect("hex digits are ASCII")
 }
 
 /// One line of an input: its 1-based number and its bytes without the `\n`.

@@ -5,11 +5,14 @@
 //! repaired (§5) so that values differing only in a repaired oid compare equal. The output is
 //! the group's curation as it must be afterwards; the caller turns the difference into changes.
 
-use crate::record::{canonical_json, earliest_first, instant, latest_first, Kind, Record, Subject};
+use crate::record::{
+    canonical_json_map, earliest_first, instant, latest_first, Kind, Record, Subject,
+};
 use crate::refs::Fields;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// A curation record of a group member, before and after reference repair.
 #[derive(Debug, Clone)]
@@ -18,8 +21,9 @@ pub struct Item {
     pub rank: usize,
     /// Line number in the export, to order records of the same rank.
     pub line: u64,
-    /// The record as the export has it.
-    pub before: Record,
+    /// The record as the export has it; shared, so that a caller that also keeps it (to tell
+    /// which records the merge changed) need not copy it.
+    pub before: Arc<Record>,
     /// The record with its references repaired.
     pub after: Record,
 }
@@ -170,9 +174,7 @@ pub fn merge_group_with(
             r.set_subject(survivor);
             *out.carried.entry(r.kind_name().to_string()).or_default() += 1;
         }
-        if r.kind == Kind::Conversation
-            || seen.insert(canonical_json(&Value::Object(r.obj.clone())))
-        {
+        if r.kind == Kind::Conversation || seen.insert(canonical_json_map(&r.obj)) {
             out.records.push(r);
         }
     }
@@ -342,7 +344,7 @@ mod tests {
         Item {
             rank,
             line,
-            before: r.clone(),
+            before: Arc::new(r.clone()),
             after: r,
         }
     }

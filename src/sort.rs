@@ -120,35 +120,41 @@ impl Sorter {
             file.rewind()?;
             readers.push(Run {
                 r: BufReader::with_capacity(64 << 10, file),
-                key: Vec::new(),
                 line: Vec::new(),
             });
         }
-        let mut heap = BinaryHeap::new();
+        // The heap holds each run's next key, ordered by (key, run). The pair handed out is
+        // replaced in place by its run's next one (one sift, and its key read into the same
+        // buffer): no allocation per pair, and the same order as popping and pushing.
+        let mut heap = BinaryHeap::with_capacity(readers.len());
         for (i, r) in readers.iter_mut().enumerate() {
-            if r.next()? {
-                heap.push(Reverse((r.key.clone(), i)));
+            let mut key = Vec::new();
+            if r.next(&mut key)? {
+                heap.push(Reverse((key, i)));
             }
         }
-        while let Some(Reverse((_, i))) = heap.pop() {
-            let r = &mut readers[i];
-            f(&r.key, &r.line)?;
-            if r.next()? {
-                heap.push(Reverse((r.key.clone(), i)));
+        while let Some(mut top) = heap.peek_mut() {
+            let Reverse((key, i)) = &mut *top;
+            let r = &mut readers[*i];
+            f(key, &r.line)?;
+            if !r.next(key)? {
+                std::collections::binary_heap::PeekMut::pop(top);
             }
         }
         Ok(())
     }
 }
 
+/// A sorted run on disk, and the line of the pair last read from it (its key is in the
+/// merge's heap).
 struct Run {
     r: BufReader<File>,
-    key: Vec<u8>,
     line: Vec<u8>,
 }
 
 impl Run {
-    fn next(&mut self) -> Result<bool> {
+    /// Reads the next pair: its key into `key`, its line into `self.line`; false at the end.
+    fn next(&mut self, key: &mut Vec<u8>) -> Result<bool> {
         let mut lens = [0u8; 8];
         match self.r.read_exact(&mut lens) {
             Ok(()) => {}
@@ -157,11 +163,9 @@ impl Run {
         }
         let k = u32::from_le_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
         let l = u32::from_le_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
-        self.key.resize(k, 0);
+        key.resize(k, 0);
         self.line.resize(l, 0);
-        self.r
-            .read_exact(&mut self.key)
-            .context("reading a sort run")?;
+        self.r.read_exact(key).context("reading a sort run")?;
         self.r
             .read_exact(&mut self.line)
             .context("reading a sort run")?;

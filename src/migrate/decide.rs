@@ -16,7 +16,6 @@ use crate::merge::{self, Item};
 use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record};
 use crate::refs::{self, Fields};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 /// What §2–§3 need of one record.
@@ -121,9 +120,9 @@ pub(super) fn merge_one(
     let mut before: HashMap<(String, String), (&[u8], usize)> = HashMap::with_capacity(raw.len());
     let mut items = Vec::with_capacity(raw.len());
     for (i, (rank, line, bytes)) in raw.iter().enumerate() {
-        let rec = Record::from_validated(bytes);
+        let rec = std::sync::Arc::new(Record::from_validated(bytes));
         before.insert((rec.kind_name().to_string(), rec.key()), (bytes, i));
-        let mut after = rec.clone();
+        let mut after = Record::clone(&rec);
         repaired += refs::repair(&mut after, fields, &groups.refs);
         items.push(Item {
             rank: *rank,
@@ -132,15 +131,16 @@ pub(super) fn merge_one(
             after,
         });
     }
-    let originals: Vec<Map<String, Value>> =
-        items.iter().map(|i: &Item| i.before.obj.clone()).collect();
+    // The records as read, shared with the items (not copied).
+    let originals: Vec<std::sync::Arc<Record>> =
+        items.iter().map(|i: &Item| i.before.clone()).collect();
     let merged = merge::merge_group_with(&groups.survivor(g), items, fields, decisions);
     // The difference between the group's curation before and after, matched by key.
     let mut changes = Vec::new();
     for a in merged.records {
         let (kind, key) = (a.kind_name().to_string(), a.key());
         let prior = before.remove(&(kind.clone(), key.clone()));
-        if prior.is_some_and(|(_, i)| originals[i] == a.obj) {
+        if prior.is_some_and(|(_, i)| originals[i].obj == a.obj) {
             continue;
         }
         if dry {
@@ -181,27 +181,40 @@ pub(super) fn decide(
     scan: &Scan,
     dry: bool,
 ) -> (Decision, Option<String>) {
-    let p = match Probe::parse(&line.bytes) {
+    // The scan validated this line (it is not one of its bad lines).
+    let p = match Probe::parse_validated(&line.bytes) {
         Ok(p) => p,
         Err(e) => return (Decision::Bad(e), None),
     };
-    let dangling = p.subject().and_then(|(otype, oid)| {
+    // Read once, for the dangling check and the group look-up.
+    let subject = p.subject();
+    let dangling = subject.as_ref().and_then(|(otype, oid)| {
         let known = match otype.as_ref() {
             REPORT => &scan.known_reports,
             COLUMN => &scan.known_columns,
             _ => return None,
         };
         known
-            .binary_search(&oid)
+            .binary_search(oid)
             .is_err()
             .then(|| format!("{} {}", p.kind_name, p.key()))
     });
-    (decide_probed(&p, line, fields, groups, dry), dangling)
+    (
+        decide_probed(&p, subject, line, fields, groups, dry),
+        dangling,
+    )
 }
 
-/// [`decide`] for a line already read.
+/// [`decide`] for a line already read; `subject` is [`Probe::subject`].
 /// `dry`: the changes are only counted ([`super::plan`]), so their lines are not built.
-fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Decision {
+fn decide_probed(
+    p: &Probe,
+    subject: Option<(std::borrow::Cow<'_, str>, i64)>,
+    line: &Line,
+    fields: &Fields,
+    groups: &Groups,
+    dry: bool,
+) -> Decision {
     let r = &p.raw;
     if p.kind == Kind::FieldValue {
         if let Some(def) = p.int(r.field_id).and_then(|id| fields.get(id)) {
@@ -213,9 +226,7 @@ fn decide_probed(p: &Probe, line: &Line, fields: &Fields, groups: &Groups, dry: 
     match p.kind {
         Kind::BiReport | Kind::BiReportColumn => version_change(p, groups, dry),
         _ => {
-            if let Some((g, rank)) = p
-                .subject()
-                .and_then(|(otype, oid)| groups.member_of(&otype, oid))
+            if let Some((g, rank)) = subject.and_then(|(otype, oid)| groups.member_of(&otype, oid))
             {
                 return Decision::Member(g, rank);
             }

@@ -18,6 +18,8 @@ mod time;
 
 pub use duplicates::{DuplicateKeys, SeenKeys};
 pub use fields::{fields, Field, Ty, POST};
-pub use model::{builtin_field, canonical_json, FieldDef, Kind, Record, Subject, FIELD_TYPES};
+pub use model::{
+    builtin_field, canonical_json, canonical_json_map, FieldDef, Kind, Record, Subject, FIELD_TYPES,
+};
 pub use probe::{parse_line, raw_int, raw_str, raw_subject, short, Probe, RawFields, MAX_DEPTH};
 pub use time::{earliest_first, instant, instant_str, latest_first};

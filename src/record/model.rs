@@ -5,7 +5,6 @@
 use super::probe::{raw_subject, short_raw};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::fmt::Write;
 
 /// The kinds the SPEC names; everything else is [`Kind::Other`] and passes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -228,9 +227,7 @@ impl KeyFields for Record {
         match self.obj.get("id") {
             Some(Value::String(s)) => s.clone(),
             Some(v @ Value::Number(_)) => v.to_string(),
-            _ => crate::input::sha256_bytes(
-                canonical_json(&Value::Object(self.obj.clone())).as_bytes(),
-            ),
+            _ => crate::input::sha256_bytes(canonical_json_map(&self.obj).as_bytes()),
         }
     }
 }
@@ -242,41 +239,51 @@ fn int_text(v: Option<&Value>) -> String {
 /// Canonical JSON (SPEC §1): object keys sorted, no insignificant white space, numbers as
 /// serde_json writes them.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(v, &mut out);
-    out
+    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// [`canonical_json`] of an object, without first cloning it into a [`Value`] (the key of an
+/// id-less record is the SHA-256 of this, taken for every such line).
+pub fn canonical_json_map(m: &Map<String, Value>) -> String {
+    let mut out = Vec::new();
+    write_canonical_map(m, &mut out);
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+// Bytes, not a String, so that serde_json writes keys and scalars straight into the buffer
+// (the same compact text `Display` gives) instead of one String per key.
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(k).expect("string"));
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
-        }
+        Value::Object(m) => write_canonical_map(m, out),
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => {
-            let _ = write!(out, "{other}");
-        }
+        other => serde_json::to_writer(&mut *out, other).expect("writing to a Vec"),
     }
+}
+
+fn write_canonical_map(m: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k).expect("writing to a Vec");
+        out.push(b':');
+        write_canonical(v, out);
+    }
+    out.push(b'}');
 }
 
 /// Custom field types of SPEC §1.
