@@ -504,17 +504,15 @@ impl<'a> Run<'a> {
         tx: &mut Transaction,
         t: usize,
         chunk: &mut Vec<(Change, KeyCells)>,
-        prepared: Option<guarded::Prepared>,
+        prepared: guarded::Prepared,
         dry: bool,
     ) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if let Some(prepared) = prepared {
-            self.guarded(tx, t, chunk, &prepared, dry)?;
-            if chunk.is_empty() {
-                return Ok(());
-            }
+        self.guarded(tx, t, chunk, &prepared, dry)?;
+        if chunk.is_empty() {
+            return Ok(());
         }
         let keys: Vec<&KeyCells> = chunk.iter().map(|(_, k)| k).collect();
         // A chunk of deletes deletes first and judges the rows it deleted: a row that differs
@@ -903,7 +901,6 @@ impl<'a> Run<'a> {
         send: &std::sync::mpsc::SyncSender<(usize, Vec<postgres::Row>, bool)>,
     ) -> Result<()> {
         let db = self.db;
-        let table = |t: &str| TABLES.iter().position(|x| x.name == t).expect("a table");
         // A closed channel means the worker failed: its error is the one to report.
         let pass = |t: usize, rows: Vec<postgres::Row>, versions: bool| {
             let _ = send.send((t, rows, versions));
@@ -936,14 +933,15 @@ impl<'a> Run<'a> {
                        params: &[&(dyn postgres::types::ToSql + Sync)]|
          -> Result<()> {
             let (ti, name, sql) = match SUBJECT_TABLES.get(i) {
-                Some(t) => (
-                    table(t),
-                    *t,
-                    format!(
-                        "SELECT {} FROM {t} WHERE (subject_otype, subject_oid) IN ({source})",
-                        TABLES[table(t)].column_list()
-                    ),
-                ),
+                Some(t) => {
+                    let ti = table(t);
+                    let cols = TABLES[ti].column_list();
+                    (
+                        ti,
+                        *t,
+                        format!("SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({source})"),
+                    )
+                }
                 None => (
                     TABLES.len(),
                     OTHER,
@@ -1065,7 +1063,7 @@ impl<'a> Run<'a> {
         let survivors = carry::survivors_of(self.retired, &records);
         let mut current = Vec::new();
         for t in SUBJECT_TABLES {
-            let ti = TABLES.iter().position(|x| x.name == t).expect("a table");
+            let ti = table(t);
             let cols = TABLES[ti].column_list();
             for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
                 let oids: Vec<i64> = survivors
@@ -1122,9 +1120,7 @@ impl<'a> Run<'a> {
         for c in list {
             let (t, key) = key_cells(&c)?;
             let mut chunk = vec![(c, key)];
-            let prepared = TABLES
-                .get(t)
-                .map(|table| guarded::prepare(table, &chunk, false));
+            let prepared = guarded::prepare_chunk(t, &chunk, false);
             self.chunk(tx, t, &mut chunk, prepared, false)?;
         }
         // These are not the bundle's changes: only their conflicts count.
@@ -1174,7 +1170,7 @@ impl<'a> Run<'a> {
 struct Ready {
     table: usize,
     chunk: Vec<(Change, KeyCells)>,
-    prepared: Option<guarded::Prepared>,
+    prepared: guarded::Prepared,
 }
 
 /// Reads changes `from..to` a window at a time on every core, cuts them into chunks of one
@@ -1188,10 +1184,7 @@ fn produce(
     send: &std::sync::mpsc::SyncSender<Result<Ready>>,
 ) -> Result<()> {
     let ready = |table: usize, chunk: Vec<(Change, KeyCells)>| {
-        let prepared = Some(match TABLES.get(table) {
-            Some(t) => guarded::prepare(t, &chunk, dry),
-            None => guarded::prepare_other(&chunk, dry),
-        });
+        let prepared = guarded::prepare_chunk(table, &chunk, dry);
         Ready {
             table,
             chunk,
@@ -1322,6 +1315,14 @@ fn read_fields(db: &Database, tx: &mut Transaction) -> Result<crate::refs::Field
         );
     }
     Ok(fields)
+}
+
+/// The index in [`TABLES`] of the table called `name`.
+fn table(name: &str) -> usize {
+    TABLES
+        .iter()
+        .position(|x| x.name == name)
+        .expect("a table of the schema")
 }
 
 /// The tables whose rows have a `subject` (otype, oid) in columns of their own.

@@ -210,9 +210,18 @@ fn key_text<'c>(cells: impl Iterator<Item = &'c Cell>) -> Option<String> {
     Some(out)
 }
 
+/// The guarded statements of a chunk of changes of table `t` of [`super::schema::TABLES`]
+/// (past the last: `other_record`); `.1` is each change's key cells.
+pub(super) fn prepare_chunk(t: usize, changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
+    match super::schema::TABLES.get(t) {
+        Some(table) => prepare(table, changes, dry),
+        None => prepare_other(changes, dry),
+    }
+}
+
 /// Builds the guarded deletes and updates of a chunk of changes of `table` (`.1` each change's
 /// key cells).
-pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
+fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
     let mut statements = Vec::new();
     if table.key.is_empty() {
         return Prepared { statements };
@@ -236,7 +245,7 @@ pub(super) fn prepare(table: &Table, changes: &[(Change, Vec<Cell>)], dry: bool)
 /// name (table `other_record`: kind, key, the whole record as `jsonb`). A delete goes when the
 /// record is the prior one (compared by its text, as for `jsonb` columns); a create as for
 /// any table. Their updates take the exact path.
-pub(super) fn prepare_other(changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
+fn prepare_other(changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
     let statements = [Op::Delete, Op::Create]
         .into_iter()
         .filter_map(|op| {
