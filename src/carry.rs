@@ -105,25 +105,6 @@ impl Retired {
         self.refs.is_empty() && self.servers.is_empty()
     }
 
-    /// The retired versions of one otype (`bi_report` or `bi_report_column`), by oid.
-    pub fn retired_oids(&self, otype: &str) -> Vec<i64> {
-        let column = otype == COLUMN;
-        self.ranks
-            .iter()
-            .filter(|(c, _, _)| *c == column)
-            .map(|(_, oid, _)| *oid)
-            .collect()
-    }
-
-    /// Every report (or column) oid the bundle knows.
-    pub fn known_oids(&self, column: bool) -> Vec<i64> {
-        self.known
-            .iter()
-            .filter(|(c, _)| *c == column)
-            .map(|(_, oid)| *oid)
-            .collect()
-    }
-
     /// The migrated servers.
     pub fn servers(&self) -> Vec<i64> {
         self.servers.clone()
@@ -212,16 +193,28 @@ impl Retired {
         let (Some(server), Some(oid)) = (rec.int("server_id"), rec.int("oid")) else {
             return false;
         };
+        self.may_be_stale(
+            column,
+            server,
+            oid,
+            Some(rec.str("report").unwrap_or_default()),
+        )
+    }
+
+    /// The rule of [`Retired::is_stale`] on a version's server, oid and (for a column) report;
+    /// a column whose report is not given (`None`) may be stale whenever its oid is unknown.
+    pub fn may_be_stale(&self, column: bool, server: i64, oid: i64, report: Option<&str>) -> bool {
         if !self.servers.contains(&server) || self.known.binary_search(&(column, oid)).is_ok() {
             return false;
         }
         if !column {
             return true;
         }
-        let report = rec.str("report").unwrap_or_default();
-        self.legacy
-            .binary_search(&crate::groups::external_hash(server, report))
-            .is_ok()
+        report.is_none_or(|report| {
+            self.legacy
+                .binary_search(&crate::groups::external_hash(server, report))
+                .is_ok()
+        })
     }
 }
 

@@ -856,3 +856,61 @@ fn the_password_never_appears_in_output_or_errors() {
     let o = lookmig(&["restore", "--help"], Some(&no_db));
     assert!(!o.stdout.contains("Sup3rS3cret"), "{}", o.stdout);
 }
+
+/// The database restore counts the change set's lines as it streams them (the bundle check
+/// before it only checksums that part): a change set longer than its manifest says is refused
+/// before anything is committed, in one transaction and in batches.
+#[test]
+fn a_change_set_longer_than_its_manifest_says_is_refused_before_any_commit() {
+    use sha2::{Digest, Sha256};
+    let db = TestDb::new("count");
+    let url = Some(db.url.as_str());
+    let (tmp, export, bundle) = demo_loaded(&db);
+    // One line more (a copy of the first), the checksum made to match, the count left.
+    let part = bundle.join("changes.ndjson.zst");
+    let mut text = zstd::decode_all(&std::fs::read(&part).unwrap()[..]).unwrap();
+    let n = text.iter().filter(|&&b| b == b'\n').count();
+    let first = text[..=text.iter().position(|&b| b == b'\n').unwrap()].to_vec();
+    text.extend_from_slice(&first);
+    let bytes = zstd::encode_all(&text[..], 3).unwrap();
+    std::fs::write(&part, &bytes).unwrap();
+    let mpath = bundle.join("manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    for f in m["files"].as_array_mut().unwrap() {
+        if f["name"] == "changes.ndjson.zst" {
+            assert_eq!(f["records"], n as u64);
+            f["sha256"] = lookmig::input::hex(&Sha256::digest(&bytes)).into();
+        }
+    }
+    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+
+    let dump = tmp.path().join("dump.ndjson");
+    for extra in [&[][..], &["--batch-size", "5"][..]] {
+        let mut args = vec!["restore", s(&bundle)];
+        args.extend(extra);
+        let o = lookmig(&args, url);
+        assert_eq!(o.code, 1, "{extra:?}: {}", o.stderr);
+        let want = format!(
+            "holds {} change lines, the manifest says {n}; nothing was committed",
+            n + 1
+        );
+        assert!(o.stderr.contains(&want), "{extra:?}: {}", o.stderr);
+        ok(&["dump", "-o", s(&dump), "--overwrite"], url);
+        same_records(&export, &dump, "a refused change set changed the database");
+    }
+    // Offline, the bundle check counts it.
+    let o = lookmig(
+        &[
+            "restore",
+            s(&bundle),
+            "--onto",
+            s(&export),
+            "-o",
+            s(&dump),
+            "--overwrite",
+        ],
+        None,
+    );
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("the manifest says"), "{}", o.stderr);
+}

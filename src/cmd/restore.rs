@@ -62,7 +62,7 @@ pub fn run(o: &Options) -> Result<()> {
         overwrite: o.overwrite,
     };
     target.check()?;
-    let b = open(o)?;
+    let b = open(o, false)?;
     if o.batch_size.is_some() {
         bail!("--batch-size goes with --database URL; a restore onto a file writes it whole");
     }
@@ -76,9 +76,15 @@ pub fn run(o: &Options) -> Result<()> {
     )
 }
 
-/// Opens the bundle, and with `--expect` refuses any other than the one signed off.
-fn open(o: &Options) -> Result<crate::bundle::Bundle> {
-    let b = crate::bundle::open(std::path::Path::new(&o.bundle))?;
+/// Opens the bundle, and with `--expect` refuses any other than the one signed off. A
+/// restore onto the database counts the change set's lines as it reads them (`count_later`).
+fn open(o: &Options, count_later: bool) -> Result<crate::bundle::Bundle> {
+    let path = std::path::Path::new(&o.bundle);
+    let b = if count_later {
+        crate::bundle::open_counting_changes_later(path)?
+    } else {
+        crate::bundle::open(path)?
+    };
     if let Some(want) = &o.expect {
         let id = b.id()?;
         if !id.eq_ignore_ascii_case(want.trim()) {
@@ -178,7 +184,7 @@ fn run_database(o: &Options) -> Result<()> {
         bail!("give --onto EXPORT -o OUT, or --database URL (or set DATABASE_URL)");
     };
     let db = crate::db::Database::parse(url)?;
-    let b = open(o)?;
+    let b = open(o, true)?;
     let opts = crate::db::apply::Options {
         direction: o.restore.direction,
         force: o.restore.force,

@@ -46,6 +46,7 @@ use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Op, RawRecord, Step};
 use crate::error::Failure;
+use crate::groups::{COLUMN, REPORT};
 use crate::progress::Progress;
 use crate::record::{Kind, Record, Subject};
 use crate::restore::{Conflict, Direction, Summary};
@@ -101,38 +102,149 @@ COMMENT ON TABLE lookmig_carried IS 'lookmig: the changes restore --carry-new ma
 /// The key of a record in its table: the key columns' values.
 type KeyCells = Vec<Cell>;
 
-/// The bundle's change lines in the order they are applied, on disk (8 bytes of memory each).
+/// The bundle's change lines in the order they are applied, on disk (12 bytes of memory each).
+/// Filled by [`Changes::fill`] on a thread of its own while the first changes are already being
+/// applied: [`Changes::get`] waits for a line not yet copied.
 struct Changes {
     file: std::fs::File,
-    /// (offset, length) of each line, in the order of application.
-    at: Vec<(u64, u32)>,
+    /// The number of change lines: the manifest's, which [`Changes::complete`] checks.
+    total: u64,
     invert: bool,
+    loaded: std::sync::Mutex<Loaded>,
+    more: std::sync::Condvar,
+    /// Set when the apply is over: the filling stops.
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// What [`Changes::fill`] has copied so far.
+#[derive(Default)]
+struct Loaded {
+    /// (offset, length) of each line, in the change file's order.
+    at: Vec<(u64, u32)>,
+    /// Set when the filling ends: `Err` with what went wrong.
+    done: Option<std::result::Result<(), String>>,
 }
 
 impl Changes {
-    fn load(b: &Bundle, invert: bool) -> Result<Changes> {
+    fn new(b: &Bundle, invert: bool) -> Result<Changes> {
         let file = tempfile::tempfile()
             .context("creating a temporary file for the change set (is TMPDIR full?)")?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
-        let mut at = Vec::new();
-        let mut offset = 0u64;
-        crate::changeset::for_each(b, |_, line| {
-            w.write_all(line)?;
-            at.push((offset, line.len() as u32));
-            offset += line.len() as u64;
-            Ok(())
-        })?;
-        w.flush()
-            .context("writing a temporary file (is TMPDIR full?)")?;
-        drop(w);
-        if invert {
-            at.reverse();
-        }
-        Ok(Changes { file, at, invert })
+        let total = b.change_count();
+        Ok(Changes {
+            file,
+            total,
+            invert,
+            loaded: Default::default(),
+            more: Default::default(),
+            stop: Default::default(),
+        })
     }
 
+    /// Copies the change set out of the bundle, publishing the lines a block at a time.
+    fn fill(&self, b: &Bundle) {
+        let done = self.fill_inner(b).map_err(|e| format!("{e:#}"));
+        let mut loaded = self
+            .loaded
+            .lock()
+            .expect("the change set's lock is not poisoned");
+        if done.is_ok() && loaded.at.len() as u64 != self.total {
+            loaded.done = Some(Err(format!(
+                "{}: holds {} change lines, the manifest says {}",
+                crate::bundle::CHANGES,
+                loaded.at.len(),
+                self.total
+            )));
+        } else {
+            loaded.done = Some(done);
+        }
+        self.more.notify_all();
+    }
+
+    fn fill_inner(&self, b: &Bundle) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &self.file);
+        let mut pending = Vec::new();
+        let mut offset = 0u64;
+        let publish = |w: &mut std::io::BufWriter<&std::fs::File>,
+                       pending: &mut Vec<(u64, u32)>|
+         -> Result<()> {
+            w.flush()
+                .context("writing a temporary file (is TMPDIR full?)")?;
+            let mut loaded = self
+                .loaded
+                .lock()
+                .expect("the change set's lock is not poisoned");
+            loaded.at.append(pending);
+            self.more.notify_all();
+            Ok(())
+        };
+        crate::changeset::for_each(b, |_, line| {
+            if self.stop.load(Ordering::Relaxed) {
+                bail!("stopped");
+            }
+            w.write_all(line)
+                .context("writing a temporary file (is TMPDIR full?)")?;
+            pending.push((offset, line.len() as u32));
+            offset += line.len() as u64;
+            if pending.len() >= 4096 {
+                publish(&mut w, &mut pending)?;
+            }
+            Ok(())
+        })?;
+        publish(&mut w, &mut pending)
+    }
+
+    /// Waits until the change set is copied whole, and fails if it could not be or if its
+    /// lines are not the manifest's count: called before every commit.
+    fn complete(&self) -> Result<()> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .expect("the change set's lock is not poisoned");
+        loop {
+            match &loaded.done {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => bail!(Failure::Damaged(format!("{e}; nothing was committed"))),
+                None => {
+                    loaded = self
+                        .more
+                        .wait(loaded)
+                        .expect("the change set's lock is not poisoned")
+                }
+            }
+        }
+    }
+
+    /// Change `i` in the order of application (a rollback's: the change file's, backwards).
     fn get(&self, i: usize) -> Result<Change> {
-        let (offset, len) = self.at[i];
+        let j = if self.invert {
+            (self.total as usize)
+                .checked_sub(i + 1)
+                .context("past the end of the change set")?
+        } else {
+            i
+        };
+        let (offset, len) = {
+            let mut loaded = self
+                .loaded
+                .lock()
+                .expect("the change set's lock is not poisoned");
+            loop {
+                if let Some(&at) = loaded.at.get(j) {
+                    break at;
+                }
+                match &loaded.done {
+                    Some(Err(e)) => bail!("reading the change set: {e}"),
+                    Some(Ok(())) => bail!("change {j} is past the end of the change set"),
+                    None => {
+                        loaded = self
+                            .more
+                            .wait(loaded)
+                            .expect("the change set's lock is not poisoned")
+                    }
+                }
+            }
+        };
         let mut line = vec![0u8; len as usize];
         self.file.read_exact_at(&mut line, offset)?;
         let c = Change::parse(&line).context("reading the change set")?;
@@ -140,25 +252,20 @@ impl Changes {
     }
 }
 
-/// The retired versions of `bundle` (none for a rollback), and a connection ready to apply it:
-/// schema checked, bookkeeping tables made, `lock_timeout` set, and for a restore the
-/// temporary tables of retired and known versions.
-fn connect_for_apply(
-    db: &Database,
-    bundle: &Bundle,
-    opts: &Options,
-    restore: bool,
-) -> Result<(Retired, postgres::Client)> {
-    let clock = std::time::Instant::now();
-    let retired = if restore {
-        Retired::load(bundle)?
-    } else {
-        Retired::default()
-    };
-    timing(format_args!(
-        "prepare  retired versions {:.3} s",
-        clock.elapsed().as_secs_f64()
-    ));
+/// The retired versions of the bundle, read on a thread of their own while the writes begin:
+/// only the newer-record look at the end needs them.
+type LaterRetired = std::sync::OnceLock<Result<Retired>>;
+
+/// The retired versions once they are read.
+fn retired_of(later: &LaterRetired) -> Result<&Retired> {
+    match later.wait() {
+        Ok(r) => Ok(r),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    }
+}
+
+/// A connection with the schema checked, the bookkeeping tables made and `lock_timeout` set.
+fn connect_ready(db: &Database, opts: &Options) -> Result<postgres::Client> {
     let mut client = db.connect()?;
     super::check_schema(db, &mut client)?;
     client
@@ -170,18 +277,7 @@ fn connect_for_apply(
             opts.lock_timeout.as_millis().max(1)
         ))
         .map_err(|e| db.error(&e, "setting lock_timeout"))?;
-    timing(format_args!(
-        "prepare  connection {:.3} s",
-        clock.elapsed().as_secs_f64()
-    ));
-    if restore {
-        retired_tables(db, &mut client, &retired)?;
-    }
-    timing(format_args!(
-        "prepare  temporary tables {:.3} s",
-        clock.elapsed().as_secs_f64()
-    ));
-    Ok((retired, client))
+    Ok(client)
 }
 
 /// Applies (or undoes) `bundle` on the database.
@@ -189,33 +285,55 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     let clock = std::time::Instant::now();
     let id = bundle.id()?;
     let restore = opts.direction == Direction::Restore;
-    // The change set is copied out of the bundle while the retired versions are read and
-    // the connection is set up: two jobs for two cores.
-    let (changes, prepared) = std::thread::scope(|scope| {
-        let changes = scope.spawn(|| {
-            let changes = Changes::load(bundle, !restore);
+    let changes = Changes::new(bundle, !restore)?;
+    let retired = LaterRetired::new();
+    // The change set is copied out of the bundle, and the retired versions read, while the
+    // connection is made and the first changes are applied.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            changes.fill(bundle);
             timing(format_args!(
                 "prepare  change set {:.3} s",
                 clock.elapsed().as_secs_f64()
             ));
-            changes
         });
-        let prepared = connect_for_apply(db, bundle, opts, restore);
-        (
-            changes
-                .join()
-                .expect("reading the change set does not panic"),
-            prepared,
-        )
-    });
-    let changes = changes?;
-    let (retired, mut client) = prepared?;
+        scope.spawn(|| {
+            let r = if restore {
+                Retired::load(bundle)
+            } else {
+                Ok(Retired::default())
+            };
+            timing(format_args!(
+                "prepare  retired versions {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
+            let _ = retired.set(r);
+        });
+        let result = apply_with(db, opts, &id, &changes, &retired, clock);
+        changes
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
+}
+
+/// [`apply`] once the change set and the retired versions are on their way.
+fn apply_with(
+    db: &Database,
+    opts: &Options,
+    id: &str,
+    changes: &Changes,
+    retired: &LaterRetired,
+    clock: std::time::Instant,
+) -> Result<Summary> {
+    let restore = opts.direction == Direction::Restore;
+    let mut client = connect_ready(db, opts)?;
     timing(format_args!(
-        "prepare  {:.3} s (change set, retired versions, connection)",
+        "prepare  connection {:.3} s",
         clock.elapsed().as_secs_f64()
     ));
     let direction = if restore { "restore" } else { "rollback" };
-    let total = changes.at.len() as u64;
+    let total = changes.total;
     // Where an earlier run of the same command stopped.
     let row = client
         .query_opt(
@@ -230,21 +348,21 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     if start > total {
         start = 0;
     }
-    let mut run = Run::new(db, opts, &retired, &id);
+    let mut run = Run::new(db, opts, retired, id);
     let bar = Progress::new(opts.progress, direction, Some(total));
     if opts.batch_size.is_some() && start == 0 {
         // Judge everything first, without locks and without writing: a conflict known now stops
         // the restore before its first commit.
         bar.message("checking");
         let started = std::time::Instant::now();
-        let mut check = Run::new(db, opts, &retired, &id);
+        let mut check = Run::new(db, opts, retired, id);
         let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
             .map_err(|e| db.error(&e, "starting a transaction"))?;
-        check.range(&mut tx, &changes, 0, total, true, &bar)?;
+        check.range(&mut tx, changes, 0, total, true, &bar)?;
         if restore {
             check.newer(&mut tx, true, true)?;
         }
@@ -275,7 +393,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
         let to = from.saturating_add(batch).min(total);
         let last = to == total;
         let saved = (run.summary.clone(), run.gone.len(), run.covered.len());
-        match run.batch(&mut client, &changes, (from, to), first, &bar) {
+        match run.batch(&mut client, changes, (from, to), first, &bar) {
             Ok(()) => retries = 0,
             Err(e) if super::is_retryable(&e) && retries < 5 => {
                 retries += 1;
@@ -318,14 +436,15 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
 struct Run<'a> {
     db: &'a Database,
     opts: &'a Options,
-    retired: &'a Retired,
+    retired: &'a LaterRetired,
     summary: Summary,
     bundle_id: &'a str,
     /// When this batch locked the curation tables (for `LOOKMIG_TIMING`).
     tables_locked: Option<std::time::Instant>,
     /// Time spent in each step (for `LOOKMIG_TIMING`).
     spent: Spent,
-    /// The retired versions whose deletes this batch judged (for the newer-record look).
+    /// The report and column versions this batch deletes (for the newer-record look, which
+    /// keeps the retired ones).
     gone: Vec<Subject>,
     /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
     /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
@@ -378,7 +497,12 @@ struct Writes {
 
 impl<'a> Run<'a> {
     /// A run that has judged nothing yet.
-    fn new(db: &'a Database, opts: &'a Options, retired: &'a Retired, bundle_id: &'a str) -> Self {
+    fn new(
+        db: &'a Database,
+        opts: &'a Options,
+        retired: &'a LaterRetired,
+        bundle_id: &'a str,
+    ) -> Self {
         Run {
             db,
             opts,
@@ -411,7 +535,7 @@ impl<'a> Run<'a> {
         } else {
             ("rollback", "restore")
         };
-        let total = changes.at.len() as u64;
+        let total = changes.total;
         let last = to == total;
         self.tables_locked = None;
         let mut tx = client
@@ -455,6 +579,7 @@ impl<'a> Run<'a> {
             // committed, for another session to run into.
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
         }
+        changes.complete()?;
         tx.commit().map_err(|e| db.error(&e, "committing"))?;
         Ok(())
     }
@@ -642,16 +767,14 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Notes a retired version a delete removes, for the newer-record look.
+    /// Notes a report or column version a delete removes, for the newer-record look.
     fn judged_delete(&mut self, change: &Change) {
         if change.op == Op::Delete && carry::is_versioned(&change.kind) {
             if let Ok(oid) = change.key.parse::<i64>() {
-                if self.retired.survivor(&change.kind, oid).is_some() {
-                    self.gone.push(Subject {
-                        otype: change.kind.clone(),
-                        oid,
-                    });
-                }
+                self.gone.push(Subject {
+                    otype: change.kind.clone(),
+                    oid,
+                });
             }
         }
     }
@@ -799,8 +922,10 @@ impl<'a> Run<'a> {
     }
 
     fn newer_inner(&mut self, tx: &mut Transaction, full: bool, dry: bool) -> Result<()> {
+        let retired: &'a Retired = retired_of(self.retired)?;
         // The retired versions this batch deletes (all of them for a full look).
-        let gone = std::mem::take(&mut self.gone);
+        let mut gone = std::mem::take(&mut self.gone);
+        gone.retain(|s| retired.survivor(&s.otype, s.oid).is_some());
         if gone.is_empty() && !full {
             return Ok(());
         }
@@ -812,7 +937,7 @@ impl<'a> Run<'a> {
         if dry {
             self.covered.sort_unstable();
         }
-        let (retired, covered) = (self.retired, &self.covered);
+        let covered = &self.covered;
         // The connection runs the next query while a worker turns the rows of the last one
         // into records and checks them (on every core): the server and the client overlap.
         let (send, queried) = std::sync::mpsc::sync_channel::<(usize, Vec<postgres::Row>, bool)>(1);
@@ -844,7 +969,7 @@ impl<'a> Run<'a> {
                 }
                 Ok(out)
             });
-            let queries = self.newer_queries(tx, full, dry, &gone, &send);
+            let queries = self.newer_queries(tx, retired, full, &gone, &send);
             drop(send);
             let clock = std::time::Instant::now();
             let newer = worker
@@ -873,14 +998,14 @@ impl<'a> Run<'a> {
                 if self.opts.carry_new && !n.stale_version {
                     continue; // the dry run leaves what --carry-new will carry
                 }
-                self.summary.conflict(Conflict::of_newer(n, self.retired));
+                self.summary.conflict(Conflict::of_newer(n, retired));
             }
             return Ok(());
         }
         let mut carried = Vec::new();
         for (n, r) in newer {
             if n.stale_version {
-                self.summary.conflict(Conflict::of_newer(&n, self.retired));
+                self.summary.conflict(Conflict::of_newer(&n, retired));
             } else {
                 self.summary.newer += 1;
                 carried.push((0u64, r));
@@ -895,8 +1020,8 @@ impl<'a> Run<'a> {
     fn newer_queries(
         &self,
         tx: &mut Transaction,
+        retired: &Retired,
         full: bool,
-        dry: bool,
         gone: &[Subject],
         send: &std::sync::mpsc::SyncSender<(usize, Vec<postgres::Row>, bool)>,
     ) -> Result<()> {
@@ -905,32 +1030,18 @@ impl<'a> Run<'a> {
         let pass = |t: usize, rows: Vec<postgres::Row>, versions: bool| {
             let _ = send.send((t, rows, versions));
         };
-        // The retired (otype, oid) of this batch, one list for both otypes: one pass of each
-        // table, joined with the list's hash. The full look names every retired version: it
-        // joins with the temporary table made at the start instead of a million-element array.
-        let mut otypes: Vec<&str> = Vec::new();
-        let mut oids: Vec<i64> = Vec::new();
-        if !full {
-            for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-                for s in gone.iter().filter(|s| s.otype == otype) {
-                    otypes.push(otype);
-                    oids.push(s.oid);
-                }
-            }
-        }
-        // Hashes of tens of megabytes (a million retired versions) stay in memory instead of
-        // spilling to disk in batches; for this transaction only.
+        // Hashes of tens of megabytes (a million subjects) stay in memory instead of spilling
+        // to disk in batches; for this transaction only.
         tx.batch_execute("SET LOCAL work_mem = '64MB'")
             .map_err(|e| db.error(&e, "setting work_mem"))?;
         let clock = std::time::Instant::now();
         let unnest = "SELECT * FROM unnest($1::text[], $2::bigint[])";
-        let retired_all = format!("SELECT otype, oid FROM {RETIRED}");
         // The rows of table `i` of the subject tables (past the last: other_record, by its
-        // subject) whose subject is one `source` gives.
+        // subject) whose subject is one of `kinds` / `keys`.
         let holding = |tx: &mut Transaction,
                        i: usize,
-                       source: &str,
-                       params: &[&(dyn postgres::types::ToSql + Sync)]|
+                       kinds: &[&str],
+                       keys: &[i64]|
          -> Result<()> {
             let (ti, name, sql) = match SUBJECT_TABLES.get(i) {
                 Some(t) => {
@@ -939,7 +1050,7 @@ impl<'a> Run<'a> {
                     (
                         ti,
                         *t,
-                        format!("SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({source})"),
+                        format!("SELECT {cols} FROM {t} WHERE (subject_otype, subject_oid) IN ({unnest})"),
                     )
                 }
                 None => (
@@ -947,58 +1058,76 @@ impl<'a> Run<'a> {
                     OTHER,
                     format!(
                         "SELECT kind, key, record FROM {OTHER} WHERE \
-                         (record->'subject'->>'otype', {OTHER_OID}) IN ({source})"
+                         (record->'subject'->>'otype', {OTHER_OID}) IN ({unnest})"
                     ),
                 ),
             };
             let rows = tx
-                .query(&sql, params)
+                .query(&sql, &[&kinds, &keys])
                 .map_err(|e| db.error(&e, &format!("reading {name}")))?;
             pass(ti, rows, false);
             Ok(())
         };
-        if full && !dry {
-            // After the writes, no row holds a retired version unless a curator made it since
-            // the export: first the subjects any table holds, all tables in one statement (one
-            // hash of the retired versions probed by every row, where a statement per table
-            // built it six times), then the rows that hold them.
+        if full {
+            // Every subject a curation table holds on a report or a column, read out and
+            // looked up here among the retired versions: the server only scans (no table of
+            // the retired versions to fill, no hash of them to build on its one busy core).
+            // After the writes none is left unless a curator made it since the export; in the
+            // batch pre-check, before anything moved, most are covered by a change.
             let mut arms: Vec<String> = SUBJECT_TABLES
                 .iter()
                 .enumerate()
-                .map(|(i, t)| format!("SELECT {i} AS t, subject_otype, subject_oid FROM {t}"))
+                .map(|(i, t)| {
+                    format!(
+                        "SELECT {i}, subject_otype, subject_oid FROM {t} \
+                         WHERE subject_otype IN ('{REPORT}', '{COLUMN}')"
+                    )
+                })
                 .collect();
             arms.push(format!(
-                "SELECT {} AS t, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER}",
+                "SELECT {}, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER} \
+                 WHERE record->'subject'->>'otype' IN ('{REPORT}', '{COLUMN}')",
                 SUBJECT_TABLES.len()
             ));
-            let sql = format!(
-                "SELECT DISTINCT x.t, x.subject_otype, x.subject_oid FROM ({}) AS x \
-                 WHERE (x.subject_otype, x.subject_oid) IN ({retired_all})",
-                arms.join(" UNION ALL ")
-            );
-            let hits = tx
-                .query(&sql, &[])
-                .map_err(|e| db.error(&e, "reading the subjects of the curation tables"))?;
-            for i in 0..=SUBJECT_TABLES.len() {
-                let (kinds, keys): (Vec<String>, Vec<i64>) = hits
-                    .iter()
-                    .filter(|r| r.get::<_, i32>(0) as usize == i)
-                    .map(|r| (r.get::<_, String>(1), r.get::<_, i64>(2)))
-                    .unzip();
-                if !kinds.is_empty() {
-                    holding(tx, i, unnest, &[&kinds, &keys])?;
+            let mut hits: Vec<Vec<(&'static str, i64)>> =
+                vec![Vec::new(); SUBJECT_TABLES.len() + 1];
+            copy_out_lines(
+                db,
+                tx,
+                &arms.join(" UNION ALL "),
+                "the subjects of the curation tables",
+                |[t, otype, oid]| {
+                    let otype = match otype {
+                        b"bi_report" => REPORT,
+                        b"bi_report_column" => COLUMN,
+                        _ => return,
+                    };
+                    let (Some(t), Some(oid)) = (parse_int(t), parse_int(oid)) else {
+                        return;
+                    };
+                    if retired.survivor(otype, oid).is_some() {
+                        if let Some(h) = hits.get_mut(t as usize) {
+                            h.push((otype, oid));
+                        }
+                    }
+                },
+            )?;
+            for (i, mut h) in hits.into_iter().enumerate() {
+                h.sort_unstable();
+                h.dedup();
+                if !h.is_empty() {
+                    let (kinds, keys): (Vec<&str>, Vec<i64>) = h.into_iter().unzip();
+                    holding(tx, i, &kinds, &keys)?;
                 }
             }
-        } else if full {
-            // The pre-check, before anything moved: every row on a retired version, most of
-            // them covered by a change (which the check of the rows then leaves).
-            for i in 0..=SUBJECT_TABLES.len() {
-                holding(tx, i, &retired_all, &[])?;
-            }
-        } else if !oids.is_empty() {
+        } else if !gone.is_empty() {
             // A batch: the versions it deleted, table by table.
+            let mut gone: Vec<(&str, i64)> =
+                gone.iter().map(|s| (s.otype.as_str(), s.oid)).collect();
+            gone.sort_unstable();
+            let (kinds, keys): (Vec<&str>, Vec<i64>) = gone.into_iter().unzip();
             for i in 0..SUBJECT_TABLES.len() {
-                holding(tx, i, unnest, &[&otypes, &oids])?;
+                holding(tx, i, &kinds, &keys)?;
             }
         }
         timing(format_args!(
@@ -1030,21 +1159,51 @@ impl<'a> Run<'a> {
         ));
         let clock = std::time::Instant::now();
         // Versions extracted after the export: of a migrated server, and unknown to the
-        // bundle (the rest of the test is the record's own, `Retired::is_stale`).
-        let servers = self.retired.servers();
-        for (ti, kind) in [(3usize, Kind::BiReport), (4, Kind::BiReportColumn)] {
-            let cols = TABLES[ti].column_list();
-            let rows = tx
-                .query(
+        // bundle. Their oids (and a column's report) are read out and looked up here; only
+        // the rows that may be such a version are then read whole (`Retired::is_stale` has
+        // the last word).
+        let servers = retired.servers();
+        if !servers.is_empty() {
+            let list = servers
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            for (ti, column) in [(3usize, false), (4, true)] {
+                let name = TABLES[ti].name;
+                let report = if column { "report" } else { "NULL" };
+                let mut oids: Vec<i64> = Vec::new();
+                copy_out_lines(
+                    db,
+                    tx,
                     &format!(
-                        "SELECT {cols} FROM {} AS v WHERE server_id = ANY($1) AND NOT EXISTS \
-                         (SELECT 1 FROM {KNOWN} AS k WHERE k.is_column = $2 AND k.oid = v.oid)",
-                        TABLES[ti].name
+                        "SELECT oid, server_id, {report} FROM {name} WHERE server_id IN ({list})"
                     ),
-                    &[&servers, &(kind == Kind::BiReportColumn)],
-                )
-                .map_err(|e| db.error(&e, &format!("reading {}", TABLES[ti].name)))?;
-            pass(ti, rows, true);
+                    &format!("the versions of {name}"),
+                    |[oid, server, report]| {
+                        let (Some(oid), Some(server)) = (parse_int(oid), parse_int(server)) else {
+                            return;
+                        };
+                        // A report with an escape in COPY's text is left to the whole row.
+                        let report = (column && !report.contains(&b'\\'))
+                            .then(|| std::str::from_utf8(report).ok())
+                            .flatten();
+                        if retired.may_be_stale(column, server, oid, report) {
+                            oids.push(oid);
+                        }
+                    },
+                )?;
+                if !oids.is_empty() {
+                    let cols = TABLES[ti].column_list();
+                    let rows = tx
+                        .query(
+                            &format!("SELECT {cols} FROM {name} WHERE oid = ANY($1)"),
+                            &[&oids],
+                        )
+                        .map_err(|e| db.error(&e, &format!("reading {name}")))?;
+                    pass(ti, rows, true);
+                }
+            }
         }
         timing(format_args!(
             "newer    versions {:.3} s",
@@ -1060,7 +1219,8 @@ impl<'a> Run<'a> {
         }
         let db = self.db;
         let records: Vec<Record> = newer.iter().map(|(_, r)| r.clone()).collect();
-        let survivors = carry::survivors_of(self.retired, &records);
+        let retired = retired_of(self.retired)?;
+        let survivors = carry::survivors_of(retired, &records);
         let mut current = Vec::new();
         for t in SUBJECT_TABLES {
             let ti = table(t);
@@ -1086,7 +1246,7 @@ impl<'a> Run<'a> {
             }
         }
         let fields = read_fields(db, tx)?;
-        let carried = carry::carry(self.retired, &fields, newer, current)?;
+        let carried = carry::carry(retired, &fields, newer, current)?;
         for (k, n) in carried.by_kind {
             *self.summary.carried.entry(k).or_default() += n;
         }
@@ -1327,49 +1487,48 @@ fn table(name: &str) -> usize {
 
 /// The tables whose rows have a `subject` (otype, oid) in columns of their own.
 const SUBJECT_TABLES: [&str; 5] = ["field_value", "trust_flag", "tag", "star", "conversation"];
+/// Runs `COPY (query) TO STDOUT`, a query of three columns, and calls `f` with each line's
+/// fields (COPY's text format: `\\N` for NULL, escapes left as they are).
+fn copy_out_lines(
+    db: &Database,
+    tx: &mut Transaction,
+    query: &str,
+    what: &str,
+    mut f: impl FnMut([&[u8]; 3]),
+) -> Result<()> {
+    use std::io::BufRead;
+    let reader = tx
+        .copy_out(&format!("COPY ({query}) TO STDOUT"))
+        .map_err(|e| db.error(&e, &format!("reading {what}")))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("database {}: reading {what}", db.shown()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let mut fields = text.split(|&b| b == b'\t');
+        if let (Some(a), Some(b), Some(c)) = (fields.next(), fields.next(), fields.next()) {
+            f([a, b, c]);
+        }
+    }
+}
+
+/// A COPY text field as an integer (`None` for `\\N` or anything else).
+fn parse_int(field: &[u8]) -> Option<i64> {
+    std::str::from_utf8(field).ok()?.parse().ok()
+}
+
 /// The `subject.oid` of an `other_record` row as a `bigint` where it is a number in range
 /// (rounded: a non-integer matches at most a row the check then refuses, a superset of what
 /// [`crate::record::Subject::from_value`] takes), else NULL: a cast that cannot fail.
 const OTHER_OID: &str = "CASE WHEN jsonb_typeof(record->'subject'->'oid') = 'number' \
      AND (record->'subject'->'oid')::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 \
      THEN (record->'subject'->'oid')::numeric::bigint END";
-/// The session's temporary table of every version the bundle retires, `(otype, oid)`.
-const RETIRED: &str = "lookmig_retired_versions";
-/// The session's temporary table of every report and column oid the bundle knows.
-const KNOWN: &str = "lookmig_known_versions";
-
-/// Copies the retired versions and the known oids into temporary tables of this session (gone
-/// when it ends), for the newer-record look to join with: a join with a table the server has
-/// statistics of, where a million-element array parameter made it probe an index per element.
-/// Made outside any transaction, since the batch pre-check's transaction is read-only.
-fn retired_tables(db: &Database, client: &mut postgres::Client, retired: &Retired) -> Result<()> {
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS pg_temp.{RETIRED}; DROP TABLE IF EXISTS pg_temp.{KNOWN};
-             CREATE TEMPORARY TABLE {RETIRED} (otype text NOT NULL, oid bigint NOT NULL);
-             CREATE TEMPORARY TABLE {KNOWN} (is_column boolean NOT NULL, oid bigint NOT NULL);"
-        ))
-        .map_err(|e| db.error(&e, "making temporary tables"))?;
-    let mut text = Vec::new();
-    for otype in [crate::groups::REPORT, crate::groups::COLUMN] {
-        for oid in retired.retired_oids(otype) {
-            writeln!(text, "{otype}\t{oid}").expect("writing to memory");
-        }
-    }
-    db.copy_into(client, RETIRED, "otype, oid", &text[..])?;
-    text.clear();
-    for column in [false, true] {
-        for oid in retired.known_oids(column) {
-            writeln!(text, "{}\t{oid}", if column { 't' } else { 'f' }).expect("writing to memory");
-        }
-    }
-    db.copy_into(client, KNOWN, "is_column, oid", &text[..])?;
-    client
-        .batch_execute(&format!("ANALYZE {RETIRED}; ANALYZE {KNOWN};"))
-        .map_err(|e| db.error(&e, "analysing temporary tables"))?;
-    Ok(())
-}
-
 /// A 64-bit hash of a record's (kind, key), for [`Run::covered`] (a collision only lets the
 /// pre-check miss a newer record, which the batch itself then finds).
 fn covered_hash(kind: &str, key: &str) -> u64 {

@@ -456,6 +456,27 @@ fn manifest_with_an_edited_count_is_refused() {
 }
 
 #[test]
+fn manifest_with_an_edited_record_count_is_refused() {
+    let (dir, export, bundle) = migrated();
+    let mut changes = 0;
+    edit_manifest(&bundle, |m| {
+        for f in m["files"].as_array_mut().unwrap() {
+            if f["name"] == "changes.ndjson.zst" {
+                changes = f["records"].as_u64().unwrap();
+                f["records"] = (changes + 1).into();
+            }
+        }
+    });
+    assert!(changes > 0);
+    bundle_refused(
+        &dir,
+        &export,
+        &bundle,
+        &format!("holds {changes} records, the manifest says {}", changes + 1),
+    );
+}
+
+#[test]
 fn manifest_that_is_not_json_is_refused() {
     let (dir, export, bundle) = migrated();
     std::fs::write(bundle.join("manifest.json"), "{ not json").unwrap();
