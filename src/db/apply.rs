@@ -446,6 +446,8 @@ struct Run<'a> {
     /// The report and column versions this batch deletes (for the newer-record look, which
     /// keeps the retired ones).
     gone: Vec<Subject>,
+    /// Where [`Run::range`] frees what a chunk is done with (`None`: freed in place).
+    bin: Option<std::sync::mpsc::Sender<Box<dyn Send>>>,
     /// The pre-check: hashes of the (kind, key) of every change judged, sorted before the
     /// newer-record look. Nothing is written then, so the rows the bundle deletes or moves
     /// are still there: they are the bundle's, not newer.
@@ -512,6 +514,7 @@ impl<'a> Run<'a> {
             tables_locked: None,
             spent: Spent::default(),
             gone: Vec::new(),
+            bin: None,
             covered: Vec::new(),
         }
     }
@@ -605,22 +608,53 @@ impl<'a> Run<'a> {
                     let _ = send.send(Err(e));
                 }
             });
-            // Returning early (an error) drops `chunks`, which stops the producer.
-            loop {
-                let clock = std::time::Instant::now();
-                let Ok(ready) = chunks.recv() else { break };
-                self.spent.wait += clock.elapsed();
-                let Ready {
-                    table,
-                    mut chunk,
-                    prepared,
-                } = ready?;
-                let n = chunk.len() as u64;
-                self.chunk(tx, table, &mut chunk, prepared, dry)?;
-                bar.add(n);
-            }
-            Ok(())
+            // What a chunk is done with is freed on a thread of its own: tens of thousands of
+            // changes a chunk, freed between two statements, kept the server waiting.
+            let (bin, garbage) = std::sync::mpsc::channel::<Box<dyn Send>>();
+            scope.spawn(move || garbage.into_iter().for_each(drop));
+            self.bin = Some(bin);
+            let result = guarded::nested_loops_only(tx)
+                .map_err(|e| self.db.error(&e, "setting the planner"))
+                .and_then(|()| self.consume(tx, &chunks, dry, bar))
+                .and_then(|()| {
+                    guarded::planner_reset(tx).map_err(|e| self.db.error(&e, "setting the planner"))
+                });
+            self.bin = None; // ends the freeing thread
+            result
         })
+    }
+
+    /// The connection's side of [`Run::range`]: runs each chunk as it comes.
+    fn consume(
+        &mut self,
+        tx: &mut Transaction,
+        chunks: &std::sync::mpsc::Receiver<Result<Ready>>,
+        dry: bool,
+        bar: &Progress,
+    ) -> Result<()> {
+        // Returning early (an error) drops `chunks`, which stops the producer.
+        loop {
+            let clock = std::time::Instant::now();
+            let Ok(ready) = chunks.recv() else { break };
+            self.spent.wait += clock.elapsed();
+            let Ready {
+                table,
+                mut chunk,
+                prepared,
+            } = ready?;
+            let n = chunk.len() as u64;
+            self.chunk(tx, table, &mut chunk, prepared, dry)?;
+            self.discard(chunk);
+            bar.add(n);
+        }
+        Ok(())
+    }
+
+    /// Frees `x` on the freeing thread of [`Run::range`] (here, outside it).
+    fn discard(&self, x: impl Send + 'static) {
+        if let Some(bin) = &self.bin {
+            let _ = bin.send(Box::new(x));
+        }
     }
 
     /// Locks, reads, judges and writes one chunk of changes of table `t`; empties `chunk`.
@@ -636,6 +670,7 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         self.guarded(tx, t, chunk, &prepared, dry)?;
+        self.discard(prepared);
         if chunk.is_empty() {
             return Ok(());
         }
@@ -724,7 +759,7 @@ impl<'a> Run<'a> {
         if !dry {
             self.flush(tx, t, w)?;
         }
-        chunk.clear();
+        self.discard(std::mem::take(chunk));
         Ok(())
     }
 
@@ -759,11 +794,17 @@ impl<'a> Run<'a> {
                 self.summary.lines_written += 1;
             }
         }
-        let mut i = 0;
-        chunk.retain(|_| {
-            i += 1;
-            !applied[i - 1]
-        });
+        let mut done = Vec::with_capacity(chunk.len());
+        let mut kept = Vec::new();
+        for (item, a) in std::mem::take(chunk).into_iter().zip(applied) {
+            if a {
+                done.push(item);
+            } else {
+                kept.push(item);
+            }
+        }
+        *chunk = kept;
+        self.discard(done);
         Ok(())
     }
 
@@ -1079,13 +1120,16 @@ impl<'a> Run<'a> {
                 .enumerate()
                 .map(|(i, t)| {
                     format!(
-                        "SELECT {i}, subject_otype, subject_oid FROM {t} \
+                        "SELECT {i}, subject_otype, subject_oid::text FROM {t} \
                          WHERE subject_otype IN ('{REPORT}', '{COLUMN}')"
                     )
                 })
                 .collect();
+            // other_record's oid as its text: what is not an integer there (a string, a
+            // fraction) refers to nothing, and a string of digits that passes is dropped by the
+            // exact read of the rows that hold it and their check.
             arms.push(format!(
-                "SELECT {}, record->'subject'->>'otype', {OTHER_OID} FROM {OTHER} \
+                "SELECT {}, record->'subject'->>'otype', record->'subject'->>'oid' FROM {OTHER} \
                  WHERE record->'subject'->>'otype' IN ('{REPORT}', '{COLUMN}')",
                 SUBJECT_TABLES.len()
             ));
@@ -1281,7 +1325,9 @@ impl<'a> Run<'a> {
             let (t, key) = key_cells(&c)?;
             let mut chunk = vec![(c, key)];
             let prepared = guarded::prepare_chunk(t, &chunk, false);
+            guarded::nested_loops_only(tx).map_err(|e| self.db.error(&e, "setting the planner"))?;
             self.chunk(tx, t, &mut chunk, prepared, false)?;
+            guarded::planner_reset(tx).map_err(|e| self.db.error(&e, "setting the planner"))?;
         }
         // These are not the bundle's changes: only their conflicts count.
         let conflicts = self.summary.conflict_count - before.conflict_count;

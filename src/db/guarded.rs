@@ -213,9 +213,87 @@ fn key_text<'c>(cells: impl Iterator<Item = &'c Cell>) -> Option<String> {
 /// The guarded statements of a chunk of changes of table `t` of [`super::schema::TABLES`]
 /// (past the last: `other_record`); `.1` is each change's key cells.
 pub(super) fn prepare_chunk(t: usize, changes: &[(Change, Vec<Cell>)], dry: bool) -> Prepared {
-    match super::schema::TABLES.get(t) {
+    let mut prepared = match super::schema::TABLES.get(t) {
         Some(table) => prepare(table, changes, dry),
         None => prepare_other(changes, dry),
+    };
+    for st in &mut prepared.statements {
+        encode_ahead(st);
+    }
+    prepared
+}
+
+/// A parameter encoded in PostgreSQL's binary format ahead, on the thread that prepares the
+/// chunk: the connection's thread then only copies its bytes. Serialising the arrays there (a
+/// chunk's JSON values among them) kept the server waiting between a statement's parse and its
+/// bind.
+#[derive(Debug)]
+struct Encoded {
+    ty: postgres::types::Type,
+    bytes: Option<bytes::Bytes>,
+}
+
+impl postgres::types::ToSql for Encoded {
+    fn to_sql(
+        &self,
+        _: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(match &self.bytes {
+            Some(b) => {
+                out.extend_from_slice(b);
+                postgres::types::IsNull::No
+            }
+            None => postgres::types::IsNull::Yes,
+        })
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty != self.ty {
+            return Err(format!("a parameter encoded as {} where {ty} is wanted", self.ty).into());
+        }
+        self.to_sql(ty, out)
+    }
+}
+
+/// Encodes a statement's parameters ahead ([`Encoded`]), each as the array type its cast in
+/// the SQL names (`$N::bigint[]`); one it cannot place is left to the connection.
+fn encode_ahead(st: &mut Statement) {
+    use postgres::types::Type;
+    for (i, param) in st.params.iter_mut().enumerate() {
+        let cast = format!("${}::", i + 1);
+        let Some(at) = st.sql.find(&cast) else {
+            continue;
+        };
+        let rest = &st.sql[at + cast.len()..];
+        let ty = match rest
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '[' || c == ']'))
+            .next()
+        {
+            Some("int4[]") => Type::INT4_ARRAY,
+            Some("bigint[]") | Some("int8[]") => Type::INT8_ARRAY,
+            Some("text[]") => Type::TEXT_ARRAY,
+            Some("jsonb[]") => Type::JSONB_ARRAY,
+            Some("boolean[]") | Some("bool[]") => Type::BOOL_ARRAY,
+            _ => continue,
+        };
+        let mut buf = bytes::BytesMut::new();
+        let Ok(null) = param.to_sql_checked(&ty, &mut buf) else {
+            continue; // the connection reports it
+        };
+        let bytes = match null {
+            postgres::types::IsNull::No => Some(buf.freeze()),
+            postgres::types::IsNull::Yes => None,
+        };
+        *param = Box::new(Encoded { ty, bytes });
     }
 }
 
@@ -335,10 +413,8 @@ pub(super) fn run(
     if prepared.statements.is_empty() {
         return Ok(applied);
     }
-    // Each change finds its row by the primary key. Told the array's length, the planner
-    // would rather hash a scan of the whole table (filtered by the guards) for every chunk:
-    // as slow as the index at 50,000 reports, and growing with the table after that.
-    tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")?;
+    // Run within `nested_loops_only` (a range of chunks): each change finds its row by the
+    // primary key.
     for st in &prepared.statements {
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = st
             .params
@@ -365,8 +441,20 @@ pub(super) fn run(
             applied[st.at[j]] = true;
         }
     }
-    tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")?;
     Ok(applied)
+}
+
+/// Has the planner find each change's row by the primary key, until [`planner_reset`]. Told
+/// the array's length, it would rather hash a scan of the whole table (filtered by the guards)
+/// for every chunk: as slow as the index at 50,000 reports, and growing with the table after
+/// that. Set once for a range of chunks (two round trips a chunk kept the server waiting).
+pub(super) fn nested_loops_only(tx: &mut postgres::Transaction) -> Result<(), postgres::Error> {
+    tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+}
+
+/// Undoes [`nested_loops_only`] (the newer-record look joins by hash).
+pub(super) fn planner_reset(tx: &mut postgres::Transaction) -> Result<(), postgres::Error> {
+    tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")
 }
 
 /// The guarded updates of a chunk, one statement per shape.
