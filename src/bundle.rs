@@ -192,7 +192,7 @@ macro_rules! damaged {
 }
 
 /// A bundle on disk whose files were checked against its manifest.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,

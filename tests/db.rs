@@ -914,3 +914,34 @@ fn a_change_set_longer_than_its_manifest_says_is_refused_before_any_commit() {
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stderr.contains("the manifest says"), "{}", o.stderr);
 }
+
+/// `db load` writes the rows as a vacuumed catalog holds them (`COPY … FREEZE` into tables
+/// emptied in its transaction): the pages are marked all-visible, so the first restore after a
+/// load does not rewrite every page it reads.
+#[test]
+fn load_writes_the_rows_frozen_and_visible() {
+    let db = TestDb::new("frozen");
+    let (_tmp, _export, _bundle) = demo_loaded(&db);
+    let mut c = db.client();
+    for t in [
+        "bi_report",
+        "bi_report_column",
+        "field_value",
+        "other_record",
+    ] {
+        let (pages, visible): (i32, i32) = {
+            let r = c
+                .query_one(
+                    "SELECT relpages, relallvisible FROM pg_class WHERE relname = $1",
+                    &[&t],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert!(pages > 0, "{t}: no pages");
+        assert_eq!(
+            visible, pages,
+            "{t}: {visible} of {pages} pages all-visible"
+        );
+    }
+}

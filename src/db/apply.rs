@@ -102,7 +102,7 @@ COMMENT ON TABLE lookmig_carried IS 'lookmig: the changes restore --carry-new ma
 /// The key of a record in its table: the key columns' values.
 type KeyCells = Vec<Cell>;
 
-/// The bundle's change lines in the order they are applied, on disk (12 bytes of memory each).
+/// The bundle's change lines in the order they are applied, on disk (16 bytes of memory each).
 /// Filled by [`Changes::fill`] on a thread of its own while the first changes are already being
 /// applied: [`Changes::get`] waits for a line not yet copied.
 struct Changes {
@@ -286,7 +286,24 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     let id = bundle.id()?;
     let restore = opts.direction == Direction::Restore;
     let changes = Changes::new(bundle, !restore)?;
-    let retired = LaterRetired::new();
+    // The retired versions are read on a thread not waited for: an early error (a refused
+    // connection) is reported at once.
+    let retired = std::sync::Arc::new(LaterRetired::new());
+    {
+        let (retired, bundle) = (retired.clone(), bundle.clone());
+        std::thread::spawn(move || {
+            let r = if restore {
+                Retired::load(&bundle)
+            } else {
+                Ok(Retired::default())
+            };
+            timing(format_args!(
+                "prepare  retired versions {:.3} s",
+                clock.elapsed().as_secs_f64()
+            ));
+            let _ = retired.set(r);
+        });
+    }
     // The change set is copied out of the bundle, and the retired versions read, while the
     // connection is made and the first changes are applied.
     std::thread::scope(|scope| {
@@ -296,18 +313,6 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
                 "prepare  change set {:.3} s",
                 clock.elapsed().as_secs_f64()
             ));
-        });
-        scope.spawn(|| {
-            let r = if restore {
-                Retired::load(bundle)
-            } else {
-                Ok(Retired::default())
-            };
-            timing(format_args!(
-                "prepare  retired versions {:.3} s",
-                clock.elapsed().as_secs_f64()
-            ));
-            let _ = retired.set(r);
         });
         let result = apply_with(db, opts, &id, &changes, &retired, clock);
         changes

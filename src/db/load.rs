@@ -76,10 +76,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
         .transaction()
         .map_err(|e| db.error(&e, "starting a transaction"))?;
     let tables = schema::all_tables();
-    if opts.replace {
-        tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
-            .map_err(|e| db.error(&e, "emptying the tables"))?;
-    } else {
+    if !opts.replace {
         for t in &tables {
             let any: bool = tx
                 .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {t})"), &[])
@@ -93,6 +90,12 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
             }
         }
     }
+    // Emptied in this transaction (with --replace, or tables checked empty), the tables take
+    // their rows frozen and marked visible (COPY … FREEZE), as a vacuumed catalog holds them:
+    // otherwise the first statement to read each row after the load (a restore's) writes its
+    // page again to record that the load committed.
+    tx.batch_execute(&format!("TRUNCATE {}", tables.join(", ")))
+        .map_err(|e| db.error(&e, "emptying the tables"))?;
     for (i, (mut file, rows)) in spools.into_iter().enumerate() {
         if rows == 0 {
             continue;
@@ -102,7 +105,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
             None => (schema::OTHER, "kind, key, record".to_string()),
         };
         std::io::Seek::rewind(&mut file).context("reading a temporary file")?;
-        db.copy_into(&mut tx, name, &cols, &mut file)?;
+        db.copy_into_frozen(&mut tx, name, &cols, &mut file)?;
         bar.add(rows);
     }
     bar.message("analysing");
