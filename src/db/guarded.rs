@@ -217,8 +217,11 @@ pub(super) fn prepare_chunk(t: usize, changes: &[(Change, Vec<Cell>)], dry: bool
         Some(table) => prepare(table, changes, dry),
         None => prepare_other(changes, dry),
     };
-    for st in &mut prepared.statements {
-        encode_ahead(st);
+    // Where the server waits for each statement (the writes); the pre-check's reads keep the
+    // server less busy than its preparing thread, which then does not take the encoding over.
+    if !dry {
+        use rayon::prelude::*;
+        prepared.statements.par_iter_mut().for_each(encode_ahead);
     }
     prepared
 }
