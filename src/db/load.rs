@@ -5,8 +5,9 @@
 //! ([`crate::export`], SPEC §1: a malformed line, a header past the first line or a duplicate
 //! key names the file and the line, and nothing is loaded; `--max-errors N` skips up to N such
 //! lines and lists them), spools each table's rows in COPY text format to a temporary file, and
-//! then copies every table in with `COPY … FROM STDIN`, all in one transaction: the database
-//! holds the whole export, less the lines skipped, or nothing of it.
+//! then copies every table in with `COPY … FROM STDIN WITH (FREEZE)` (the tables emptied in the
+//! same transaction, which FREEZE needs), all in one transaction: the database holds the whole
+//! export, less the lines skipped, or nothing of it, its rows frozen as in a vacuumed catalog.
 
 use super::schema::{self, copy_line, to_row, TABLES};
 use super::Database;
