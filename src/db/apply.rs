@@ -856,7 +856,7 @@ impl<'a> Run<'a> {
             let cols = TABLES
                 .get(t)
                 .map_or("kind, key, record".to_string(), Table::column_list);
-            db.copy_into(tx, table_name(t), &cols, &w.creates[..])?;
+            db.copy_into(tx, table_name(t), &cols, false, &w.creates[..])?;
             self.spent.copy += clock.elapsed();
         }
         Ok(())

@@ -106,7 +106,7 @@ pub fn load(db: &Database, input: &Input, opts: &Options) -> Result<Loaded> {
             None => (schema::OTHER, "kind, key, record".to_string()),
         };
         std::io::Seek::rewind(&mut file).context("reading a temporary file")?;
-        db.copy_into_frozen(&mut tx, name, &cols, &mut file)?;
+        db.copy_into(&mut tx, name, &cols, true, &mut file)?;
         bar.add(rows);
     }
     bar.message("analysing");

@@ -271,45 +271,21 @@ impl Database {
         }
     }
 
-    /// Copies rows in COPY text format into a table, on a connection or inside a transaction.
+    /// Copies rows in COPY text format into a table, on a connection or inside a transaction;
+    /// `frozen` writes them frozen (`WITH (FREEZE)`: the table emptied or made in this
+    /// transaction).
     pub fn copy_into(
         &self,
         client: &mut impl postgres::GenericClient,
         table: &str,
         columns: &str,
-        rows: impl std::io::Read,
-    ) -> anyhow::Result<()> {
-        self.copy_in(
-            client,
-            table,
-            &format!("COPY {table} ({columns}) FROM STDIN"),
-            rows,
-        )
-    }
-
-    /// [`Database::copy_into`] a table emptied or made in this transaction, its rows written
-    /// frozen (`COPY … WITH (FREEZE)`).
-    pub fn copy_into_frozen(
-        &self,
-        client: &mut impl postgres::GenericClient,
-        table: &str,
-        columns: &str,
-        rows: impl std::io::Read,
-    ) -> anyhow::Result<()> {
-        let sql = format!("COPY {table} ({columns}) FROM STDIN WITH (FREEZE)");
-        self.copy_in(client, table, &sql, rows)
-    }
-
-    fn copy_in(
-        &self,
-        client: &mut impl postgres::GenericClient,
-        table: &str,
-        sql: &str,
+        frozen: bool,
         mut rows: impl std::io::Read,
     ) -> anyhow::Result<()> {
         use anyhow::Context;
+        let with = if frozen { " WITH (FREEZE)" } else { "" };
         let mut w = client
-            .copy_in(sql)
+            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN{with}"))
             .map_err(|e| self.error(&e, &format!("starting COPY into {table}")))?;
         std::io::copy(&mut rows, &mut w)
             .with_context(|| format!("database {}: copying into {table}", self.shown()))?;
