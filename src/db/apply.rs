@@ -25,9 +25,12 @@
 //! A chunk of deletes the guarded statement left is one `DELETE … RETURNING`, judged on the rows
 //! it returns (a conflict rolls the batch back, so this equals lock, judge, delete).
 //!
-//! The client's share — reading change lines, building the guarded statements — runs on every
-//! core (rayon) in a thread of its own, a chunk ahead of the connection, so that it overlaps the
-//! server's; judging the rows read back runs on every core between two statements.
+//! The client's share — reading change lines, building the guarded statements and encoding
+//! their parameters — runs on every core (rayon) in a thread of its own, a chunk ahead of the
+//! connection, so that it overlaps the server's; judging the rows read back runs on every core
+//! between two statements. The change set is copied out of the bundle ([`Changes`]) and the id
+//! map read on threads of their own while the first chunks are written: the server does not
+//! wait for lookmig to set up, nor between two statements.
 //!
 //! **Newer records.** A batch that deletes report or column versions (and the last batch), once
 //! its rows are written, locks the curation tables `IN SHARE ROW EXCLUSIVE MODE` (reads go on;
