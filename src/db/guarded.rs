@@ -894,4 +894,58 @@ mod tests {
         // i, the key, three prior cells, two new ones.
         assert_eq!(params.len(), 1 + 1 + 3 + 2);
     }
+
+    #[test]
+    fn parameters_are_encoded_ahead_as_their_casts_name_them() {
+        use postgres::types::{IsNull, ToSql, Type};
+        let ints: Vec<i32> = vec![0, 1];
+        let texts: Vec<Option<String>> = vec![Some("a".into()), None];
+        let json: Vec<Value> = vec![serde_json::json!({"b": [1, 2.5]}), Value::Null];
+        let direct = |p: &dyn ToSql, ty: &Type| {
+            let mut b = bytes::BytesMut::new();
+            assert!(matches!(p.to_sql_checked(ty, &mut b).unwrap(), IsNull::No));
+            b.to_vec()
+        };
+        let want = [
+            (Type::INT4_ARRAY, direct(&ints, &Type::INT4_ARRAY)),
+            (Type::TEXT_ARRAY, direct(&texts, &Type::TEXT_ARRAY)),
+            (Type::JSONB_ARRAY, direct(&json, &Type::JSONB_ARRAY)),
+        ];
+        let mut st = Statement {
+            // $4 has no cast: left to the connection.
+            sql: "SELECT * FROM unnest($1::int4[], $2::text[], $3::jsonb[]) WHERE $4 IS NULL"
+                .into(),
+            params: vec![
+                Box::new(ints),
+                Box::new(texts),
+                Box::new(json),
+                Box::new(Some(7i64)),
+            ],
+            at: Vec::new(),
+            by_key: None,
+        };
+        encode_ahead(&mut st);
+        for (i, (ty, bytes)) in want.iter().enumerate() {
+            assert!(
+                format!("{:?}", st.params[i]).starts_with("Encoded"),
+                "${}",
+                i + 1
+            );
+            assert_eq!(direct(st.params[i].as_ref(), ty), *bytes, "${}", i + 1);
+        }
+        // Asked for another type (which the value itself would take), it refuses rather than
+        // send what the server would misread.
+        let mut b = bytes::BytesMut::new();
+        assert!(st.params[1]
+            .to_sql_checked(&Type::VARCHAR_ARRAY, &mut b)
+            .is_err());
+        assert!(st.params[2]
+            .to_sql_checked(&Type::JSON_ARRAY, &mut b)
+            .is_err());
+        assert!(!format!("{:?}", st.params[3]).starts_with("Encoded"));
+        assert_eq!(
+            direct(st.params[3].as_ref(), &Type::INT8),
+            direct(&7i64, &Type::INT8)
+        );
+    }
 }
