@@ -55,6 +55,16 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+impl Manifest {
+    /// The records of the part named `name`, as listed (`None`: not listed).
+    pub fn records(&self, name: &str) -> Option<u64> {
+        self.files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.records)
+    }
+}
+
 /// What a bundle is written from.
 pub struct Contents<'a> {
     /// The change lines in the order of [`crate::changeset`].
@@ -322,13 +332,7 @@ fn open_with(dir: &Path, count_changes: bool) -> Result<Bundle> {
 /// counts, and the report's counts), so that an edited count is refused like an edited file.
 fn check_counts(dir: &Path, manifest: &Manifest) -> Result<()> {
     let mpath = dir.join(MANIFEST);
-    let records = |name: &str| {
-        manifest
-            .files
-            .iter()
-            .find(|f| f.name == name)
-            .map(|f| f.records)
-    };
+    let records = |name: &str| manifest.records(name);
     #[derive(Deserialize, Default)]
     struct CountsOnly {
         #[serde(default)]
@@ -398,15 +402,14 @@ fn checksum_and_records(path: &Path, zst: bool) -> std::io::Result<(String, Opti
             Ok(n)
         }
     }
+    if !zst {
+        return Ok((sha256_file(path)?, None));
+    }
     let mut raw = Hashing {
         inner: File::open(path)?,
         hash: Sha256::new(),
     };
     let mut buf = vec![0u8; 1 << 20];
-    if !zst {
-        while raw.read(&mut buf)? > 0 {}
-        return Ok((crate::input::hex(&raw.hash.finalize()), None));
-    }
     let mut records = 0u64;
     // Whether the line read so far holds anything but white space.
     let mut filled = false;
@@ -437,11 +440,7 @@ fn checksum_and_records(path: &Path, zst: bool) -> std::io::Result<(String, Opti
 impl Bundle {
     /// The number of change lines, as the manifest lists it.
     pub fn change_count(&self) -> u64 {
-        self.manifest
-            .files
-            .iter()
-            .find(|f| f.name == CHANGES)
-            .map_or(0, |f| f.records)
+        self.manifest.records(CHANGES).unwrap_or(0)
     }
 
     /// The bundle's id: the SHA-256 of its manifest, which holds every part's checksum. What

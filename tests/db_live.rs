@@ -84,22 +84,22 @@ impl Setup {
         setup
     }
 
-    /// Restores the bundle offline onto the target export and compares the database with it.
+    /// Restores the bundle offline (with `extra` options) onto the target export, as
+    /// `offline.ndjson`, and compares the database with it.
     #[track_caller]
-    fn same_as_offline(&self, what: &str) {
+    fn same_as_offline(&self, extra: &[&str], what: &str) {
         let out = self.path("offline.ndjson");
-        ok(
-            &[
-                "restore",
-                s(&self.bundle),
-                "--onto",
-                s(&self.target),
-                "-o",
-                s(&out),
-                "--overwrite",
-            ],
-            None,
-        );
+        let mut args = vec![
+            "restore",
+            s(&self.bundle),
+            "--onto",
+            s(&self.target),
+            "-o",
+            s(&out),
+            "--overwrite",
+        ];
+        args.extend(extra);
+        ok(&args, None);
         self.same_as(&out, what);
     }
 
@@ -202,21 +202,8 @@ fn newer_record(test: &str, line: Value, kind: &str, key: &str, names: &str) -> 
         changes,
         "{test}: lookmig_carried does not hold the changes that carried"
     );
-    ok(
-        &[
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            s(&out),
-            "--carry-new",
-            "--overwrite",
-        ],
-        None,
-    );
-    t.same_as(
-        &out,
+    t.same_as_offline(
+        &["--carry-new"],
         &format!("{test}: --carry-new onto the database vs offline"),
     );
     // Nothing of it is left on a retired version, and the text summary counts it.
@@ -460,7 +447,7 @@ fn a_record_of_another_kind_with_an_odd_subject_oid_refers_to_nothing() {
     let t = Setup::new("odd_oid", &lines);
     let o = lookmig(&["restore", s(&t.bundle), "--expect", &t.id], t.url());
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
-    t.same_as_offline("odd subject oids: the database vs offline");
+    t.same_as_offline(&[], "odd subject oids: the database vs offline");
 }
 
 #[test]
@@ -527,20 +514,7 @@ fn several_newer_records_carry_on_the_database_as_offline() {
     let o = ok(&["restore", s(&t.bundle), "--carry-new", "--json"], t.url());
     let j: Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(j["newer"], 5, "{j}");
-    let out = t.path("offline.ndjson");
-    ok(
-        &[
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            s(&out),
-            "--carry-new",
-        ],
-        None,
-    );
-    t.same_as(&out, "several carried: database vs offline");
+    t.same_as_offline(&["--carry-new"], "several carried: database vs offline");
     rolls_back(&t);
 }
 
@@ -1037,5 +1011,5 @@ fn a_row_held_past_lock_timeout_stops_the_restore_and_names_it() {
     assert_eq!(next % 5, 0);
     tx.commit().unwrap();
     ok(&["restore", s(&t.bundle), "--batch-size", "5"], t.url());
-    t.same_as_offline("resumed after lock_timeout vs offline");
+    t.same_as_offline(&[], "resumed after lock_timeout vs offline");
 }

@@ -197,24 +197,22 @@ impl Changes {
         publish(&mut w, &mut pending)
     }
 
+    /// The lines copied so far, once `ready` holds of them or the filling has ended.
+    fn wait_until(&self, ready: impl Fn(&Loaded) -> bool) -> std::sync::MutexGuard<'_, Loaded> {
+        let poisoned = "the change set's lock is not poisoned";
+        let mut loaded = self.loaded.lock().expect(poisoned);
+        while loaded.done.is_none() && !ready(&loaded) {
+            loaded = self.more.wait(loaded).expect(poisoned);
+        }
+        loaded
+    }
+
     /// Waits until the change set is copied whole, and fails if it could not be or if its
     /// lines are not the manifest's count: called before every commit.
     fn complete(&self) -> Result<()> {
-        let mut loaded = self
-            .loaded
-            .lock()
-            .expect("the change set's lock is not poisoned");
-        loop {
-            match &loaded.done {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => bail!(Failure::Damaged(format!("{e}; nothing was committed"))),
-                None => {
-                    loaded = self
-                        .more
-                        .wait(loaded)
-                        .expect("the change set's lock is not poisoned")
-                }
-            }
+        match &self.wait_until(|_| false).done {
+            Some(Err(e)) => bail!(Failure::Damaged(format!("{e}; nothing was committed"))),
+            _ => Ok(()),
         }
     }
 
@@ -228,24 +226,11 @@ impl Changes {
             i
         };
         let (offset, len) = {
-            let mut loaded = self
-                .loaded
-                .lock()
-                .expect("the change set's lock is not poisoned");
-            loop {
-                if let Some(&at) = loaded.at.get(j) {
-                    break at;
-                }
-                match &loaded.done {
-                    Some(Err(e)) => bail!("reading the change set: {e}"),
-                    Some(Ok(())) => bail!("change {j} is past the end of the change set"),
-                    None => {
-                        loaded = self
-                            .more
-                            .wait(loaded)
-                            .expect("the change set's lock is not poisoned")
-                    }
-                }
+            let loaded = self.wait_until(|l| l.at.len() > j);
+            match (loaded.at.get(j), &loaded.done) {
+                (Some(&at), _) => at,
+                (None, Some(Err(e))) => bail!("reading the change set: {e}"),
+                (None, _) => bail!("change {j} is past the end of the change set"),
             }
         };
         let mut line = vec![0u8; len as usize];
@@ -621,12 +606,9 @@ impl<'a> Run<'a> {
             let (bin, garbage) = std::sync::mpsc::channel::<Box<dyn Send>>();
             scope.spawn(move || garbage.into_iter().for_each(drop));
             self.bin = Some(bin);
-            let result = guarded::nested_loops_only(tx)
-                .map_err(|e| self.db.error(&e, "setting the planner"))
+            let result = guarded::nested_loops_only(self.db, tx)
                 .and_then(|()| self.consume(tx, &chunks, dry, bar))
-                .and_then(|()| {
-                    guarded::planner_reset(tx).map_err(|e| self.db.error(&e, "setting the planner"))
-                });
+                .and_then(|()| guarded::planner_reset(self.db, tx));
             self.bin = None; // ends the freeing thread
             result
         })
@@ -1329,14 +1311,14 @@ impl<'a> Run<'a> {
     /// Applies a short list of changes (carried curation, or its undoing), in order.
     fn apply_list(&mut self, tx: &mut Transaction, list: Vec<Change>) -> Result<()> {
         let before = self.summary.clone();
+        guarded::nested_loops_only(self.db, tx)?;
         for c in list {
             let (t, key) = key_cells(&c)?;
             let mut chunk = vec![(c, key)];
             let prepared = guarded::prepare_chunk(t, &chunk, false);
-            guarded::nested_loops_only(tx).map_err(|e| self.db.error(&e, "setting the planner"))?;
             self.chunk(tx, t, &mut chunk, prepared, false)?;
-            guarded::planner_reset(tx).map_err(|e| self.db.error(&e, "setting the planner"))?;
         }
+        guarded::planner_reset(self.db, tx)?;
         // These are not the bundle's changes: only their conflicts count.
         let conflicts = self.summary.conflict_count - before.conflict_count;
         let (forced, written) = (self.summary.forced, self.summary.lines_written);

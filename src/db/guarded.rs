@@ -451,13 +451,21 @@ pub(super) fn run(
 /// the array's length, it would rather hash a scan of the whole table (filtered by the guards)
 /// for every chunk: as slow as the index at 50,000 reports, and growing with the table after
 /// that. Set once for a range of chunks (two round trips a chunk kept the server waiting).
-pub(super) fn nested_loops_only(tx: &mut postgres::Transaction) -> Result<(), postgres::Error> {
+pub(super) fn nested_loops_only(
+    db: &super::Database,
+    tx: &mut postgres::Transaction,
+) -> anyhow::Result<()> {
     tx.batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        .map_err(|e| db.error(&e, "setting the planner"))
 }
 
 /// Undoes [`nested_loops_only`] (the newer-record look joins by hash).
-pub(super) fn planner_reset(tx: &mut postgres::Transaction) -> Result<(), postgres::Error> {
+pub(super) fn planner_reset(
+    db: &super::Database,
+    tx: &mut postgres::Transaction,
+) -> anyhow::Result<()> {
     tx.batch_execute("RESET enable_hashjoin; RESET enable_mergejoin")
+        .map_err(|e| db.error(&e, "setting the planner"))
 }
 
 /// The guarded updates of a chunk, one statement per shape.
