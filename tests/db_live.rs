@@ -85,9 +85,8 @@ impl Setup {
     }
 
     /// Restores the bundle offline (with `extra` options) onto the target export, as
-    /// `offline.ndjson`, and compares the database with it.
-    #[track_caller]
-    fn same_as_offline(&self, extra: &[&str], what: &str) {
+    /// `offline.ndjson`.
+    fn restore_offline(&self, extra: &[&str]) -> Out {
         let out = self.path("offline.ndjson");
         let mut args = vec![
             "restore",
@@ -99,8 +98,15 @@ impl Setup {
             "--overwrite",
         ];
         args.extend(extra);
-        ok(&args, None);
-        self.same_as(&out, what);
+        lookmig(&args, None)
+    }
+
+    /// [`Setup::restore_offline`], which must succeed, and the database compared with it.
+    #[track_caller]
+    fn same_as_offline(&self, extra: &[&str], what: &str) {
+        let o = self.restore_offline(extra);
+        assert_eq!(o.code, 0, "offline restore {extra:?}: {}", o.stderr);
+        self.same_as(&self.path("offline.ndjson"), what);
     }
 
     fn url(&self) -> Option<&str> {
@@ -159,18 +165,7 @@ fn newer_record(test: &str, line: Value, kind: &str, key: &str, names: &str) -> 
         "{test}: {j}"
     );
     // Offline, the same refusal.
-    let out = t.path("offline.ndjson");
-    let o = lookmig(
-        &[
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            s(&out),
-        ],
-        None,
-    );
+    let o = t.restore_offline(&[]);
     assert_eq!(o.code, 3, "{test} offline: {}", o.stderr);
     assert!(
         o.stderr.contains(&format!("newer {kind} {key:?}")),
@@ -454,7 +449,6 @@ fn a_record_of_another_kind_with_an_odd_subject_oid_refers_to_nothing() {
 fn a_report_version_extracted_after_the_export_makes_the_bundle_stale() {
     let line = json!({"kind":"bi_report","oid":104,"server_id":1,"external_id":"dashboard_12_1710000000","name":"Sales v4","last_updated":"2024-03-01T00:00:00Z"});
     let t = Setup::new("stale", &[line.to_string()]);
-    let offline = s(&t.path("offline.ndjson")).to_string();
     for carry in [false, true] {
         let mut args = vec!["restore", s(&t.bundle), "--expect", &t.id];
         if carry {
@@ -471,19 +465,7 @@ fn a_report_version_extracted_after_the_export_makes_the_bundle_stale() {
             o.stderr
         );
         t.same_as(&t.target, &format!("carry {carry}: a stale bundle wrote"));
-        let mut off = vec![
-            "restore",
-            s(&t.bundle),
-            "--onto",
-            s(&t.target),
-            "-o",
-            &offline,
-            "--overwrite",
-        ];
-        if carry {
-            off.push("--carry-new");
-        }
-        let o = lookmig(&off, None);
+        let o = t.restore_offline(if carry { &["--carry-new"] } else { &[] });
         assert_eq!(o.code, 3, "offline, carry {carry}: {}", o.stderr);
         assert!(o.stderr.contains("the bundle is stale"), "{}", o.stderr);
     }
