@@ -193,8 +193,27 @@ pub fn raw_subject(r: &RawValue) -> Option<(Cow<'_, str>, i64)> {
     if !r.get().starts_with('{') {
         return None;
     }
+    // The form exports write, read without a parser (a subject is read several times a line);
+    // any other spelling of it goes through serde_json.
+    if let Some(s) = compact_subject(r.get()) {
+        return Some(s);
+    }
     let s: RawSubject = serde_json::from_str(r.get()).ok()?;
     Some((s.otype, s.oid))
+}
+
+/// `{"otype":"…","oid":N}` exactly: no white space, no escape in the otype, N an integer.
+fn compact_subject(t: &str) -> Option<(Cow<'_, str>, i64)> {
+    let rest = t.strip_prefix(r#"{"otype":""#)?;
+    let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
+    let (otype, rest) = rest.split_at(end);
+    let oid = rest.strip_prefix(r#"","oid":"#)?.strip_suffix('}')?;
+    let valid = oid.bytes().all(|b| b.is_ascii_digit() || b == b'-') && oid != "-0";
+    // A control character in the otype is invalid JSON; serde_json says so.
+    if !valid || otype.bytes().any(|b| b < 0x20) {
+        return None;
+    }
+    Some((Cow::Borrowed(otype), oid.parse().ok()?))
 }
 
 /// Checks a named field of the table ([`fields`]) on its raw value, or its absence: a required
@@ -475,34 +494,40 @@ impl<'a> Probe<'a> {
 }
 
 impl super::model::KeyFields for Probe<'_> {
-    fn int(&self, name: &str) -> String {
-        self.raw
-            .get(name)
-            .and_then(raw_int)
-            .map(|i| i.to_string())
-            .unwrap_or_default()
+    fn int(&self, name: &str, out: &mut String) {
+        if let Some(i) = self.raw.get(name).and_then(raw_int) {
+            use std::fmt::Write;
+            write!(out, "{i}").expect("writing to a String");
+        }
     }
 
-    fn text(&self, name: &str) -> String {
-        self.raw
-            .get(name)
-            .and_then(raw_str)
-            .unwrap_or_default()
-            .into_owned()
+    fn text(&self, name: &str, out: &mut String) {
+        if let Some(t) = self.raw.get(name).and_then(raw_str) {
+            out.push_str(&t);
+        }
     }
 
-    fn subject(&self) -> Option<String> {
-        let (otype, oid) = self.raw.subject.and_then(raw_subject)?;
-        Some(format!("{otype}:{oid}"))
+    fn subject(&self, out: &mut String) {
+        if let Some((otype, oid)) = self.raw.subject.and_then(raw_subject) {
+            use std::fmt::Write;
+            write!(out, "{otype}:{oid}:").expect("writing to a String");
+        }
     }
 
-    fn other(&self) -> String {
+    fn other(&self, out: &mut String) {
         match self.raw.id {
-            Some(v) if v.get().starts_with('"') => raw_str(v).unwrap_or_default().into_owned(),
-            Some(v) => raw_int(v).map(|i| i.to_string()).unwrap_or_default(),
+            Some(v) if v.get().starts_with('"') => {
+                out.push_str(&raw_str(v).unwrap_or_default());
+            }
+            Some(_) => super::model::KeyFields::int(self, "id", out),
             None => {
-                let v: Value = serde_json::from_slice(self.line).expect("validated JSON");
-                crate::input::sha256_bytes(canonical_json(&v).as_bytes())
+                let text = std::str::from_utf8(self.line).expect("validated UTF-8");
+                let mut canonical = Vec::with_capacity(text.len());
+                if !super::model::canonical_json_raw(text.trim(), &mut canonical) {
+                    let v: Value = serde_json::from_str(text).expect("validated JSON");
+                    canonical = canonical_json(&v).into_bytes();
+                }
+                out.push_str(&crate::input::sha256_bytes(&canonical));
             }
         }
     }
@@ -600,6 +625,31 @@ mod tests {
             n += 1;
         }
         assert!(n > 1000);
+    }
+
+    #[test]
+    fn raw_subject_reads_every_spelling_as_serde_json_does() {
+        for text in [
+            r#"{"otype":"bi_report","oid":12}"#,
+            r#"{"otype":"bi_report","oid":-12}"#,
+            r#"{"otype":"bi_report","oid":-0}"#,
+            r#"{"otype":"bi_report","oid":99999999999999999999}"#,
+            r#"{"otype":"bi_report","oid":1.0}"#,
+            r#"{"otype":"bi_\u0072eport","oid":3}"#,
+            r#"{"otype":"a\"b","oid":3}"#,
+            r#"{ "otype": "bi_report", "oid": 4 }"#,
+            r#"{"oid":5,"otype":"bi_report"}"#,
+            r#"{"otype":"bi_report","oid":6,"extra":1}"#,
+            r#"{"otype":"bi_report"}"#,
+            r#"{"otype":1,"oid":6}"#,
+        ] {
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            let want = serde_json::from_str::<RawSubject>(text)
+                .ok()
+                .map(|s| (s.otype.into_owned(), s.oid));
+            let got = raw_subject(&raw).map(|(o, i)| (o.into_owned(), i));
+            assert_eq!(got, want, "{text}");
+        }
     }
 
     #[test]
