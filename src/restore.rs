@@ -461,8 +461,14 @@ fn run_in_pool(bundle: &Bundle, target: &Input, out: &Target, opts: &Options) ->
             finish(summary, opts)
         }
         Direction::Restore => {
-            let retired = Retired::load(bundle)?;
-            let index = ChangeIndex::of_bundle(bundle, false)?;
+            // Two parts of the bundle, each read on a core of its own.
+            let (retired, index) = std::thread::scope(|s| {
+                let retired = s.spawn(|| Retired::load(bundle));
+                let index = ChangeIndex::of_bundle(bundle, false);
+                let retired = retired.join().expect("loading the id map does not panic");
+                Ok::<_, anyhow::Error>((retired?, index?))
+            })?;
+            crate::migrate::timing("index");
             let carried = carried_path(&out.path);
             if !opts.carry_new {
                 let newer = apply_to(
@@ -760,6 +766,27 @@ impl InOrder {
     }
 }
 
+/// A change judged against the record a target line holds, in the parallel part of a pass;
+/// the pass counts it, in order, only when the line is the first with the change's key.
+struct Judged {
+    change: Box<Change>,
+    /// The step, and what to write when the change is carried out (applies, or is forced):
+    /// the record after, or None for a delete. An error when the line is no record object.
+    outcome: Result<(Step, Option<Option<Vec<u8>>>)>,
+}
+
+fn judge_line(change: Change, bytes: &[u8], force: bool) -> Judged {
+    let outcome = RawRecord::parse(bytes).map(|current| {
+        let step = change.judge(Some(&current));
+        let carried_out = step == Step::Apply || (force && step == Step::Conflict);
+        (step, carried_out.then(|| change.result(Some(&current))))
+    });
+    Judged {
+        change: Box::new(change),
+        outcome,
+    }
+}
+
 /// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
 /// conflict, or `--force`). With `retired`, records no change covers are checked for
 /// references to retired versions; those found are conflicts, or, with `keep_newer`, returned
@@ -795,7 +822,10 @@ fn apply_to(
                 }
                 _ => None,
             };
-            Ok((change.map(|(i, c)| (i, Box::new(c))), newer))
+            Ok((
+                change.map(|(i, c)| (i, Box::new(judge_line(c, &l.bytes, opts.force)))),
+                newer,
+            ))
         })
     };
     let mut reader = Reader::new(target, bad_lines(opts), 4 << 20, read)?.progress(&progress);
@@ -815,14 +845,16 @@ fn apply_to(
             candidates.push((line.no, line.bytes.clone()));
         }
         let write = match (place, seen.change) {
-            (Place::Changed(_), Some((_, change))) => {
-                let current = RawRecord::parse(&line.bytes)
-                    .with_context(|| format!("{}:{}", target.name, line.no))?;
-                let step = change.judge(Some(&current));
-                if summary.judged(step, opts.force, || {
+            (Place::Changed(_), Some((_, judged))) => {
+                let Judged { change, outcome } = *judged;
+                let (step, result) =
+                    outcome.with_context(|| format!("{}:{}", target.name, line.no))?;
+                let conflict = || {
+                    let current = RawRecord::parse(&line.bytes).expect("parsed once already");
                     Conflict::of_change(&change, Some(&current), Some(line.no))
-                }) {
-                    Some(change.result(Some(&current)))
+                };
+                if summary.judged(step, opts.force, conflict) {
+                    Some(result.expect("the result of a change that applies"))
                 } else {
                     None
                 }

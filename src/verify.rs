@@ -327,9 +327,16 @@ impl Tally {
 /// The law: restore then rollback rehearsed over the export in one pass, then the curation of
 /// every group looked for on its survivor.
 fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
-    let index = change_index(b, v)?;
-    let retired = Retired::load(b)?;
-    let law = Law::load(b, export)?;
+    // Three reads of their own (the change set; the id map; the id map, the conflicts and the
+    // export's field definitions), side by side.
+    let (index, retired, law) = std::thread::scope(|s| {
+        let retired = s.spawn(|| Retired::load(b));
+        let law = s.spawn(|| Law::load(b, export));
+        let index = change_index(b, v);
+        let retired = retired.join().expect("loading the id map does not panic");
+        let law = law.join().expect("loading the law's tables does not panic");
+        Ok::<_, anyhow::Error>((index?, retired?, law?))
+    })?;
     let opts = restore::Options {
         direction: restore::Direction::Restore,
         force: false,

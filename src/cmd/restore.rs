@@ -68,6 +68,7 @@ pub fn run(o: &Options) -> Result<()> {
     }
     let input = Input::new(onto)?;
     let result = crate::restore::run(&b, &input, &target, &o.restore);
+    crate::migrate::timing("applied");
     report(
         o,
         result,
@@ -79,6 +80,7 @@ pub fn run(o: &Options) -> Result<()> {
 /// Opens the bundle, and with `--expect` refuses any other than the one signed off. A
 /// restore onto the database counts the change set's lines as it reads them (`count_later`).
 fn open(o: &Options, count_later: bool) -> Result<crate::bundle::Bundle> {
+    crate::migrate::timing("start");
     let path = std::path::Path::new(&o.bundle);
     let b = if count_later {
         crate::bundle::open_counting_changes_later(path)?
