@@ -24,7 +24,7 @@ use crate::input::{Input, Line};
 use crate::progress::Progress;
 use crate::record::{DuplicateKeys, Kind};
 use crate::report::Skipped;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::BTreeSet;
 
@@ -131,31 +131,80 @@ pub type ParseResult<T> = std::result::Result<Parsed<T>, String>;
 /// The one front end every command reads an export through (migrate's scan, restore, rollback,
 /// verify's rehearsal of both, `db load`).
 ///
-/// It reads batches of about `batch_bytes` of lines, parses each line on the rayon pool with
-/// the command's parser, then hands the lines out one at a time in line order
-/// ([`Reader::next_line`]), applying on the way the rules that need that order: the header rule
-/// ([`header_first`]) and [`BadLines`] for the lines that are no record; the key of each good
-/// line goes to [`DuplicateKeys`], whose duplicates are judged by [`Reader::finish`] once the
-/// whole export is read. A command with an in-order rule of its own reports the lines it
-/// refuses with [`Reader::bad`], under the same `--max-errors` count.
+/// It reads batches of about `batch_bytes` of lines and parses each line on the rayon pool with
+/// the command's parser; a thread of its own then hands the lines out one at a time in line
+/// order ([`Reader::for_each`]), applying on the way the rules that need that order ([`Order`]):
+/// the header rule ([`header_first`]) and [`BadLines`] for the lines that are no record; the key
+/// of each good line goes to [`DuplicateKeys`], whose duplicates are judged once the whole
+/// export is read. The pool parses the next batch while the command takes in the last one, so
+/// a command's in-order work costs no parsing time.
 ///
-/// Memory holds one or two batches and the sort runs of the key hashes, whatever the size of
-/// the export.
+/// Memory holds a few batches and the sort runs of the key hashes, whatever the size of the
+/// export.
 pub struct Reader<'a, T, P> {
-    input: &'a Input,
-    rules: BadLines,
     parse: P,
     leave_out: Option<&'a BTreeSet<u64>>,
-    progress: Option<&'a Progress>,
     batches: std::sync::mpsc::IntoIter<Result<Vec<Line>>>,
-    /// The batch being handed out, each line with its parse.
-    batch: std::iter::Zip<std::vec::IntoIter<Line>, std::vec::IntoIter<Result<ParseResult<T>>>>,
-    /// Lines of that batch, for the progress bar once it is handed out.
-    batch_len: u64,
+    order: Order<'a>,
+    _parsed: std::marker::PhantomData<fn() -> T>,
+}
+
+/// The rules a [`Reader`] applies in line order, and what they found so far. A command with an
+/// in-order rule of its own reports the lines it refuses through it ([`Order::bad`]), under the
+/// same `--max-errors` count.
+pub struct Order<'a> {
+    input: &'a Input,
+    rules: BadLines,
+    progress: Option<&'a Progress>,
     first: bool,
     keys: DuplicateKeys,
     skipped: Vec<Skipped>,
 }
+
+impl Order<'_> {
+    /// Judges `line` bad for a rule of the command's own (restore's duplicate of a changed key),
+    /// under the same `--max-errors` count as the rules of the export.
+    pub fn bad(&mut self, line: &Line, why: String) -> Result<()> {
+        self.rules
+            .bad(self.input, &mut self.skipped, line.no, why, &line.bytes)
+    }
+
+    /// The next line's parse, with the rules that need the order applied. Fails on a bad line
+    /// past `--max-errors`, or on the parser's own failure for this line.
+    fn judge<T>(&mut self, line: &Line, parsed: Result<ParseResult<T>>) -> Result<Item<T>> {
+        let first = std::mem::replace(&mut self.first, false);
+        let parsed = parsed?.and_then(|p| header_first(p.kind, first).map(|()| p));
+        Ok(match parsed {
+            Ok(p) => {
+                if let Some(h) = p.key_hash {
+                    self.keys.add_hash(h, line.no)?;
+                }
+                Item::Good(p.value)
+            }
+            Err(e) => {
+                self.bad(line, e.clone())?;
+                Item::Bad(e)
+            }
+        })
+    }
+
+    /// After the last line: judges the duplicate keys, and says what was skipped.
+    fn finish(self) -> Result<Outcome> {
+        let mut out = Outcome {
+            skipped: self.skipped,
+            duplicates: BTreeSet::new(),
+        };
+        for (no, msg, bytes) in self.keys.finish(self.input)? {
+            self.rules
+                .bad(self.input, &mut out.skipped, no, msg, &bytes)?;
+            out.duplicates.insert(no);
+        }
+        Ok(out)
+    }
+}
+
+/// A batch of lines and their parses, or the failure to read it.
+type ParsedBatch<T> = Result<(Vec<Line>, Vec<Result<ParseResult<T>>>)>;
 
 impl<'a, T, P> Reader<'a, T, P>
 where
@@ -171,17 +220,18 @@ where
         parse: P,
     ) -> Result<Reader<'a, T, P>> {
         Ok(Reader {
-            input,
-            rules,
             parse,
             leave_out: None,
-            progress: None,
             batches: input.batches(batch_bytes)?,
-            batch: Vec::new().into_iter().zip(Vec::new()),
-            batch_len: 0,
-            first: true,
-            keys: DuplicateKeys::new(crate::sort::run_bytes(8 << 20)),
-            skipped: Vec::new(),
+            order: Order {
+                input,
+                rules,
+                progress: None,
+                first: true,
+                keys: DuplicateKeys::new(crate::sort::run_bytes(8 << 20)),
+                skipped: Vec::new(),
+            },
+            _parsed: std::marker::PhantomData,
         })
     }
 
@@ -194,67 +244,66 @@ where
 
     /// Counts the lines read on `progress`, a batch at a time.
     pub fn progress(mut self, progress: &'a Progress) -> Self {
-        self.progress = Some(progress);
+        self.order.progress = Some(progress);
         self
     }
 
-    /// The next line in line order, good or bad, or None at the end of the export. Fails on a
-    /// bad line past `--max-errors`, or on the parser's own failure for this line.
-    pub fn next_line(&mut self) -> Result<Option<(Line, Item<T>)>> {
-        loop {
-            if let Some((line, parsed)) = self.batch.next() {
-                let first = std::mem::replace(&mut self.first, false);
-                let parsed = parsed?.and_then(|p| header_first(p.kind, first).map(|()| p));
-                let item = match parsed {
-                    Ok(p) => {
-                        if let Some(h) = p.key_hash {
-                            self.keys.add_hash(h, line.no)?;
+    /// Hands every line, good or bad, to `each` in line order, then judges the duplicate keys
+    /// and says what was skipped. Stops at the first error: a bad line past `--max-errors`, the
+    /// parser's own failure for a line, or one of `each`.
+    ///
+    /// `each` runs on a thread of its own while the calling thread parses the next batch on
+    /// the rayon pool (call it from within the pool the command chose).
+    pub fn for_each(
+        self,
+        mut each: impl FnMut(&mut Order<'a>, Line, Item<T>) -> Result<()> + Send,
+    ) -> Result<Outcome> {
+        let Reader {
+            parse,
+            leave_out,
+            batches,
+            mut order,
+            ..
+        } = self;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ParsedBatch<T>>(1);
+            let in_order = std::thread::Builder::new()
+                .name("lookmig-order".into())
+                .spawn_scoped(scope, move || -> Result<Order<'a>> {
+                    for batch in rx {
+                        let (batch, parsed) = batch?;
+                        let n = batch.len() as u64;
+                        for (line, parsed) in batch.into_iter().zip(parsed) {
+                            let item = order.judge(&line, parsed)?;
+                            each(&mut order, line, item)?;
                         }
-                        Item::Good(p.value)
+                        if let Some(p) = order.progress {
+                            p.add(n);
+                        }
                     }
-                    Err(e) => {
-                        self.bad(&line, e.clone())?;
-                        Item::Bad(e)
+                    Ok(order)
+                })
+                .context("starting the thread that takes lines in order")?;
+            for batch in batches {
+                let batch = batch.map(|mut batch| {
+                    if let Some(out) = leave_out {
+                        batch.retain(|l| !out.contains(&l.no));
                     }
-                };
-                return Ok(Some((line, item)));
+                    let parsed = batch.par_iter().map(&parse).collect();
+                    (batch, parsed)
+                });
+                let failed = batch.is_err();
+                // A send fails when the in-order side stopped on an error, which join reports.
+                if tx.send(batch).is_err() || failed {
+                    break;
+                }
             }
-            if let Some(p) = self.progress {
-                p.add(std::mem::take(&mut self.batch_len));
-            }
-            let Some(batch) = self.batches.next() else {
-                return Ok(None);
-            };
-            let mut batch = batch?;
-            if let Some(out) = self.leave_out {
-                batch.retain(|l| !out.contains(&l.no));
-            }
-            let parse = &self.parse;
-            let parsed: Vec<Result<ParseResult<T>>> = batch.par_iter().map(parse).collect();
-            self.batch_len = batch.len() as u64;
-            self.batch = batch.into_iter().zip(parsed);
-        }
-    }
-
-    /// Judges `line` bad for a rule of the command's own (restore's duplicate of a changed key),
-    /// under the same `--max-errors` count as the rules of the export.
-    pub fn bad(&mut self, line: &Line, why: String) -> Result<()> {
-        self.rules
-            .bad(self.input, &mut self.skipped, line.no, why, &line.bytes)
-    }
-
-    /// After the last line: judges the duplicate keys, and says what was skipped.
-    pub fn finish(self) -> Result<Outcome> {
-        let mut out = Outcome {
-            skipped: self.skipped,
-            duplicates: BTreeSet::new(),
-        };
-        for (no, msg, bytes) in self.keys.finish(self.input)? {
-            self.rules
-                .bad(self.input, &mut out.skipped, no, msg, &bytes)?;
-            out.duplicates.insert(no);
-        }
-        Ok(out)
+            drop(tx);
+            let order = in_order
+                .join()
+                .expect("the in-order side of a read does not panic")?;
+            order.finish()
+        })
     }
 }
 
@@ -268,16 +317,14 @@ pub fn read<T: Send>(
     batch_bytes: usize,
     leave_out: &BTreeSet<u64>,
     parse: impl Fn(&[u8]) -> ParseResult<T> + Sync,
-    mut each: impl FnMut(&Line, T) -> Result<()>,
+    mut each: impl FnMut(&Line, T) -> Result<()> + Send,
 ) -> Result<Outcome> {
-    let mut reader = Reader::new(input, rules, batch_bytes, |l: &Line| Ok(parse(&l.bytes)))?
+    let reader = Reader::new(input, rules, batch_bytes, |l: &Line| Ok(parse(&l.bytes)))?
         .leave_out(leave_out);
-    while let Some((line, item)) = reader.next_line()? {
-        if let Item::Good(value) = item {
-            each(&line, value)?;
-        }
-    }
-    let mut out = reader.finish()?;
+    let mut out = reader.for_each(|_, line, item| match item {
+        Item::Good(value) => each(&line, value),
+        Item::Bad(_) => Ok(()),
+    })?;
     out.skipped.sort_by_key(|s| s.line);
     Ok(out)
 }
@@ -379,15 +426,16 @@ mod tests {
                 p
             }))
         };
-        let mut reader = Reader::new(input, rules, 1 << 20, parse)?;
+        let reader = Reader::new(input, rules, 1 << 20, parse)?;
         let mut seen = Vec::new();
-        while let Some((line, item)) = reader.next_line()? {
+        let out = reader.for_each(|order, line, item| {
             seen.push((line.no, matches!(item, Item::Good(_))));
             if line.no == refuse {
-                reader.bad(&line, "refused by the command".into())?;
+                order.bad(&line, "refused by the command".into())?;
             }
-        }
-        Ok((seen, reader.finish()?))
+            Ok(())
+        })?;
+        Ok((seen, out))
     }
 
     #[test]

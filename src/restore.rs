@@ -15,7 +15,7 @@ use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
 use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::error::Failure;
-use crate::export::{BadLines, Item, ParseResult, Parsed, Reader};
+use crate::export::{BadLines, Item, Order, ParseResult, Parsed, Reader};
 use crate::input::{Input, Line};
 use crate::output::{AtomicFile, LineWriter, Target};
 use crate::progress::Progress;
@@ -733,17 +733,12 @@ impl InOrder {
 
     /// Places the record `seen` on `line`, noting it with `reader` as skipped when it is the
     /// second line with the key of a change (or failing past `--max-errors`).
-    pub(crate) fn place<C, X, P>(
+    pub(crate) fn place<C, X>(
         &mut self,
-        reader: &mut Reader<'_, Seen<C, X>, P>,
+        order: &mut Order<'_>,
         line: &Line,
         seen: &Seen<C, X>,
-    ) -> Result<Place>
-    where
-        C: Send,
-        X: Send,
-        P: Fn(&Line) -> Result<ParseResult<Seen<C, X>>> + Sync,
-    {
+    ) -> Result<Place> {
         let Some((i, _)) = seen.change else {
             return Ok(Place::Unnamed);
         };
@@ -752,7 +747,7 @@ impl InOrder {
                 "duplicate record key: {} {:?} occurs on an earlier line",
                 seen.kind, seen.key
             );
-            reader.bad(line, e)?;
+            order.bad(line, e)?;
             return Ok(Place::Duplicate);
         }
         Ok(Place::Changed(i))
@@ -828,15 +823,15 @@ fn apply_to(
             ))
         })
     };
-    let mut reader = Reader::new(target, bad_lines(opts), 4 << 20, read)?.progress(&progress);
-    while let Some((line, item)) = reader.next_line()? {
+    let reader = Reader::new(target, bad_lines(opts), 4 << 20, read)?.progress(&progress);
+    let mut outcome = reader.for_each(|order, line, item| {
         let Item::Good(seen) = item else {
             // No change can name a line that is not a record: it goes through as it is.
             w.line(&line.bytes).map_err(werr)?;
             summary.lines_written += 1;
-            continue;
+            return Ok(());
         };
-        let place = in_order.place(&mut reader, &line, &seen)?;
+        let place = in_order.place(order, &line, &seen)?;
         if seen.kind == "custom_field" {
             fields.insert_record(&Record::from_validated(&line.bytes));
         }
@@ -864,11 +859,12 @@ fn apply_to(
         };
         match write {
             None => w.line(&line.bytes).map_err(werr)?,
-            Some(None) => continue,
+            Some(None) => return Ok(()),
             Some(Some(b)) => w.line(&b).map_err(werr)?,
         }
         summary.lines_written += 1;
-    }
+        Ok(())
+    })?;
     progress.finish();
     // Changes whose record the target does not hold, in the change file's order.
     for i in in_order.unmet(index) {
@@ -884,7 +880,7 @@ fn apply_to(
         }
     }
     // Each pass starts a summary of its own, so the skipped lines are the reader's.
-    summary.skipped_lines.append(&mut reader.finish()?.skipped);
+    summary.skipped_lines.append(&mut outcome.skipped);
     if let Some(r) = retired {
         for (no, bytes) in candidates {
             let rec = Record::from_validated(&bytes);

@@ -398,13 +398,13 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             ))
         })
     };
-    let mut reader = Reader::new(export, restore::bad_lines(&opts), 4 << 20, read)?;
-    while let Some((line, item)) = reader.next_line()? {
+    let reader = Reader::new(export, restore::bad_lines(&opts), 4 << 20, read)?;
+    let mut outcome = reader.for_each(|order, line, item| {
         let Item::Good(seen) = item else {
             t.copied();
-            continue;
+            return Ok(());
         };
-        let place = in_order.place(&mut reader, &line, &seen)?;
+        let place = in_order.place(order, &line, &seen)?;
         let Seen {
             change, more: f, ..
         } = seen;
@@ -427,7 +427,8 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
                 t.copied();
             }
         }
-    }
+        Ok(())
+    })?;
     // Changes whose record the export does not hold, in the change file's order: the restore
     // writes what they make last.
     for chunk in in_order.unmet(&index).chunks(4096) {
@@ -440,9 +441,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         }
     }
     // Each pass starts a summary of its own, so the skipped lines are the reader's.
-    t.restore
-        .skipped_lines
-        .append(&mut reader.finish()?.skipped);
+    t.restore.skipped_lines.append(&mut outcome.skipped);
     for n in &newer {
         t.restore.conflict(Conflict::of_newer(n, &retired));
     }

@@ -284,7 +284,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         hint: crate::export::SKIP_HINT,
     };
     let batch_bytes = crate::input::batch_bytes(BATCH_BYTES);
-    let mut reader = Reader::new(input, rules, batch_bytes, |l: &Line| {
+    let reader = Reader::new(input, rules, batch_bytes, |l: &Line| {
         Ok(Probe::parse(&l.bytes).map(|p| {
             let scanned = Scanned {
                 kept: keep(&p, id_map),
@@ -295,10 +295,10 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
         }))
     })?
     .progress(progress);
-    while let Some((line, item)) = reader.next_line()? {
+    let outcome = reader.for_each(|_, line, item| {
         s.lines = line.no;
         let Item::Good(scanned) = item else {
-            continue;
+            return Ok(());
         };
         match scanned.other_kind {
             Some(k) => *s.by_kind.entry(k).or_default() += 1,
@@ -324,7 +324,8 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
             Kept::Column(c) => s.columns.push(c),
         }
-    }
+        Ok(())
+    })?;
     s.stable_index = HashMap::new();
     for (i, n) in named.into_iter().enumerate() {
         if n > 0 {
@@ -344,7 +345,7 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
     s.known_columns = s.columns.iter().map(|c| c.oid).collect();
     s.known_columns.sort_unstable();
     // Bad lines and duplicates alike are passed over by the second pass.
-    let mut skipped = reader.finish()?.skipped;
+    let mut skipped = outcome.skipped;
     skipped.sort_by_key(|k| k.line);
     s.bad_lines = skipped.iter().map(|k| k.line).collect();
     s.skipped = skipped;
