@@ -215,7 +215,7 @@ pub struct WriteArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// zstd compression level of compressed outputs.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
 }
 

@@ -342,7 +342,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         force: false,
         threads: 0,
         progress: false,
-        level: 3,
+        level: 1,
         max_errors: b.manifest.options["max_errors"].as_u64().unwrap_or(0),
         carry_new: false,
     };
