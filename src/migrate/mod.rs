@@ -492,47 +492,71 @@ fn change(
         sink.join().expect("the sink thread does not panic")
     })?;
     timing("change");
-    // Merge group by group, a batch of groups at a time in parallel.
-    let mut batch: Vec<HeldGroup> = Vec::new();
-    let mut batch_bytes = 0;
+    // Merge group by group, a batch of groups at a time in parallel. Three stages side by
+    // side: a thread reads the held curation back in group order, the pool merges a batch,
+    // and a sink folds the batch merged before into the change set and the report.
     let chooser = opts.decisions.as_deref().map(|d| d as &dyn merge::Chooser);
-    let flush =
-        |batch: &mut Vec<HeldGroup>, changes: &mut Sorter, report: &mut Report| -> Result<()> {
+    std::thread::scope(|scope| -> Result<()> {
+        let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<Vec<HeldGroup>>(1);
+        let (merged_tx, merged_rx) = std::sync::mpsc::sync_channel::<Vec<GroupResult>>(1);
+        let reading = scope.spawn(move || -> Result<()> {
+            let mut batch: Vec<HeldGroup> = Vec::new();
+            let mut batch_bytes = 0;
+            held.finish(|key, line| {
+                let g = u32::from_be_bytes(key[..4].try_into().expect("group")) as usize;
+                let rank = u32::from_be_bytes(key[4..8].try_into().expect("rank")) as usize;
+                let no = u64::from_be_bytes(key[8..16].try_into().expect("line"));
+                match batch.last_mut() {
+                    Some((last, items)) if *last == g => items.push((rank, no, line.to_vec())),
+                    _ => {
+                        if batch_bytes > crate::input::batch_bytes(BATCH_BYTES) {
+                            read_tx
+                                .send(std::mem::take(&mut batch))
+                                .map_err(|_| anyhow::anyhow!("the merge stopped"))?;
+                            batch_bytes = 0;
+                        }
+                        batch.push((g, vec![(rank, no, line.to_vec())]));
+                    }
+                }
+                batch_bytes += line.len();
+                Ok(())
+            })?;
+            // A failed send means the merge stopped on an error of its own, which it reports.
+            let _ = read_tx.send(batch);
+            Ok(())
+        });
+        let (changes, report) = (&mut changes, &mut *report);
+        let sink = scope.spawn(move || -> Result<()> {
+            for merged in merged_rx {
+                for m in merged {
+                    for (k, n) in m.carried {
+                        *report.counts.curation_carried.entry(k).or_default() += n;
+                    }
+                    report.counts.references_repaired += m.repaired;
+                    for c in &m.conflicts {
+                        report.conflicts.push(c)?;
+                    }
+                    push_raw(changes, m.changes, &mut report.counts, dry)?;
+                }
+            }
+            Ok(())
+        });
+        for batch in read_rx {
             let merged: Vec<GroupResult> = batch
                 .par_iter()
                 .map(|(g, items)| merge_one(*g, items, fields, groups, chooser, dry))
                 .collect();
-            for m in merged {
-                for (k, n) in m.carried {
-                    *report.counts.curation_carried.entry(k).or_default() += n;
-                }
-                report.counts.references_repaired += m.repaired;
-                for c in &m.conflicts {
-                    report.conflicts.push(c)?;
-                }
-                push_raw(changes, m.changes, &mut report.counts, dry)?;
-            }
-            batch.clear();
-            Ok(())
-        };
-    held.finish(|key, line| {
-        let g = u32::from_be_bytes(key[..4].try_into().expect("group")) as usize;
-        let rank = u32::from_be_bytes(key[4..8].try_into().expect("rank")) as usize;
-        let no = u64::from_be_bytes(key[8..16].try_into().expect("line"));
-        match batch.last_mut() {
-            Some((last, items)) if *last == g => items.push((rank, no, line.to_vec())),
-            _ => {
-                if batch_bytes > crate::input::batch_bytes(BATCH_BYTES) {
-                    flush(&mut batch, &mut changes, report)?;
-                    batch_bytes = 0;
-                }
-                batch.push((g, vec![(rank, no, line.to_vec())]));
+            if merged_tx.send(merged).is_err() {
+                break; // the sink stopped on an error, which join reports
             }
         }
-        batch_bytes += line.len();
-        Ok(())
+        drop(merged_tx);
+        let sunk = sink.join().expect("the merge's sink does not panic");
+        let read = reading
+            .join()
+            .expect("reading held curation does not panic");
+        sunk.and(read)
     })?;
-    flush(&mut batch, &mut changes, report)?;
     timing("merge");
     if dangling.0 > 0 {
         report.warnings.push(format!(
