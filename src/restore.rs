@@ -731,7 +731,7 @@ impl InOrder {
         }
     }
 
-    /// Places the record `seen` on `line`, noting it with `reader` as skipped when it is the
+    /// Places the record `seen` on `line`, noting it with `order` as skipped when it is the
     /// second line with the key of a change (or failing past `--max-errors`).
     pub(crate) fn place<C, X>(
         &mut self,

@@ -148,6 +148,23 @@ impl<W: Write> Gen<W> {
     }
 }
 
+/// The lines of a generated export of `reports` reports on two servers, for unit tests
+/// elsewhere that need realistic lines.
+#[cfg(test)]
+pub(crate) fn sample_lines(reports: u64, seed: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let opts = GenerateOptions {
+        reports,
+        seed,
+        servers: 2,
+    };
+    generate(&opts, &mut out).expect("generating into memory");
+    out.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::vocab::{FLAG_TYPES, F_UNDEFINED};

@@ -513,15 +513,8 @@ mod tests {
         ] {
             assert!(!agree(text), "{text}");
         }
-        let mut buf = Vec::new();
-        let opts = crate::generate::GenerateOptions {
-            reports: 60,
-            seed: 3,
-            servers: 2,
-        };
-        crate::generate::generate(&opts, &mut buf).unwrap();
-        let lines = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-        let taken = lines
+        let taken = crate::generate::sample_lines(60, 3)
+            .iter()
             .filter(|l| agree(std::str::from_utf8(l).unwrap()))
             .count();
         assert!(taken > 500, "{taken}");

@@ -609,15 +609,8 @@ mod tests {
 
     #[test]
     fn probe_and_full_parse_agree_on_every_key_of_a_generated_export() {
-        let mut buf = Vec::new();
-        let opts = crate::generate::GenerateOptions {
-            reports: 120,
-            seed: 5,
-            servers: 2,
-        };
-        crate::generate::generate(&opts, &mut buf).unwrap();
         let mut n = 0;
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        for line in &crate::generate::sample_lines(120, 5) {
             let p = Probe::parse(line).unwrap();
             let r = parse_line(line).unwrap();
             assert_eq!(p.key(), r.key(), "{}", String::from_utf8_lossy(line));
