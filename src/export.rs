@@ -463,6 +463,34 @@ mod tests {
         assert_eq!(out.skipped.len(), 1);
     }
 
+    /// The command's own failure stops the read at its line, while the pool has batches
+    /// parsed ahead: no later line reaches the command, and nothing waits forever.
+    #[test]
+    fn an_error_of_the_command_stops_the_read_at_its_line() {
+        let text: String = (0..2000).map(|i| {
+            format!("{{\"kind\":\"tag\",\"name\":\"t{i}\",\"subject\":{{\"otype\":\"bi_report\",\"oid\":1}}}}\n")
+        }).collect();
+        let (_f, input) = export(&text);
+        let rules = BadLines {
+            max_errors: 0,
+            hint: SKIP_HINT,
+        };
+        // Batches of a few lines each, so that several are in flight when the command fails.
+        let reader = Reader::new(&input, rules, 256, |l: &Line| Ok(keys(&l.bytes))).unwrap();
+        let mut seen = Vec::new();
+        let e = reader
+            .for_each(|_, line, _| {
+                seen.push(line.no);
+                if line.no == 37 {
+                    anyhow::bail!("the command failed at line {}", line.no);
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the command failed at line 37");
+        assert_eq!(seen, (1..=37).collect::<Vec<u64>>());
+    }
+
     #[test]
     fn a_header_on_the_first_line_is_good_even_after_blank_lines() {
         let (_f, input) = export(&format!("\n{HEADER}\n{TAG}\n"));
