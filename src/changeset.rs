@@ -18,8 +18,7 @@
 
 use crate::groups::{COLUMN, REPORT};
 use anyhow::{bail, Context, Result};
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -580,7 +579,7 @@ pub struct RawRecord<'a> {
 impl<'a> RawRecord<'a> {
     /// Reads a JSON object's top-level fields without parsing their values.
     pub fn parse(bytes: &'a [u8]) -> Result<RawRecord<'a>> {
-        let Fields(fields) = serde_json::from_slice(bytes).context("not a JSON object")?;
+        let fields = crate::record::raw_object(bytes).context("not a JSON object")?;
         Ok(RawRecord { bytes, fields })
     }
 
@@ -607,30 +606,6 @@ impl<'a> RawRecord<'a> {
     /// The record as a JSON map.
     pub fn to_map(&self) -> Map<String, Value> {
         serde_json::from_slice(self.bytes).unwrap_or_default()
-    }
-}
-
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    // A repeated name: the last one counts, as serde_json's own maps do.
-                    out.retain(|(name, _): &(Cow<str>, &RawValue)| name != &k);
-                    out.push((k, v));
-                }
-                Ok(Fields(out))
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 

@@ -292,7 +292,7 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
             let _ = retired.set(r);
         });
     }
-    // The change set is copied out of the bundle, and the retired versions read, while the
+    // The change set is copied out of the bundle (the retired versions are read above) while the
     // connection is made and the first changes are applied.
     std::thread::scope(|scope| {
         scope.spawn(|| {

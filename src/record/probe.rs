@@ -202,6 +202,58 @@ pub fn raw_subject(r: &RawValue) -> Option<(Cow<'_, str>, i64)> {
     Some((s.otype, s.oid))
 }
 
+/// A JSON object's top-level fields in order, each value's text as written, without parsing
+/// the values. A repeated name keeps its last value, as serde_json's maps do; a name with an
+/// escape is decoded (owned). An error when the text is not a JSON object.
+pub fn raw_object(bytes: &[u8]) -> serde_json::Result<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Fields<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: M,
+                ) -> Result<Self::Value, M::Error> {
+                    let mut out = Vec::new();
+                    while let Some((Name(k), v)) = m.next_entry::<Name, &'de RawValue>()? {
+                        out.retain(|(name, _): &(Cow<str>, &RawValue)| name != &k);
+                        out.push((k, v));
+                    }
+                    Ok(Fields(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    /// A field's name, borrowed from the text unless it has an escape (serde's `Cow<str>`
+    /// always copies).
+    struct Name<'a>(Cow<'a, str>);
+    impl<'de> serde::Deserialize<'de> for Name<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Name<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                    Ok(Name(Cow::Borrowed(s)))
+                }
+                fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                    Ok(Name(Cow::Owned(s.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    serde_json::from_slice::<Fields>(bytes).map(|f| f.0)
+}
+
 /// `{"otype":"…","oid":N}` exactly: no white space, no escape in the otype, N an integer.
 fn compact_subject(t: &str) -> Option<(Cow<'_, str>, i64)> {
     let rest = t.strip_prefix(r#"{"otype":""#)?;
