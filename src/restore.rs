@@ -764,7 +764,7 @@ impl InOrder {
 /// A change judged against the record a target line holds, in the parallel part of a pass;
 /// the pass counts it, in order, only when the line is the first with the change's key.
 struct Judged {
-    change: Box<Change>,
+    change: Change,
     /// The step, and what to write when the change is carried out (applies, or is forced):
     /// the record after, or None for a delete. An error when the line is no record object.
     outcome: Result<(Step, Option<Option<Vec<u8>>>)>,
@@ -776,10 +776,7 @@ fn judge_line(change: Change, bytes: &[u8], force: bool) -> Judged {
         let carried_out = step == Step::Apply || (force && step == Step::Conflict);
         (step, carried_out.then(|| change.result(Some(&current))))
     });
-    Judged {
-        change: Box::new(change),
-        outcome,
-    }
+    Judged { change, outcome }
 }
 
 /// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
