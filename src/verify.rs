@@ -238,7 +238,7 @@ struct Found {
     /// No change names it, and it refers to a version the bundle retires.
     newer: Option<Newer>,
     /// What the law needs of it on its survivor.
-    needs: Vec<Need>,
+    needs: Needs,
     /// What it holds on a survivor as it stands (when no change names it).
     found: Vec<u128>,
 }
@@ -265,7 +265,7 @@ struct Tally {
     /// counted in both and hashed in neither: it is the same line in both.
     before: Digest,
     after: Digest,
-    needs: Vec<Need>,
+    needs: Needs,
     /// What the survivors hold, as hashes: a list sorted at the end rather than a hash set,
     /// whose growth would hold its old and new tables at once (16 bytes a hash, not 34+).
     found: Vec<u128>,
@@ -337,6 +337,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         let law = law.join().expect("loading the law's tables does not panic");
         Ok::<_, anyhow::Error>((index?, retired?, law?))
     })?;
+    crate::migrate::timing("loaded");
     let opts = restore::Options {
         direction: restore::Direction::Restore,
         force: false,
@@ -352,18 +353,18 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     let mut in_order = restore::InOrder::new(&index);
     let read = |l: &Line| {
         restore::read_line(&index, &l.bytes, |p, change| {
-            let survivor = law.survivor(p);
+            let (survivor, is_survivor) = law.survivor(p);
             let Some((i, c)) = change else {
                 // No change names it: the restore copies it, and looks in it for references to
                 // retired versions. Its record is parsed once, for every check that needs it.
-                let at = law.survivor_subject(p);
+                let at = survivor.as_ref().filter(|_| is_survivor);
                 let may_refer = carry::may_refer(&l.bytes);
-                let rec = (survivor.is_some() || at.is_some() || may_refer)
-                    .then(|| Record::from_validated(&l.bytes));
+                let rec =
+                    (survivor.is_some() || may_refer).then(|| Record::from_validated(&l.bytes));
                 let (mut found, mut newer) = (Vec::new(), None);
                 if let Some(r) = &rec {
-                    if let Some((otype, oid)) = &at {
-                        found = law.found(otype, *oid, r);
+                    if let Some(at) = at {
+                        found = law.found(&at.otype, at.oid, r);
                     }
                     if may_refer {
                         newer = carry::check(&retired, r, Some(&law.defs), Some(l.no));
@@ -371,7 +372,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
                 }
                 let needs = match (survivor, rec) {
                     (Some(s), Some(r)) => law.needs(s, r, l.no),
-                    _ => Vec::new(),
+                    _ => Needs::default(),
                 };
                 return Ok((
                     None,
@@ -384,7 +385,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             };
             let needs = match survivor {
                 Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
-                None => Vec::new(),
+                None => Needs::default(),
             };
             let r = rehearse(c, Some(&l.bytes), &law)
                 .with_context(|| format!("{}:{}", export.name, l.no))?;
@@ -408,7 +409,8 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         let Seen {
             change, more: f, ..
         } = seen;
-        t.needs.extend(f.needs);
+        t.needs.list.extend(f.needs.list);
+        t.needs.met += f.needs.met;
         newer.extend(f.newer);
         match (place, change) {
             (restore::Place::Changed(i), Some((_, r))) => {
@@ -429,6 +431,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         }
         Ok(())
     })?;
+    crate::migrate::timing("export");
     // Changes whose record the export does not hold, in the change file's order: the restore
     // writes what they make last.
     for chunk in in_order.unmet(&index).chunks(4096) {
@@ -480,9 +483,21 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         ));
     }
     drop(index);
+    crate::migrate::timing("unmet");
     t.found.sort_unstable();
     t.found.dedup();
-    conservation(&law, export, t.needs, &t.found, v)
+    let done = conservation(export, t.needs, &t.found, v);
+    crate::migrate::timing("law");
+    done
+}
+
+/// What the law needs of records on their survivors.
+#[derive(Default)]
+struct Needs {
+    /// To be found on the survivor.
+    list: Vec<Need>,
+    /// Met already: values and items of records the report lists as conflicts.
+    met: u64,
 }
 
 /// What kind of evidence a piece of curation needs on its survivor.
@@ -498,13 +513,12 @@ enum NeedKind {
     Moved,
 }
 
-/// One piece of curation that must be found on its survivor afterwards, as hashes.
+/// One piece of curation that must be found on its survivor afterwards, as a hash (a value or
+/// an item whose record the report lists as a conflict is met already, and not kept).
 struct Need {
     kind: NeedKind,
     /// Hash of what must be found.
     hash: u128,
-    /// Hash of the record it came from, as the report's conflicts would list it.
-    record: u128,
     /// Line of the export, to name it when it is missing.
     line: u64,
 }
@@ -520,8 +534,7 @@ fn canonical_hash(v: &Value) -> u128 {
 /// What the law is checked with: the groups from the id map and the conflicts from the report
 /// (not from the merge code), and the export's field definitions.
 struct Law {
-    /// (column?, oid) of every version of a multi-version group → its survivor's oid.
-    survivor_of: HashMap<(bool, i64), i64>,
+    /// Every version of a multi-version group → its survivor's oid.
     refmap: law::RefMap,
     fields: law::Fields,
     /// The same definitions as the restore reads them, for its check of newer records.
@@ -532,7 +545,6 @@ struct Law {
 
 impl Law {
     fn load(b: &Bundle, export: &Input) -> Result<Law> {
-        let mut survivor_of: HashMap<(bool, i64), i64> = HashMap::new();
         let mut refmap = law::RefMap::default();
         #[derive(serde::Deserialize)]
         struct IdMapRow {
@@ -544,9 +556,6 @@ impl Law {
         b.for_each_line(bundle::IDMAP, |_, bytes| {
             let row: IdMapRow = serde_json::from_slice(bytes)?;
             if row.action == "retire" && (row.otype == REPORT || row.otype == COLUMN) {
-                let column = row.otype == COLUMN;
-                survivor_of.insert((column, row.oid), row.survivor_oid);
-                survivor_of.insert((column, row.survivor_oid), row.survivor_oid);
                 refmap.insert(&row.otype, row.oid, row.survivor_oid);
             }
             Ok(())
@@ -584,8 +593,8 @@ impl Law {
                 defs.insert_record(&r);
             }
         }
+        refmap.finish();
         Ok(Law {
-            survivor_of,
             refmap,
             fields,
             defs,
@@ -595,21 +604,25 @@ impl Law {
 
     /// The survivor of a version of a multi-version group.
     fn participant(&self, otype: &str, oid: i64) -> Option<i64> {
-        match otype {
-            REPORT => self.survivor_of.get(&(false, oid)).copied(),
-            COLUMN => self.survivor_of.get(&(true, oid)).copied(),
-            _ => None,
-        }
+        self.refmap.survivor(otype, oid)
     }
 
-    /// The survivor of a line's subject, when it is a version of a multi-version group.
-    fn survivor(&self, p: &Probe) -> Option<Subject> {
-        p.subject().and_then(|(otype, oid)| {
-            self.participant(&otype, oid).map(|s| Subject {
-                otype: otype.into_owned(),
-                oid: s,
-            })
-        })
+    /// The survivor of a line's subject, when it is a version of a multi-version group, and
+    /// whether the subject is that survivor.
+    fn survivor(&self, p: &Probe) -> (Option<Subject>, bool) {
+        let Some((otype, oid)) = p.subject() else {
+            return (None, false);
+        };
+        match self.participant(&otype, oid) {
+            Some(s) => (
+                Some(Subject {
+                    otype: otype.into_owned(),
+                    oid: s,
+                }),
+                s == oid,
+            ),
+            None => (None, false),
+        }
     }
 
     /// A line's subject, when it is a survivor.
@@ -619,8 +632,8 @@ impl Law {
     }
 
     /// What the export's record `r` needs on its subject's `survivor`.
-    fn needs(&self, survivor: Subject, mut r: Record, line: u64) -> Vec<Need> {
-        let mut needs = Vec::new();
+    fn needs(&self, survivor: Subject, mut r: Record, line: u64) -> Needs {
+        let mut needs = Needs::default();
         // The record's hash as the report's conflicts would list it (without copying it).
         let whole = Value::Object(std::mem::take(&mut r.obj));
         let record = canonical_hash(&whole);
@@ -630,13 +643,13 @@ impl Law {
         r.obj = obj;
         law::repair(&mut r, &self.fields, &self.refmap);
         let at = subject_text(&survivor);
+        let conflict = self.conflicts.contains(&record);
         let mut need = |kind, hash| {
-            needs.push(Need {
-                kind,
-                hash,
-                record,
-                line,
-            })
+            if conflict && matches!(kind, NeedKind::Single | NeedKind::Item) {
+                needs.met += 1;
+            } else {
+                needs.list.push(Need { kind, hash, line });
+            }
         };
         match (r.kind, law::merge_key(&r)) {
             (Kind::FieldValue, Some(merge)) => {
@@ -735,20 +748,11 @@ impl Law {
 }
 
 /// Every need is found on its survivor, or is a reported conflict.
-fn conservation(
-    law: &Law,
-    export: &Input,
-    needs: Vec<Need>,
-    found: &[u128],
-    v: &mut Verdict,
-) -> Result<()> {
+fn conservation(export: &Input, needs: Needs, found: &[u128], v: &mut Verdict) -> Result<()> {
     let mut lost: Vec<(u64, NeedKind)> = Vec::new();
-    for n in &needs {
-        v.curation_items += 1;
-        let ok = found.binary_search(&n.hash).is_ok()
-            || (matches!(n.kind, NeedKind::Single | NeedKind::Item)
-                && law.conflicts.contains(&n.record));
-        if !ok {
+    v.curation_items += needs.met + needs.list.len() as u64;
+    for n in &needs.list {
+        if found.binary_search(&n.hash).is_err() {
             lost.push((n.line, n.kind));
         }
     }

@@ -83,7 +83,21 @@ pub fn timing(stage: &str) {
         .get_or_init(|| Mutex::new(Instant::now()))
         .lock()
         .expect("timing lock");
-    eprintln!("timing: {stage:<8} {:>8.3} s", last.elapsed().as_secs_f64());
+    // The peak so far shows which stage holds the most memory.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "timing: {stage:<8} {:>8.3} s  rss {} kB  peak {} kB",
+        last.elapsed().as_secs_f64(),
+        kib("VmRSS:"),
+        kib("VmHWM:")
+    );
     *last = Instant::now();
 }
 
