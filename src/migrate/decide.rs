@@ -80,6 +80,8 @@ pub(super) fn keep(p: &Probe, id_map: &IdMap) -> Kept {
                 prefixed: key.prefixed,
                 deleted,
                 last_updated: last_updated(),
+                stable: 0,
+                of_survivor: false,
             })
         }
         _ => Kept::Nothing,

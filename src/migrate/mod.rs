@@ -190,15 +190,13 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
         .map(|u| groups::external_hash(u.server_id, &u.external_id))
         .collect();
     let groups = groups::build(
-        &scan.reports,
+        std::mem::take(&mut scan.reports),
         &unresolved_ids,
-        &scan.columns,
+        std::mem::take(&mut scan.columns),
         stables,
         opts.recover_deleted,
         servers,
     )?;
-    scan.reports = Vec::new();
-    scan.columns = Vec::new();
     timing("groups");
 
     let mut report = Report {
