@@ -330,7 +330,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     // Three reads of their own (the change set; the id map; the id map, the conflicts and the
     // export's field definitions), side by side.
     let (index, retired, law) = std::thread::scope(|s| {
-        let retired = s.spawn(|| Retired::load(b));
+        let retired = s.spawn(|| Retired::load(b, false));
         let law = s.spawn(|| Law::load(b, export));
         let index = change_index(b, v);
         let retired = retired.join().expect("loading the id map does not panic");

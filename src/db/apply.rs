@@ -279,9 +279,10 @@ pub fn apply(db: &Database, bundle: &Bundle, opts: &Options) -> Result<Summary> 
     let retired = std::sync::Arc::new(LaterRetired::new());
     {
         let (retired, bundle) = (retired.clone(), bundle.clone());
+        let carry_new = opts.carry_new;
         std::thread::spawn(move || {
             let r = if restore {
-                Retired::load(&bundle)
+                Retired::load(&bundle, carry_new)
             } else {
                 Ok(Retired::default())
             };
