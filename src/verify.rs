@@ -265,10 +265,7 @@ struct Tally {
     /// counted in both and hashed in neither: it is the same line in both.
     before: Digest,
     after: Digest,
-    needs: Needs,
-    /// What the survivors hold, as hashes: a list sorted at the end rather than a hash set,
-    /// whose growth would hold its old and new tables at once (16 bytes a hash, not 34+).
-    found: Vec<u128>,
+    ledger: Ledger,
 }
 
 impl Tally {
@@ -280,7 +277,7 @@ impl Tally {
     }
 
     /// The rehearsal of one change (`line`: of the export, when it holds the record).
-    fn rehearsed(&mut self, position: u64, r: Rehearsed, line: Option<u64>) {
+    fn rehearsed(&mut self, position: u64, r: Rehearsed, line: Option<u64>) -> Result<()> {
         if r.same {
             self.before.lines += 1;
             self.after.lines += 1;
@@ -295,7 +292,7 @@ impl Tally {
             c
         });
         if r.restore == Step::Conflict {
-            return; // verify stops at the restore's conflicts
+            return Ok(()); // verify stops at the restore's conflicts
         }
         if r.restored {
             self.restored_lines += 1;
@@ -303,7 +300,7 @@ impl Tally {
         if let Some(h) = r.after {
             self.after.add(h);
         }
-        self.found.extend(r.found);
+        self.ledger.found(r.found)?;
         if let Some(s) = r.stray {
             self.strays.push(s);
         } else if r.restored {
@@ -321,6 +318,7 @@ impl Tally {
             let c = r.rollback_conflict.expect("a conflict has its detail");
             self.rollback_unmet.push((position, c));
         }
+        Ok(())
     }
 }
 
@@ -409,23 +407,22 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
         let Seen {
             change, more: f, ..
         } = seen;
-        t.needs.list.extend(f.needs.list);
-        t.needs.met += f.needs.met;
+        t.ledger.needs(f.needs)?;
         newer.extend(f.newer);
         match (place, change) {
             (restore::Place::Changed(i), Some((_, r))) => {
-                t.rehearsed(index.position(i), *r, Some(line.no))
+                t.rehearsed(index.position(i), *r, Some(line.no))?
             }
             (restore::Place::Duplicate, _) => {
                 // Copied as it is: what it holds on a survivor stays there.
                 if let Ok(p) = Probe::parse(&line.bytes) {
-                    t.found.extend(law.found_in(&p, &line.bytes));
+                    t.ledger.found(law.found_in(&p, &line.bytes))?;
                 }
                 t.copied();
             }
             _ => {
                 // Unnamed: copied as it is.
-                t.found.extend(f.found);
+                t.ledger.found(f.found)?;
                 t.copied();
             }
         }
@@ -440,7 +437,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             .map(|&i| rehearse(index.get(i)?, None, &law))
             .collect();
         for (&i, r) in chunk.iter().zip(done) {
-            t.rehearsed(index.position(i), r?, None);
+            t.rehearsed(index.position(i), r?, None)?;
         }
     }
     // Each pass starts a summary of its own, so the skipped lines are the reader's.
@@ -484,14 +481,84 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     }
     drop(index);
     crate::migrate::timing("unmet");
-    t.found.sort_unstable();
-    t.found.dedup();
-    let done = conservation(export, t.needs, &t.found, v);
+    let done = conservation(export, t.ledger, v);
     crate::migrate::timing("law");
     done
 }
 
-/// What the law needs of records on their survivors.
+/// Bytes of the ledger's pairs held in memory before a sorted run goes to disk.
+const LEDGER_BYTES: usize = 16 << 20;
+
+/// What the law needs on the survivors and what they hold, as one external sort of (hash,
+/// tag) pairs, so that verify's memory does not grow with the curation it checks (at 800,000
+/// reports: 5 million needs and 9 million hashes held, 310 MB as lists).
+///
+/// The hash is the top 64 bits of [`SeenKeys::hash`]: a lost item passes for found only if its
+/// hash meets another's in 64 bits, about one chance in 2^64 / 9 million. What the survivors
+/// hold has tag 0, and a need `1 + (line << 2 | kind)`: in the sorted stream the holdings of a
+/// hash come before the needs of that hash.
+struct Ledger {
+    pairs: crate::sort::PairSorter,
+    /// Needs put in the sort.
+    needs: u64,
+    /// Needs met already (by a reported conflict).
+    met: u64,
+}
+
+impl Default for Ledger {
+    fn default() -> Ledger {
+        Ledger::with_memory(crate::sort::run_bytes(LEDGER_BYTES))
+    }
+}
+
+impl Ledger {
+    fn with_memory(bytes: usize) -> Ledger {
+        Ledger {
+            pairs: crate::sort::PairSorter::new(bytes),
+            needs: 0,
+            met: 0,
+        }
+    }
+
+    fn key(hash: u128) -> u64 {
+        (hash >> 64) as u64
+    }
+
+    /// What a survivor holds.
+    fn found(&mut self, hashes: Vec<u128>) -> Result<()> {
+        hashes
+            .into_iter()
+            .try_for_each(|h| self.pairs.push(Ledger::key(h), 0))
+    }
+
+    /// What a record needs on its survivor.
+    fn needs(&mut self, needs: Needs) -> Result<()> {
+        self.met += needs.met;
+        for n in needs.list {
+            assert!(n.line < 1 << 61, "a line number over 2^61");
+            self.needs += 1;
+            let tag = 1 + ((n.line << 2) | n.kind as u64);
+            self.pairs.push(Ledger::key(n.hash), tag)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `lost(line, kind)` for every need whose hash no survivor holds, in hash order.
+    fn check(self, mut lost: impl FnMut(u64, NeedKind)) -> Result<()> {
+        let mut held: Option<u64> = None;
+        self.pairs.finish(|hash, tag| {
+            if tag == 0 {
+                held = Some(hash);
+            } else if held != Some(hash) {
+                let kind = NeedKind::ALL[((tag - 1) & 3) as usize];
+                lost((tag - 1) >> 2, kind);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What the law needs of one record on its survivor.
 #[derive(Default)]
 struct Needs {
     /// To be found on the survivor.
@@ -501,7 +568,7 @@ struct Needs {
 }
 
 /// What kind of evidence a piece of curation needs on its survivor.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum NeedKind {
     /// A single value (or a flag's reason): equal on the survivor, or a reported conflict.
     Single,
@@ -511,6 +578,16 @@ enum NeedKind {
     Present,
     /// A conversation by id, or another record by content, now on the survivor.
     Moved,
+}
+
+impl NeedKind {
+    /// Every kind, by its discriminant (the ledger keeps a need's kind in two bits).
+    const ALL: [NeedKind; 4] = [
+        NeedKind::Single,
+        NeedKind::Item,
+        NeedKind::Present,
+        NeedKind::Moved,
+    ];
 }
 
 /// One piece of curation that must be found on its survivor afterwards, as a hash (a value or
@@ -748,25 +825,29 @@ impl Law {
 }
 
 /// Every need is found on its survivor, or is a reported conflict.
-fn conservation(export: &Input, needs: Needs, found: &[u128], v: &mut Verdict) -> Result<()> {
-    let mut lost: Vec<(u64, NeedKind)> = Vec::new();
-    v.curation_items += needs.met + needs.list.len() as u64;
-    for n in &needs.list {
-        if found.binary_search(&n.hash).is_err() {
-            lost.push((n.line, n.kind));
+fn conservation(export: &Input, ledger: Ledger, v: &mut Verdict) -> Result<()> {
+    v.curation_items += ledger.met + ledger.needs;
+    // The first lost items of the export (by line) are named, the rest counted.
+    const NAMED: usize = 20;
+    let mut first: std::collections::BinaryHeap<(u64, NeedKind)> = Default::default();
+    let mut count = 0u64;
+    ledger.check(|line, kind| {
+        count += 1;
+        first.push((line, kind));
+        if first.len() > NAMED {
+            first.pop();
         }
-    }
+    })?;
+    let lost = first.into_sorted_vec();
     if !lost.is_empty() {
-        let lines: Vec<u64> = lost.iter().take(20).map(|(l, _)| *l).collect();
-        let mut sorted = lines.clone();
-        sorted.sort_unstable();
+        let mut sorted: Vec<u64> = lost.iter().map(|(l, _)| *l).collect();
         sorted.dedup();
         let texts: HashMap<u64, Vec<u8>> = sorted
             .iter()
             .copied()
             .zip(export.lines_at(&sorted)?)
             .collect();
-        for (line, kind) in lost.iter().take(20) {
+        for (line, kind) in &lost {
             let what = match kind {
                 NeedKind::Single => "its value",
                 NeedKind::Item => "an item of its list",
@@ -783,10 +864,76 @@ fn conservation(export: &Input, needs: Needs, found: &[u128], v: &mut Verdict) -
                 crate::record::short(&serde_json::from_str(&text).unwrap_or(Value::String(text.clone())))
             ));
         }
-        if lost.len() > 20 {
-            v.failures
-                .push(format!("curation lost: ... and {} more", lost.len() - 20));
+        if count > NAMED as u64 {
+            v.failures.push(format!(
+                "curation lost: ... and {} more",
+                count - NAMED as u64
+            ));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn need(hash: u128, line: u64, kind: NeedKind) -> Needs {
+        Needs {
+            list: vec![Need { kind, hash, line }],
+            met: 0,
+        }
+    }
+
+    /// What the ledger finds lost, given what survivors hold and what records need, with room
+    /// for `memory` bytes of pairs (small: spilled runs).
+    fn lost(memory: usize, held: &[u128], needs: Vec<Needs>) -> (Vec<(u64, NeedKind)>, u64) {
+        let mut l = Ledger::with_memory(memory);
+        for n in needs {
+            l.needs(n).unwrap();
+        }
+        l.found(held.to_vec()).unwrap();
+        let count = l.needs + l.met;
+        let mut out = Vec::new();
+        l.check(|line, kind| out.push((line, kind))).unwrap();
+        out.sort();
+        (out, count)
+    }
+
+    #[test]
+    fn the_ledger_names_each_need_no_survivor_holds() {
+        let h = |top: u64, low: u64| (u128::from(top) << 64) | u128::from(low);
+        // Filler holdings and needs met by them, to fill several runs.
+        let filler: Vec<u128> = (1000..3000).map(|i| h(i, 9)).collect();
+        for memory in [16 << 10, 1 << 20] {
+            let mut needs: Vec<Needs> = (1000..3000)
+                .map(|i| need(h(i, 1), i, NeedKind::Present))
+                .collect();
+            needs.push(need(h(2, 5), 7, NeedKind::Item)); // held (another low half)
+            needs.push(need(h(4, 0), 9, NeedKind::Single)); // not held
+            needs.push(need(h(4, 0), 3, NeedKind::Moved)); // not held, an earlier line
+            needs.push(need(h(u64::MAX, 0), (1 << 61) - 1, NeedKind::Item)); // not held
+            needs.push(Needs {
+                list: vec![],
+                met: 2,
+            });
+            let mut held = filler.clone();
+            held.extend([h(1, 0), h(2, 0), h(3, 0), h(5, 0)]);
+            let (lost, count) = lost(memory, &held, needs);
+            assert_eq!(
+                lost,
+                vec![
+                    (3, NeedKind::Moved),
+                    (9, NeedKind::Single),
+                    ((1 << 61) - 1, NeedKind::Item)
+                ],
+                "memory {memory}"
+            );
+            assert_eq!(count, 2000 + 4 + 2);
+        }
+        assert!(
+            crate::sort::runs_spilled() > 0,
+            "the small ledger spilled no run"
+        );
+    }
 }
