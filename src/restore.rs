@@ -844,7 +844,7 @@ fn apply_to(
             ))
         })
     };
-    let reader = Reader::new(target, bad_lines(opts), 4 << 20, read)?.progress(&progress);
+    let reader = Reader::new(target, bad_lines(opts), 2 << 20, read)?.progress(&progress);
     let mut outcome = reader.for_each(|order, line, item| {
         let Item::Good(seen) = item else {
             // No change can name a line that is not a record: it goes through as it is.

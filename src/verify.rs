@@ -397,7 +397,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             ))
         })
     };
-    let reader = Reader::new(export, restore::bad_lines(&opts), 4 << 20, read)?;
+    let reader = Reader::new(export, restore::bad_lines(&opts), 2 << 20, read)?;
     let mut outcome = reader.for_each(|order, line, item| {
         let Item::Good(seen) = item else {
             t.copied();
