@@ -397,7 +397,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
             ))
         })
     };
-    let reader = Reader::new(export, restore::bad_lines(&opts), 2 << 20, read)?;
+    let reader = Reader::new(export, restore::bad_lines(&opts), 1 << 20, read)?;
     let mut outcome = reader.for_each(|order, line, item| {
         let Item::Good(seen) = item else {
             t.copied();
@@ -434,10 +434,10 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     for chunk in in_order.unmet(&index).chunks(4096) {
         let done: Vec<Result<Rehearsed>> = chunk
             .par_iter()
-            .map(|&i| rehearse(index.get(i)?, None, &law))
+            .map(|&i| rehearse(index.get(i as usize)?, None, &law))
             .collect();
         for (&i, r) in chunk.iter().zip(done) {
-            t.rehearsed(index.position(i), r?, None)?;
+            t.rehearsed(index.position(i as usize), r?, None)?;
         }
     }
     // Each pass starts a summary of its own, so the skipped lines are the reader's.
