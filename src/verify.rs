@@ -487,7 +487,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
 }
 
 /// Bytes of the ledger's pairs held in memory before a sorted run goes to disk.
-const LEDGER_BYTES: usize = 16 << 20;
+const LEDGER_BYTES: usize = 4 << 20;
 
 /// What the law needs on the survivors and what they hold, as one external sort of (hash,
 /// tag) pairs, so that verify's memory does not grow with the curation it checks (at 800,000
