@@ -745,7 +745,6 @@ pub(crate) enum Place {
 pub(crate) struct InOrder {
     /// Per entry of the index, a bit: a target record met it (1.5 MB for 12 million changes).
     met: Vec<u64>,
-    len: usize,
 }
 
 impl InOrder {
@@ -753,8 +752,12 @@ impl InOrder {
     pub(crate) fn new(index: &ChangeIndex) -> InOrder {
         InOrder {
             met: vec![0; index.len().div_ceil(64)],
-            len: index.len(),
         }
+    }
+
+    /// A target record met entry `i`.
+    fn is_met(&self, i: usize) -> bool {
+        self.met[i / 64] & (1 << (i % 64)) != 0
     }
 
     /// Places the record `seen` on `line`, noting it with `order` as skipped when it is the
@@ -768,9 +771,8 @@ impl InOrder {
         let Some((i, _)) = seen.change else {
             return Ok(Place::Unnamed);
         };
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let before = self.met[word] & bit != 0;
-        self.met[word] |= bit;
+        let before = self.is_met(i);
+        self.met[i / 64] |= 1 << (i % 64);
         if before {
             let e = format!(
                 "duplicate record key: {} {:?} occurs on an earlier line",
@@ -785,8 +787,8 @@ impl InOrder {
     /// The entries of `index` no target record met, in the order of the change file (as u32,
     /// half the memory: the index's buckets count entries in u32 already).
     pub(crate) fn unmet(&self, index: &ChangeIndex) -> Vec<u32> {
-        let mut rest: Vec<u32> = (0..self.len)
-            .filter(|i| self.met[i / 64] & (1 << (i % 64)) == 0)
+        let mut rest: Vec<u32> = (0..index.len())
+            .filter(|&i| !self.is_met(i))
             .map(|i| i as u32)
             .collect();
         rest.sort_unstable_by_key(|&i| index.position(i as usize));

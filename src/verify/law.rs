@@ -121,7 +121,7 @@ impl RefMap {
     /// Records that `oid` of `otype` (a report or a column) retires into `survivor`; call
     /// [`RefMap::finish`] before looking anything up.
     pub(super) fn insert(&mut self, otype: &str, oid: i64, survivor: i64) {
-        let i = usize::from(otype == COLUMN);
+        let i = otype_index(otype).expect("only reports and columns retire");
         self.retired[i].push((oid, survivor));
         self.survivors[i].push(survivor);
     }
