@@ -6,10 +6,9 @@
 //! millions of objects fit in little memory. No curation is looked at.
 
 use crate::record::latest_first;
-use crate::refs::RefMap;
 use anyhow::Result;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// The otype of reports in subjects and mentions.
 pub const REPORT: &str = "bi_report";
@@ -36,6 +35,85 @@ pub fn time_key(t: Option<(i64, u32)>) -> i64 {
     }
 }
 
+/// The stable external_ids of reports, each (server, id) once, numbered in the order first
+/// seen: the ids in one string, and a table of their numbers alone (no id is stored twice;
+/// there are as many as there are reports).
+#[derive(Debug, Default)]
+pub struct Stables {
+    text: String,
+    /// Where each id ends in `text`.
+    ends: Vec<usize>,
+    /// The server of each id.
+    servers: Vec<i64>,
+    index: hashbrown::HashTable<u32>,
+}
+
+impl Stables {
+    fn hash(server: i64, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one((server, id))
+    }
+
+    /// The number of (server, id), given it the first time.
+    pub fn intern(&mut self, server: i64, id: &str) -> u32 {
+        let hash = Self::hash(server, id);
+        let Stables {
+            text,
+            ends,
+            servers,
+            index,
+        } = self;
+        if let Some(&i) = index.find(hash, |&i| at(text, ends, servers, i) == (server, id)) {
+            return i;
+        }
+        let i = ends.len() as u32;
+        text.push_str(id);
+        ends.push(text.len());
+        servers.push(server);
+        index.insert_unique(hash, i, |&i| {
+            let (server, id) = at(text, ends, servers, i);
+            Self::hash(server, id)
+        });
+        i
+    }
+
+    /// Frees the look-up table once every id is in.
+    pub fn done(&mut self) {
+        self.index = hashbrown::HashTable::new();
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.servers.shrink_to_fit();
+    }
+
+    /// The id numbered `i`.
+    pub fn get(&self, i: u32) -> &str {
+        at(&self.text, &self.ends, &self.servers, i).1
+    }
+
+    /// The server of the id numbered `i`.
+    pub fn server(&self, i: u32) -> i64 {
+        self.servers[i as usize]
+    }
+
+    /// How many ids there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// The (server, id) numbered `i` in a [`Stables`]' parts.
+fn at<'a>(text: &'a str, ends: &[usize], servers: &[i64], i: u32) -> (i64, &'a str) {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    (servers[i], &text[start..ends[i]])
+}
+
 /// What the first pass keeps of a bi_report of a migrated server.
 #[derive(Debug, Clone, Copy)]
 pub struct ReportInfo {
@@ -54,24 +132,115 @@ pub struct ReportInfo {
     pub last_updated: i64,
 }
 
-/// What the first pass keeps of a bi_report_column of a migrated server.
+/// What the first pass keeps of a bi_report_column: 32 bytes, for there are millions.
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnInfo {
     pub oid: i64,
-    pub server_id: i64,
-    /// [`external_hash`] of the external_id of its report.
-    pub report: u64,
-    /// Hash of its suffix (SPEC §2: what follows `<report id>.`, or the whole external_id).
-    pub suffix: u64,
-    /// Its external_id starts with its report's id and `.`, so its stable id is `<stable>.<suffix>`.
-    pub prefixed: bool,
-    pub deleted: bool,
+    /// [`external_hash`] of the external_id of its report, until [`build`] has found that
+    /// report; then its report's group: the stable index shifted left once, the low bit set
+    /// when the report is its group's survivor.
+    report: u64,
+    /// The hash of its suffix (SPEC §2: what follows `<report id>.`, or the whole external_id)
+    /// in the high 62 bits, so that columns sort as by the whole hash; [`PREFIXED`] and
+    /// [`DELETED`] in the low two.
+    suffix: u64,
     /// [`time_key`] of `last_updated`.
     pub last_updated: i64,
-    /// Set by [`build`]: its report's stable index, and whether that report is its group's
-    /// survivor (0 and false until then).
-    pub stable: u32,
-    pub of_survivor: bool,
+}
+
+/// Its external_id starts with its report's id and `.`, so its stable id is `<stable>.<suffix>`.
+const PREFIXED: u64 = 1;
+const DELETED: u64 = 2;
+
+impl ColumnInfo {
+    /// The facts of a column: `report` is the [`external_hash`] of its report's external_id,
+    /// `suffix` its [`crate::keys::ColumnKey`] suffix.
+    pub fn new(
+        oid: i64,
+        report: u64,
+        suffix: &str,
+        prefixed: bool,
+        deleted: bool,
+        last_updated: i64,
+    ) -> ColumnInfo {
+        let flags = if prefixed { PREFIXED } else { 0 } | if deleted { DELETED } else { 0 };
+        ColumnInfo {
+            oid,
+            report,
+            suffix: external_hash(0, suffix) & !3 | flags,
+            last_updated,
+        }
+    }
+
+    fn prefixed(&self) -> bool {
+        self.suffix & PREFIXED != 0
+    }
+
+    fn deleted(&self) -> bool {
+        self.suffix & DELETED != 0
+    }
+
+    /// Its group: (its report's stable index, its suffix), once [`build`] has found the report.
+    fn group(&self) -> (u64, u64) {
+        (self.report >> 1, self.suffix >> 2)
+    }
+
+    /// Its report is its group's survivor, once [`build`] has found the report.
+    fn of_survivor(&self) -> bool {
+        self.report & 1 == 1
+    }
+}
+
+/// The column facts of the first pass in file order, with their servers as runs: a column's
+/// server is needed only until [`build`] has matched it to its report, and consecutive columns
+/// mostly share one.
+#[derive(Debug, Default)]
+pub struct Columns {
+    list: Vec<ColumnInfo>,
+    /// (index of the first column of a run, the run's server_id).
+    servers: Vec<(usize, i64)>,
+}
+
+impl Columns {
+    /// Adds the facts of a column of `server`.
+    pub fn push(&mut self, c: ColumnInfo, server: i64) {
+        if self.servers.last().is_none_or(|&(_, s)| s != server) {
+            self.servers.push((self.list.len(), server));
+        }
+        self.list.push(c);
+    }
+
+    /// How many columns there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Keeps the columns for which `keep(column, its server)` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut ColumnInfo, i64) -> bool) {
+        let runs = std::mem::take(&mut self.servers);
+        let (mut run, mut i, mut kept) = (0, 0, 0);
+        let servers = &mut self.servers;
+        self.list.retain_mut(|c| {
+            while run + 1 < runs.len() && runs[run + 1].0 <= i {
+                run += 1;
+            }
+            let server = runs[run].1;
+            i += 1;
+            if !keep(c, server) {
+                return false;
+            }
+            if servers.last().is_none_or(|&(_, s)| s != server) {
+                servers.push((kept, server));
+            }
+            kept += 1;
+            true
+        });
+    }
 }
 
 /// What happens to one version (the `action` of `idmap.ndjson.zst`).
@@ -157,32 +326,109 @@ pub struct ServerCounts {
 }
 
 /// Everything §3 decides, ready for the second pass.
+///
+/// Every report and every column of the export is in one table per otype, 16 bytes an entry:
+/// its version's decision packed in a word ([`pack`]), or [`OUTSIDE`] for one that takes no
+/// part (another server's, an unresolved report, a column of a version left as it is), which
+/// the export still holds. A version of a group with several participants finds its survivor
+/// and stable id in the group's [`Head`]; any other version is its own survivor.
 #[derive(Debug, Default)]
 pub struct Groups {
     /// Interned stable external_ids of reports.
-    pub stables: Vec<String>,
-    /// Every version of every report group, sorted by oid.
-    pub reports: Vec<(i64, Version)>,
-    /// Every version of every column group, sorted by oid.
-    pub columns: Vec<(i64, Version)>,
-    /// Retired oids → survivor oids, per otype.
-    pub refs: RefMap,
+    pub stables: Stables,
+    /// (oid, packed decision) of every report, sorted by oid.
+    reports: Vec<(i64, u64)>,
+    /// (oid, packed decision) of every column, sorted by oid.
+    columns: Vec<(i64, u64)>,
+    /// Per group with several participating versions.
+    heads: Vec<Head>,
+    /// Versions that retire: when none does, no reference needs repair.
+    retired: u64,
     /// The groups with several participating versions (reports and columns), as the report
     /// lists them.
     pub groups: crate::report::Spill,
-    /// Per group: is it a column group, and its survivor's oid.
-    pub survivors: Vec<(bool, i64)>,
     pub warnings: Vec<String>,
     pub servers: BTreeMap<i64, ServerCounts>,
 }
 
+/// A group with several participating versions: its survivor and its report's stable id.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    survivor: i64,
+    stable: u32,
+    column: bool,
+}
+
+/// A packed decision: the group index (in a group with several participants) or the stable
+/// index in the low 32 bits, then the rank, [`IN_GROUP`], the action (2 bits, [`OUTSIDE`]
+/// for none), [`LEFT`] and [`PREFIXED_STABLE`].
+const RANK_SHIFT: u32 = 32;
+const MAX_RANK: u32 = (1 << 27) - 1;
+const IN_GROUP: u64 = 1 << 59;
+const ACTION_SHIFT: u32 = 60;
+const OUTSIDE: u64 = 3 << ACTION_SHIFT;
+const LEFT: u64 = 1 << 62;
+const PREFIXED_STABLE: u64 = 1 << 63;
+
+fn pack(v: &Version) -> u64 {
+    let (index, grouped) = match v.group {
+        NO_GROUP => (v.stable, 0),
+        g => (g, IN_GROUP),
+    };
+    let action = match v.action {
+        Action::Rekey => 0,
+        Action::Retire => 1,
+        Action::Keep => 2,
+    };
+    index as u64
+        | (v.rank as u64) << RANK_SHIFT
+        | grouped
+        | action << ACTION_SHIFT
+        | if v.left { LEFT } else { 0 }
+        | if v.prefixed { PREFIXED_STABLE } else { 0 }
+}
+
 impl Groups {
-    /// The decision for a report (`column` false) or column version.
-    pub fn version(&self, column: bool, oid: i64) -> Option<&Version> {
+    fn unpack(&self, oid: i64, w: u64) -> Option<Version> {
+        let action = match (w >> ACTION_SHIFT) & 3 {
+            0 => Action::Rekey,
+            1 => Action::Retire,
+            2 => Action::Keep,
+            _ => return None,
+        };
+        let index = w as u32;
+        let (survivor, stable, group) = if w & IN_GROUP != 0 {
+            let h = self.heads[index as usize];
+            (h.survivor, h.stable, index)
+        } else {
+            (oid, index, NO_GROUP)
+        };
+        Some(Version {
+            survivor,
+            stable,
+            action,
+            left: w & LEFT != 0,
+            group,
+            rank: ((w >> RANK_SHIFT) as u32) & MAX_RANK,
+            prefixed: w & PREFIXED_STABLE != 0,
+        })
+    }
+
+    fn entry(&self, column: bool, oid: i64) -> Option<u64> {
         let list = if column { &self.columns } else { &self.reports };
         list.binary_search_by_key(&oid, |(o, _)| *o)
             .ok()
-            .map(|i| &list[i].1)
+            .map(|i| list[i].1)
+    }
+
+    /// The decision for a report (`column` false) or column version.
+    pub fn version(&self, column: bool, oid: i64) -> Option<Version> {
+        self.unpack(oid, self.entry(column, oid)?)
+    }
+
+    /// The export holds this report (`column` false) or column, of any server.
+    pub fn known(&self, column: bool, oid: i64) -> bool {
+        self.entry(column, oid).is_some()
     }
 
     /// Group index and rank of a participant of a multi-version group.
@@ -198,11 +444,42 @@ impl Groups {
 
     /// The survivor subject of a group.
     pub fn survivor(&self, group: usize) -> crate::record::Subject {
-        let (column, oid) = self.survivors[group];
+        let h = self.heads[group];
         crate::record::Subject {
-            otype: if column { COLUMN } else { REPORT }.to_string(),
-            oid,
+            otype: if h.column { COLUMN } else { REPORT }.to_string(),
+            oid: h.survivor,
         }
+    }
+
+    /// Starts a group with several participants; its index.
+    fn head(&mut self, survivor: i64, stable: u32, column: bool) -> Result<u32> {
+        if self.heads.len() >= NO_GROUP as usize {
+            anyhow::bail!("more than {} groups with several versions", NO_GROUP - 1);
+        }
+        self.heads.push(Head {
+            survivor,
+            stable,
+            column,
+        });
+        Ok((self.heads.len() - 1) as u32)
+    }
+}
+
+/// The reference map of §5 is the groups' own: a retired version points at its survivor.
+impl crate::refs::Moves for Groups {
+    fn moved(&self, otype: &str, oid: i64) -> Option<i64> {
+        let column = match otype {
+            REPORT => false,
+            COLUMN => true,
+            _ => return None,
+        };
+        self.version(column, oid)
+            .filter(|v| v.action == Action::Retire)
+            .map(|v| v.survivor)
+    }
+
+    fn nothing_moves(&self) -> bool {
+        self.retired == 0
     }
 }
 
@@ -215,84 +492,114 @@ fn version_order(a: (bool, i64, i64), b: (bool, i64, i64)) -> std::cmp::Ordering
         .then(b.2.cmp(&a.2))
 }
 
-/// Builds the groups from the reports and columns of the migrated servers. `unresolved` holds
-/// the [`external_hash`] of each unresolved report; `stables` are the interned stable ids the
-/// reports point into; `servers` already holds what the scan counted.
+/// What the first pass collected for [`build`].
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// The reports of the migrated servers.
+    pub reports: Vec<ReportInfo>,
+    /// The columns of every server.
+    pub columns: Columns,
+    /// The [`external_hash`] of each unresolved report of the migrated servers.
+    pub unresolved: Vec<u64>,
+    /// The other reports of the export (other servers', unresolved ones): known, untouched.
+    pub outside_reports: Vec<i64>,
+    /// Interned stable ids, which the reports point into.
+    pub stables: Stables,
+}
+
+/// How a report's external_id leads its columns, in [`build`]: to its group (the stable index
+/// shifted left once, the low bit set for the survivor), or to one of these.
+const AMBIGUOUS: u32 = u32::MAX;
+/// An unresolved report: its columns stay as they are, like it.
+const UNRESOLVED: u32 = u32::MAX - 1;
+/// A deleted version left as it is: its columns stay too.
+const NOT_PART: u32 = u32::MAX - 2;
+
+/// Builds the groups from the facts of the first pass; `migrated` are the migrated servers,
+/// `servers` already holds what the scan counted.
 ///
-/// Takes the scan's lists, to free them as soon as they are used: the report facts once the
-/// columns know their report's group, the columns' at the end.
+/// Takes the facts, to free them as soon as they are used: the report facts once the columns
+/// know their report's group, the columns' at the end.
 pub fn build(
-    reports: Vec<ReportInfo>,
-    unresolved: &[u64],
-    mut columns: Vec<ColumnInfo>,
-    stables: Vec<String>,
+    facts: Facts,
+    migrated: &[i64],
     recover_deleted: bool,
     servers: BTreeMap<i64, ServerCounts>,
 ) -> Result<Groups> {
+    let Facts {
+        mut reports,
+        mut columns,
+        unresolved,
+        outside_reports,
+        stables,
+    } = facts;
+    if stables.len() >= (NOT_PART >> 1) as usize {
+        anyhow::bail!("more than {} stable report ids", NOT_PART >> 1);
+    }
     let mut g = Groups {
         stables,
         servers,
         ..Groups::default()
     };
-    g.reports.reserve_exact(reports.len());
-    // (server, external_id) → report, for columns; AMBIGUOUS when several reports share one
-    // (a deleted version left as it is may already hold the id its survivor takes).
-    const AMBIGUOUS: u32 = u32::MAX;
-    // An unresolved report: its columns stay as they are, like it.
-    const UNRESOLVED: u32 = u32::MAX - 1;
-    let mut by_external: HashMap<u64, u32> =
-        HashMap::with_capacity(reports.len() + unresolved.len());
-    let all = reports
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.external, i as u32));
-    for (external, i) in all.chain(unresolved.iter().map(|h| (*h, UNRESOLVED))) {
-        by_external
-            .entry(external)
-            .and_modify(|e| *e = AMBIGUOUS)
-            .or_insert(i);
+    g.reports
+        .reserve_exact(reports.len() + outside_reports.len());
+    g.reports
+        .extend(outside_reports.iter().map(|&oid| (oid, OUTSIDE)));
+    drop(outside_reports);
+    // (server, external_id) → where the report leads its columns; AMBIGUOUS when several
+    // reports share one (a deleted version left as it is may already hold the id its survivor
+    // takes).
+    let mut by_external = Leads::with_capacity(reports.len() + unresolved.len());
+    for &h in &unresolved {
+        by_external.insert(h, UNRESOLVED);
     }
 
-    // Report groups: runs of equal stable index, in version order within.
-    let mut order: Vec<u32> = (0..reports.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (x, y) = (&reports[a as usize], &reports[b as usize]);
+    // Report groups: runs of equal stable index, in version order within. Sorted backwards
+    // and taken from the end, as the columns are below.
+    reports.sort_unstable_by(|y, x| {
         x.stable.cmp(&y.stable).then(version_order(
             (x.deleted, x.last_updated, x.oid),
             (y.deleted, y.last_updated, y.oid),
         ))
     });
-    // Per report index: the survivor's index when it takes part.
-    let mut part_of: Vec<Option<u32>> = vec![None; reports.len()];
-    for run in order.chunk_by(|&a, &b| reports[a as usize].stable == reports[b as usize].stable) {
-        let survivor = run[0];
-        let s = reports[survivor as usize];
-        let (part, left): (Vec<u32>, Vec<u32>) = run
+    let mut kept = reports.len();
+    while let Some(last) = reports.last() {
+        let key = last.stable;
+        let start = reports
             .iter()
-            .partition(|&&i| i == survivor || recover_deleted || !reports[i as usize].deleted);
+            .rposition(|r| r.stable != key)
+            .map_or(0, |i| i + 1);
+        let run: Vec<ReportInfo> = reports[start..].iter().rev().copied().collect();
+        reports.truncate(start);
+        if kept - start >= SHRINK_STEP {
+            reports.shrink_to_fit();
+            kept = start;
+        }
+        let s = run[0];
+        let (part, left): (Vec<&ReportInfo>, Vec<&ReportInfo>) = run
+            .iter()
+            .partition(|r| r.oid == s.oid || recover_deleted || !r.deleted);
         let counts = g.servers.entry(s.server_id).or_default();
         counts.deleted_versions_left += left.len() as u64;
         let group = if part.len() > 1 {
             counts.report_groups_with_versions += 1;
-            g.survivors.push((false, s.oid));
             g.groups.push(&Group {
                 server_id: s.server_id,
                 otype: REPORT,
-                stable: g.stables[s.stable as usize].clone(),
+                stable: g.stables.get(s.stable).to_string(),
                 survivor_oid: s.oid,
-                versions: part.iter().map(|&i| reports[i as usize].oid).collect(),
-                deleted_left: left.iter().map(|&i| reports[i as usize].oid).collect(),
+                versions: part.iter().map(|r| r.oid).collect(),
+                deleted_left: left.iter().map(|r| r.oid).collect(),
             })?;
-            (g.survivors.len() - 1) as u32
+            g.head(s.oid, s.stable, false)?
         } else {
             NO_GROUP
         };
-        for (rank, &i) in part.iter().enumerate() {
-            let r = &reports[i as usize];
-            part_of[i as usize] = Some(survivor);
-            let action = if i != survivor {
+        let counts = g.servers.entry(s.server_id).or_default();
+        for (rank, r) in part.iter().enumerate() {
+            let action = if rank > 0 {
                 counts.reports_retired += 1;
-                g.refs.insert(REPORT, r.oid, s.oid);
+                g.retired += 1;
                 Action::Retire
             } else if !r.already_stable {
                 counts.reports_rekeyed += 1;
@@ -300,19 +607,20 @@ pub fn build(
             } else {
                 Action::Keep
             };
+            by_external.insert(r.external, s.stable << 1 | u32::from(rank == 0));
             let v = Version {
                 survivor: s.oid,
                 stable: s.stable,
                 action,
                 left: false,
                 group,
-                rank: rank as u32,
+                rank: rank_of(rank)?,
                 prefixed: false,
             };
-            g.reports.push((r.oid, v));
+            g.reports.push((r.oid, pack(&v)));
         }
-        for &i in &left {
-            let r = &reports[i as usize];
+        for r in &left {
+            by_external.insert(r.external, NOT_PART);
             let v = Version {
                 survivor: r.oid,
                 stable: s.stable,
@@ -322,99 +630,162 @@ pub fn build(
                 rank: 0,
                 prefixed: false,
             };
-            g.reports.push((r.oid, v));
+            g.reports.push((r.oid, pack(&v)));
         }
     }
+    drop(reports);
     g.reports.sort_unstable_by_key(|(oid, _)| *oid);
 
     // Column groups: (report group, suffix), the survivor report's columns first. The columns
-    // that join no group are dropped from the list, the others learn their report's group.
-    columns.retain_mut(|c| {
-        g.servers.entry(c.server_id).or_default().columns += 1;
-        let ri = match by_external.get(&c.report) {
-            Some(&AMBIGUOUS) => {
+    // that join no group are set aside as known, the others learn their report's group.
+    let mut outside_columns: Vec<i64> = Vec::new();
+    columns.retain(|c, server| {
+        if !migrated.contains(&server) {
+            outside_columns.push(c.oid);
+            return false;
+        }
+        g.servers.entry(server).or_default().columns += 1;
+        let code = match by_external.get(c.report) {
+            Some(AMBIGUOUS) => {
                 g.warnings.push(format!(
-                    "bi_report_column oid {} (server {}) names an external_id that several reports of that \
+                    "bi_report_column oid {} (server {server}) names an external_id that several reports of that \
                      server share; left as it is",
-                    c.oid, c.server_id
+                    c.oid
                 ));
-                return false;
+                None
             }
-            Some(&UNRESOLVED) => return false,
-            Some(&ri) => ri,
+            // An unresolved report, or a deleted version left as it is: its columns stay too.
+            Some(UNRESOLVED | NOT_PART) => None,
+            Some(code) => Some(code),
             None => {
                 g.warnings.push(format!(
-                    "bi_report_column oid {} (server {}) names a report that is not a report of that server; \
+                    "bi_report_column oid {} (server {server}) names a report that is not a report of that server; \
                      left as it is",
-                    c.oid, c.server_id
+                    c.oid
                 ));
-                return false;
+                None
             }
         };
-        let Some(survivor) = part_of[ri as usize] else {
-            return false; // unresolved, or a deleted version left as it is: its columns stay too
-        };
-        c.stable = reports[ri as usize].stable;
-        c.of_survivor = ri == survivor;
-        true
+        match code {
+            Some(code) => {
+                c.report = code as u64;
+                true
+            }
+            None => {
+                outside_columns.push(c.oid);
+                false
+            }
+        }
     });
-    // The report side is done with: freed before the column versions are made (at 200,000
-    // reports the report facts and this look-up hold 30 MB, at migrate's peak).
-    drop((by_external, part_of, order, reports));
-    columns.sort_unstable_by(|x, y| {
-        (x.stable, x.suffix)
-            .cmp(&(y.stable, y.suffix))
-            .then(y.of_survivor.cmp(&x.of_survivor))
+    drop(by_external);
+    // Sorted backwards and taken from the end, run by run, so that the facts give their memory
+    // back as the versions take theirs.
+    let mut columns = columns.list;
+    columns.sort_unstable_by(|y, x| {
+        x.group()
+            .cmp(&y.group())
+            .then(y.of_survivor().cmp(&x.of_survivor()))
             .then(version_order(
-                (x.deleted, x.last_updated, x.oid),
-                (y.deleted, y.last_updated, y.oid),
+                (x.deleted(), x.last_updated, x.oid),
+                (y.deleted(), y.last_updated, y.oid),
             ))
     });
-    g.columns.reserve_exact(columns.len());
-    let same = |a: &ColumnInfo, b: &ColumnInfo| (a.stable, a.suffix) == (b.stable, b.suffix);
-    for run in columns.chunk_by(same) {
-        let s = run[0];
-        let counts = g.servers.entry(s.server_id).or_default();
-        let group = if run.len() > 1 {
-            g.survivors.push((true, s.oid));
+    g.columns
+        .reserve_exact(columns.len() + outside_columns.len());
+    g.columns
+        .extend(outside_columns.iter().map(|&oid| (oid, OUTSIDE)));
+    drop(outside_columns);
+    let mut kept = columns.len();
+    while let Some(last) = columns.last() {
+        let key = last.group();
+        let start = columns
+            .iter()
+            .rposition(|c| c.group() != key)
+            .map_or(0, |i| i + 1);
+        // The run in version order: the survivor first.
+        let run = || columns[start..].iter().rev();
+        let s = *columns[start..].last().expect("a run is never empty");
+        let stable = (s.report >> 1) as u32;
+        let server = g.stables.server(stable);
+        let group = if columns.len() - start > 1 {
             g.groups.push(&Group {
-                server_id: s.server_id,
+                server_id: server,
                 otype: COLUMN,
-                stable: g.stables[run[0].stable as usize].clone(),
+                stable: g.stables.get(stable).to_string(),
                 survivor_oid: s.oid,
-                versions: run.iter().map(|c| c.oid).collect(),
+                versions: run().map(|c| c.oid).collect(),
                 deleted_left: vec![],
             })?;
-            (g.survivors.len() - 1) as u32
+            g.head(s.oid, stable, true)?
         } else {
             NO_GROUP
         };
-        for (rank, c) in run.iter().enumerate() {
+        let counts = g.servers.entry(server).or_default();
+        for (rank, c) in run().enumerate() {
             // Whether the survivor's id or `report` really changes is known only from its record
             // (pass 2); Rekey here means "rewrite from the stable report id".
             let action = if rank > 0 {
                 counts.columns_retired += 1;
-                g.refs.insert(COLUMN, c.oid, s.oid);
+                g.retired += 1;
                 Action::Retire
             } else {
                 Action::Rekey
             };
             let v = Version {
                 survivor: s.oid,
-                stable: c.stable,
+                stable,
                 action,
                 left: false,
                 group,
-                rank: rank as u32,
-                prefixed: s.prefixed,
+                rank: rank_of(rank)?,
+                prefixed: s.prefixed(),
             };
-            g.columns.push((c.oid, v));
+            g.columns.push((c.oid, pack(&v)));
+        }
+        columns.truncate(start);
+        if kept - start >= SHRINK_STEP {
+            columns.shrink_to_fit();
+            kept = start;
         }
     }
     drop(columns);
     g.columns.sort_unstable_by_key(|(oid, _)| *oid);
-    g.refs.finish();
     Ok(g)
+}
+
+/// Where each report's external_id leads its columns, by [`external_hash`]: a table of the
+/// hashes alone, which need no hashing again.
+struct Leads(hashbrown::HashTable<(u64, u32)>);
+
+impl Leads {
+    fn with_capacity(n: usize) -> Leads {
+        Leads(hashbrown::HashTable::with_capacity(n))
+    }
+
+    /// Adds a report's lead; a second report with the same hash makes it [`AMBIGUOUS`].
+    fn insert(&mut self, hash: u64, lead: u32) {
+        match self.0.entry(hash, |e| e.0 == hash, |e| e.0) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => e.get_mut().1 = AMBIGUOUS,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert((hash, lead));
+            }
+        }
+    }
+
+    fn get(&self, hash: u64) -> Option<u32> {
+        self.0.find(hash, |e| e.0 == hash).map(|e| e.1)
+    }
+}
+
+/// Column facts taken before their list gives the memory back (8 MiB of them).
+const SHRINK_STEP: usize = 1 << 18;
+
+/// A rank as packed ([`MAX_RANK`] at most).
+fn rank_of(rank: usize) -> Result<u32> {
+    if rank > MAX_RANK as usize {
+        anyhow::bail!("a group of more than {MAX_RANK} versions");
+    }
+    Ok(rank as u32)
 }
 
 #[cfg(test)]
@@ -423,6 +794,7 @@ mod tests {
 
     use super::*;
     use crate::keys::Rule;
+    use crate::refs::Moves;
 
     const SERVER: i64 = 1;
 
@@ -449,23 +821,58 @@ mod tests {
         deleted: bool,
         updated: Option<i64>,
     ) -> ColumnInfo {
-        ColumnInfo {
+        let report = external_hash(SERVER, &format!("ext{report}"));
+        ColumnInfo::new(
             oid,
-            server_id: SERVER,
-            report: external_hash(SERVER, &format!("ext{report}")),
-            suffix: external_hash(0, suffix),
-            prefixed: true,
+            report,
+            suffix,
+            true,
             deleted,
-            last_updated: time_key(updated.map(|s| (s, 0))),
-            stable: 0,
-            of_survivor: false,
+            time_key(updated.map(|s| (s, 0))),
+        )
+    }
+
+    /// Stable ids of [`SERVER`], numbered in order.
+    fn stables(ids: &[&str]) -> Stables {
+        let mut s = Stables::default();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s.intern(SERVER, id), i as u32);
         }
+        s.done();
+        s
+    }
+
+    #[test]
+    fn stable_ids_are_numbered_once_per_server() {
+        let mut s = Stables::default();
+        assert_eq!(s.intern(1, "look/1"), 0);
+        assert_eq!(s.intern(1, "look/2"), 1);
+        assert_eq!(
+            s.intern(2, "look/1"),
+            2,
+            "another server's id is another id"
+        );
+        assert_eq!(s.intern(1, "look/1"), 0);
+        assert_eq!(s.intern(1, ""), 3);
+        assert_eq!(s.intern(1, "look/"), 4, "ids run together in one string");
+        s.done();
+        assert_eq!(
+            (s.get(0), s.get(2), s.get(3), s.get(4)),
+            ("look/1", "look/1", "", "look/")
+        );
+        assert_eq!((s.server(1), s.server(2), s.len()), (1, 2, 5));
     }
 
     fn build_with(reports: &[ReportInfo], columns: &[ColumnInfo], recover: bool) -> Groups {
-        let stables = vec!["dashboard/1".to_string(), "dashboard/2".to_string()];
-        let (reports, columns) = (reports.to_vec(), columns.to_vec());
-        build(reports, &[], columns, stables, recover, BTreeMap::new()).unwrap()
+        let mut facts = Facts {
+            reports: reports.to_vec(),
+            stables: stables(&["dashboard/1", "dashboard/2"]),
+            ..Facts::default()
+        };
+        for c in columns {
+            facts.columns.push(*c, SERVER);
+        }
+        build(facts, &[SERVER], recover, BTreeMap::new()).unwrap()
     }
 
     /// The versions that take part, in version order (by rank), of the group whose survivor
@@ -474,8 +881,9 @@ mod tests {
         let list = if column { &g.columns } else { &g.reports };
         let mut part: Vec<(u32, i64)> = list
             .iter()
+            .filter_map(|&(oid, _)| Some((oid, g.version(column, oid)?)))
             .filter(|(_, v)| v.survivor == survivor && !v.left)
-            .map(|(oid, v)| (v.rank, *oid))
+            .map(|(oid, v)| (v.rank, oid))
             .collect();
         part.sort();
         part.into_iter().map(|(_, oid)| oid).collect()
@@ -570,16 +978,16 @@ mod tests {
         );
         let s = g.version(false, 2).unwrap();
         assert_eq!((s.survivor, s.action, s.rank), (2, Action::Rekey, 0));
-        assert_eq!(g.refs.get(REPORT, 2), None, "the survivor keeps its oid");
+        assert_eq!(g.moved(REPORT, 2), None, "the survivor keeps its oid");
         for oid in [1, 3] {
             let v = g.version(false, oid).unwrap();
             assert_eq!((v.survivor, v.action), (2, Action::Retire), "oid {oid}");
-            assert_eq!(g.refs.get(REPORT, oid), Some(2), "oid {oid}");
+            assert_eq!(g.moved(REPORT, oid), Some(2), "oid {oid}");
         }
         // A group of one: the report is its own survivor, nothing retires onto it.
         let alone = g.version(false, 4).unwrap();
         assert_eq!((alone.survivor, alone.group), (4, NO_GROUP));
-        assert_eq!(g.refs.get(REPORT, 4), None);
+        assert_eq!(g.moved(REPORT, 4), None);
         let groups = listed(&g);
         assert_eq!(groups.len(), 1, "{groups:?}");
         assert_eq!(groups[0]["survivor_oid"], 2);
@@ -615,7 +1023,7 @@ mod tests {
             left.survivor, 2,
             "a version left alone points at nothing else"
         );
-        assert_eq!(g.refs.get(REPORT, 2), None, "references to it stay");
+        assert_eq!(g.moved(REPORT, 2), None, "references to it stay");
         assert_eq!(g.member_of(REPORT, 2), None, "its curation stays on it");
         assert_eq!(g.servers[&SERVER].deleted_versions_left, 1);
         assert_eq!(listed(&g)[0]["deleted_left"], serde_json::json!([2]));
@@ -633,7 +1041,7 @@ mod tests {
         let v = g.version(false, 2).unwrap();
         assert!(!v.left);
         assert_eq!(v.action, Action::Retire);
-        assert_eq!(g.refs.get(REPORT, 2), Some(1));
+        assert_eq!(g.moved(REPORT, 2), Some(1));
         assert_eq!(g.member_of(REPORT, 2), Some((v.group as usize, 2)));
         assert_eq!(g.servers[&SERVER].deleted_versions_left, 0);
     }
@@ -651,7 +1059,7 @@ mod tests {
             g.version(false, 1).unwrap().left,
             "the other deleted one stays"
         );
-        assert_eq!(g.refs.get(REPORT, 1), None);
+        assert_eq!(g.moved(REPORT, 1), None);
     }
 
     #[test]
@@ -675,7 +1083,7 @@ mod tests {
         assert_eq!(g.version(true, 10).unwrap().action, Action::Rekey);
         for oid in [11, 12, 13] {
             assert_eq!(g.version(true, oid).unwrap().action, Action::Retire);
-            assert_eq!(g.refs.get(COLUMN, oid), Some(10), "column {oid}");
+            assert_eq!(g.moved(COLUMN, oid), Some(10), "column {oid}");
         }
         // The deleted column 13 takes part even without --recover-deleted: a column never
         // dangles from a report that left.
@@ -710,10 +1118,10 @@ mod tests {
             None,
             "the left report's column is left as it is"
         );
-        assert_eq!(g.refs.get(COLUMN, 20), None);
+        assert_eq!(g.moved(COLUMN, 20), None);
         assert_eq!(g.version(true, 10).unwrap().survivor, 10);
         let g = build_with(&reports, &columns, true);
-        assert_eq!(g.refs.get(COLUMN, 20), Some(10));
+        assert_eq!(g.moved(COLUMN, 20), Some(10));
     }
 
     #[test]
@@ -727,7 +1135,7 @@ mod tests {
             false,
         );
         assert_eq!(g.version(true, 11), None);
-        assert_eq!(g.refs.get(COLUMN, 11), None);
+        assert_eq!(g.moved(COLUMN, 11), None);
         assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
         assert!(
             g.warnings[0].contains("oid 11") && g.warnings[0].contains("names a report"),
@@ -736,5 +1144,99 @@ mod tests {
         );
         assert!(g.version(true, 10).is_some());
         assert_eq!(g.servers[&SERVER].columns, 2);
+    }
+
+    #[test]
+    fn a_packed_decision_reads_back_as_it_was() {
+        let mut g = Groups::default();
+        let group = g.head(77, 5, true).unwrap();
+        let versions = [
+            Version {
+                survivor: 77,
+                stable: 5,
+                action: Action::Retire,
+                left: false,
+                group,
+                rank: MAX_RANK,
+                prefixed: true,
+            },
+            Version {
+                survivor: 9,
+                stable: u32::MAX - 1,
+                action: Action::Keep,
+                left: true,
+                group: NO_GROUP,
+                rank: 0,
+                prefixed: false,
+            },
+            Version {
+                survivor: 9,
+                stable: 0,
+                action: Action::Rekey,
+                left: false,
+                group: NO_GROUP,
+                rank: 0,
+                prefixed: true,
+            },
+        ];
+        for v in versions {
+            assert_eq!(g.unpack(v.survivor.max(9), pack(&v)), Some(v));
+        }
+        assert_eq!(g.unpack(9, OUTSIDE), None);
+        assert!(rank_of(MAX_RANK as usize + 1).is_err());
+    }
+
+    #[test]
+    fn what_takes_no_part_is_still_known() {
+        let mut facts = Facts {
+            reports: vec![
+                report(1, 0, false, Some(100)),
+                report(2, 0, true, Some(500)),
+            ],
+            unresolved: vec![external_hash(SERVER, "ext3")],
+            outside_reports: vec![3, 40],
+            stables: stables(&["dashboard/1"]),
+            ..Facts::default()
+        };
+        facts.columns.push(column(10, 1, "a", false, None), SERVER);
+        facts.columns.push(column(20, 2, "a", false, None), SERVER); // of a version left alone
+        facts.columns.push(column(30, 3, "a", false, None), SERVER); // of an unresolved report
+        facts.columns.push(column(41, 40, "a", false, None), 4); // another server's
+        facts.columns.push(column(11, 1, "b", false, None), SERVER);
+        let g = build(facts, &[SERVER], false, BTreeMap::new()).unwrap();
+        for oid in [1, 2, 3, 40] {
+            assert!(g.known(false, oid), "report {oid}");
+        }
+        for oid in [10, 11, 20, 30, 41] {
+            assert!(g.known(true, oid), "column {oid}");
+        }
+        assert!(!g.known(false, 10) && !g.known(true, 1) && !g.known(true, 99));
+        for oid in [20, 30, 41] {
+            assert_eq!(g.version(true, oid), None, "column {oid} takes no part");
+        }
+        assert_eq!(g.version(true, 11).unwrap().survivor, 11);
+        assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+        assert_eq!(
+            g.servers[&SERVER].columns, 4,
+            "the other server's column is not counted"
+        );
+        assert!(g.nothing_moves());
+    }
+
+    #[test]
+    fn columns_keep_their_servers_through_a_retain() {
+        let mut c = Columns::default();
+        for (oid, server) in [(1, 7), (2, 7), (3, 8), (4, 8), (5, 7), (6, 9)] {
+            c.push(column(oid, 1, "a", false, None), server);
+        }
+        assert_eq!(c.servers.len(), 4, "one run per change of server");
+        c.retain(|col, _| col.oid % 2 == 0);
+        let mut seen = vec![];
+        c.retain(|col, server| {
+            seen.push((col.oid, server));
+            true
+        });
+        assert_eq!(seen, vec![(2, 7), (4, 8), (6, 9)]);
+        assert_eq!(c.len(), 3);
     }
 }

@@ -56,6 +56,25 @@ impl RefMap {
     }
 }
 
+/// Where references to retired versions point: the groups of a migration
+/// ([`crate::groups::Groups`]), or the [`RefMap`] read back from a bundle.
+pub trait Moves: Sync {
+    /// Where a reference to (otype, oid) points after the migration, if it moves.
+    fn moved(&self, otype: &str, oid: i64) -> Option<i64>;
+    /// True when nothing retires, so nothing needs repair.
+    fn nothing_moves(&self) -> bool;
+}
+
+impl Moves for RefMap {
+    fn moved(&self, otype: &str, oid: i64) -> Option<i64> {
+        self.get(otype, oid)
+    }
+
+    fn nothing_moves(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 /// The field definitions of the export (custom_field lines over the built-ins).
 #[derive(Debug, Default, Clone)]
 pub struct Fields {
@@ -94,18 +113,18 @@ impl Fields {
 }
 
 /// Applies the reference map to one record in place; returns how many references it changed.
-pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
-    if map.is_empty() {
+pub fn repair(rec: &mut Record, fields: &Fields, map: &impl Moves) -> u64 {
+    if map.nothing_moves() {
         return 0;
     }
-    let lookup = |otype: &str, oid: i64| map.get(otype, oid);
+    let lookup = |otype: &str, oid: i64| map.moved(otype, oid);
     let rich = |v: &mut Value| -> u64 {
         let Value::String(s) = v else { return 0 };
         match mentions::rewrite(s, lookup) {
             Some(new) => {
                 let n = mentions::find(s)
                     .iter()
-                    .filter(|m| map.get(&m.otype, m.oid).is_some())
+                    .filter(|m| map.moved(&m.otype, m.oid).is_some())
                     .count();
                 *s = new;
                 n as u64
@@ -143,24 +162,24 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &RefMap) -> u64 {
 
 /// Rewrites the mentions of retired versions in one rich text; the new text and how many
 /// mentions changed, or None when none did.
-pub fn rewrite_rich(text: &str, map: &RefMap) -> Option<(String, u64)> {
-    let new = mentions::rewrite(text, |otype, oid| map.get(otype, oid))?;
+pub fn rewrite_rich(text: &str, map: &impl Moves) -> Option<(String, u64)> {
+    let new = mentions::rewrite(text, |otype, oid| map.moved(otype, oid))?;
     let n = mentions::find(text)
         .iter()
-        .filter(|m| map.get(&m.otype, m.oid).is_some())
+        .filter(|m| map.moved(&m.otype, m.oid).is_some())
         .count();
     Some((new, n as u64))
 }
 
 /// Maps object-set members; duplicates the mapping creates collapse, the first kept.
-fn repair_object_set(value: &mut Value, map: &RefMap) -> u64 {
+fn repair_object_set(value: &mut Value, map: &impl Moves) -> u64 {
     let Value::Array(members) = value else {
         return 0;
     };
     let mut changed = 0;
     for m in members.iter_mut() {
         if let Some(s) = Subject::from_value(m) {
-            if let Some(new) = map.get(&s.otype, s.oid) {
+            if let Some(new) = map.moved(&s.otype, s.oid) {
                 m["oid"] = Value::from(new);
                 changed += 1;
             }

@@ -4,7 +4,6 @@
 //! built in [`super::encode`].
 
 use super::encode::{change_line, dry_change, edit_change, raw_change, RawChange};
-use super::Scan;
 use crate::changeset::{json_string, Op};
 use crate::groups::{
     self, Action, ColumnInfo, Groups, IdMapLine, ReportInfo, Unresolved, COLUMN, REPORT,
@@ -14,7 +13,7 @@ use crate::keys;
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
 use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record};
-use crate::refs::{self, Fields};
+use crate::refs::{self, Fields, Moves};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,7 +24,7 @@ pub(super) enum Kept {
     Field(i64, FieldDef),
     Report { info: ReportInfo, stable: String },
     Unresolved(Unresolved),
-    Column(ColumnInfo),
+    Column(ColumnInfo, i64),
 }
 
 pub(super) fn keep(p: &Probe, id_map: &IdMap) -> Kept {
@@ -72,17 +71,17 @@ pub(super) fn keep(p: &Probe, id_map: &IdMap) -> Kept {
             let external = string(r.external_id).unwrap_or_default();
             let report = string(r.report).unwrap_or_default();
             let key = keys::ColumnKey::of(&external, &report);
-            Kept::Column(ColumnInfo {
-                oid: int(r.oid),
-                server_id: server,
-                report: groups::external_hash(server, &report),
-                suffix: groups::external_hash(0, key.suffix),
-                prefixed: key.prefixed,
-                deleted,
-                last_updated: last_updated(),
-                stable: 0,
-                of_survivor: false,
-            })
+            Kept::Column(
+                ColumnInfo::new(
+                    int(r.oid),
+                    groups::external_hash(server, &report),
+                    key.suffix,
+                    key.prefixed,
+                    deleted,
+                    last_updated(),
+                ),
+                server,
+            )
         }
         _ => Kept::Nothing,
     }
@@ -125,7 +124,7 @@ pub(super) fn merge_one(
         let rec = std::sync::Arc::new(Record::from_validated(bytes));
         before.insert((rec.kind_name().to_string(), rec.key()), (bytes, i));
         let mut after = Record::clone(&rec);
-        repaired += refs::repair(&mut after, fields, &groups.refs);
+        repaired += refs::repair(&mut after, fields, groups);
         items.push(Item {
             rank: *rank,
             line: *line,
@@ -180,7 +179,6 @@ pub(super) fn decide(
     line: &Line,
     fields: &Fields,
     groups: &Groups,
-    scan: &Scan,
     dry: bool,
 ) -> (Decision, Option<String>) {
     // The scan validated this line (it is not one of its bad lines).
@@ -191,15 +189,12 @@ pub(super) fn decide(
     // Read once, for the dangling check and the group look-up.
     let subject = p.subject();
     let dangling = subject.as_ref().and_then(|(otype, oid)| {
-        let known = match otype.as_ref() {
-            REPORT => &scan.known_reports,
-            COLUMN => &scan.known_columns,
+        let column = match otype.as_ref() {
+            REPORT => false,
+            COLUMN => true,
             _ => return None,
         };
-        known
-            .binary_search(oid)
-            .is_err()
-            .then(|| format!("{} {}", p.kind_name, p.key()))
+        (!groups.known(column, *oid)).then(|| format!("{} {}", p.kind_name, p.key()))
     });
     (
         decide_probed(&p, subject, line, fields, groups, dry),
@@ -232,7 +227,7 @@ fn decide_probed(
             {
                 return Decision::Member(g, rank);
             }
-            if groups.refs.is_empty() {
+            if groups.nothing_moves() {
                 return Decision::Same;
             }
             // Rich text in one string field: rewritten in place, the rest of the line kept.
@@ -259,7 +254,7 @@ fn decide_probed(
             let Some(text) = rich.and_then(raw_str) else {
                 return Decision::Same;
             };
-            match refs::rewrite_rich(&text, &groups.refs) {
+            match refs::rewrite_rich(&text, groups) {
                 Some((new, n)) => {
                     let edit =
                         (new != text).then(|| (rich.expect("some"), name, json_string(&new)));
@@ -285,7 +280,7 @@ fn version_change(p: &Probe, groups: &Groups, dry: bool) -> Decision {
         return Decision::Same;
     };
     let legacy = r.external_id.and_then(raw_str).unwrap_or_default();
-    let stable_report = &groups.stables[v.stable as usize];
+    let stable_report = groups.stables.get(v.stable);
     let (stable, report) = if column {
         let report = r.report.and_then(raw_str).unwrap_or_default();
         // The group's stable id: this version's suffix (the same in every version), prefixed
@@ -299,7 +294,7 @@ fn version_change(p: &Probe, groups: &Groups, dry: bool) -> Decision {
     } else if v.left {
         (legacy.to_string(), None)
     } else {
-        (stable_report.clone(), None)
+        (stable_report.to_string(), None)
     };
     let mut action = v.action;
     let change = match action {
@@ -373,7 +368,7 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Deci
         Err(e) => return Decision::Bad(e),
     };
     let mut after = rec.clone();
-    match refs::repair(&mut after, fields, &groups.refs) {
+    match refs::repair(&mut after, fields, groups) {
         0 => Decision::Same,
         n => {
             let record = serde_json::to_vec(&after.obj).expect("a JSON map always serialises");

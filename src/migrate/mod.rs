@@ -16,7 +16,7 @@ mod decide;
 mod encode;
 
 use crate::export::{Item, Parsed, Reader};
-use crate::groups::{self, ColumnInfo, Groups, ReportInfo, ServerCounts, Unresolved};
+use crate::groups::{self, Columns, Groups, ReportInfo, ServerCounts, Unresolved};
 use crate::input::{Input, Line};
 use crate::keys::IdMap;
 use crate::merge;
@@ -31,7 +31,7 @@ use encode::push_raw;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The options of `plan` and `migrate` (SPEC §8).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -146,10 +146,18 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
         // A report or column line skipped after the scan kept it repeats an earlier line's key
         // (its oid): the first line wins, as it does for every other kind.
         first_by_oid(&mut scan.reports, |r| r.oid);
-        first_by_oid(&mut scan.columns, |c| c.oid);
+        let mut seen = std::collections::HashSet::new();
+        scan.columns.retain(|c, _| seen.insert(c.oid));
     }
-    scan.reports.retain(|r| migrated.contains(&r.server_id));
-    scan.columns.retain(|c| migrated.contains(&c.server_id));
+    // Reports of other servers and unresolved ones stay as they are, known to the second pass.
+    let mut outside_reports: Vec<i64> = scan.unresolved.iter().map(|(u, _)| u.oid).collect();
+    scan.reports.retain(|r| {
+        let migrating = migrated.contains(&r.server_id);
+        if !migrating {
+            outside_reports.push(r.oid);
+        }
+        migrating
+    });
     scan.unresolved.retain(|(u, line)| keep(u.server_id, *line));
     if let Some(d) = &opts.decisions {
         d.check_mapped(&scan.reports)?;
@@ -184,19 +192,17 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
             list.join("\n")
         );
     }
-    let stables = std::mem::take(&mut scan.stables);
-    let unresolved_ids: Vec<u64> = unresolved
-        .iter()
-        .map(|u| groups::external_hash(u.server_id, &u.external_id))
-        .collect();
-    let groups = groups::build(
-        std::mem::take(&mut scan.reports),
-        &unresolved_ids,
-        std::mem::take(&mut scan.columns),
-        stables,
-        opts.recover_deleted,
-        servers,
-    )?;
+    let facts = groups::Facts {
+        reports: std::mem::take(&mut scan.reports),
+        columns: std::mem::take(&mut scan.columns),
+        unresolved: unresolved
+            .iter()
+            .map(|u| groups::external_hash(u.server_id, &u.external_id))
+            .collect(),
+        outside_reports,
+        stables: std::mem::take(&mut scan.stables),
+    };
+    let groups = groups::build(facts, &migrated, opts.recover_deleted, servers)?;
     timing("groups");
 
     let mut report = Report {
@@ -251,17 +257,13 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
 /// What the first pass keeps.
 #[derive(Default)]
 struct Scan {
-    /// Every report and column oid of the export, sorted: what a subject may point at.
-    known_reports: Vec<i64>,
-    known_columns: Vec<i64>,
     /// Server id → type.
     servers: BTreeMap<i64, String>,
     fields: Fields,
     reports: Vec<ReportInfo>,
-    columns: Vec<ColumnInfo>,
+    columns: Columns,
     /// Interned stable ids, per (server, stable id).
-    stables: Vec<String>,
-    stable_index: HashMap<(i64, String), u32>,
+    stables: groups::Stables,
     unresolved: Vec<(Unresolved, u64)>,
     bad_lines: BTreeSet<u64>,
     skipped: Vec<Skipped>,
@@ -323,22 +325,15 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
             }
             Kept::Field(id, def) => s.fields.insert_first(id, def),
             Kept::Report { mut info, stable } => {
-                let next = s.stables.len() as u32;
-                info.stable = *s
-                    .stable_index
-                    .entry((info.server_id, stable.clone()))
-                    .or_insert_with(|| {
-                        s.stables.push(stable);
-                        next
-                    });
+                info.stable = s.stables.intern(info.server_id, &stable);
                 s.reports.push(info);
             }
             Kept::Unresolved(u) => s.unresolved.push((u, line.no)),
-            Kept::Column(c) => s.columns.push(c),
+            Kept::Column(c, server) => s.columns.push(c, server),
         }
         Ok(())
     })?;
-    s.stable_index = HashMap::new();
+    s.stables.done();
     for (i, n) in named.into_iter().enumerate() {
         if n > 0 {
             *s.by_kind
@@ -346,16 +341,6 @@ fn scan(input: &Input, opts: &Options, id_map: &IdMap, progress: &Progress) -> R
                 .or_default() += n;
         }
     }
-    // Every report and column of the export, exactly sized (these lists are large).
-    s.known_reports = s
-        .reports
-        .iter()
-        .map(|r| r.oid)
-        .chain(s.unresolved.iter().map(|(u, _)| u.oid))
-        .collect();
-    s.known_reports.sort_unstable();
-    s.known_columns = s.columns.iter().map(|c| c.oid).collect();
-    s.known_columns.sort_unstable();
     // Bad lines and duplicates alike are passed over by the second pass.
     let mut skipped = outcome.skipped;
     skipped.sort_by_key(|k| k.line);
@@ -492,7 +477,7 @@ fn change(
                     if bad.contains(&l.no) {
                         (Decision::Same, None)
                     } else {
-                        decide(l, fields, groups, scan, dry)
+                        decide(l, fields, groups, dry)
                     }
                 })
                 .collect();
