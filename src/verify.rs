@@ -325,6 +325,7 @@ impl Tally {
 /// The law: restore then rollback rehearsed over the export in one pass, then the curation of
 /// every group looked for on its survivor.
 fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
+    crate::migrate::timing("start");
     // Three reads of their own (the change set; the id map; the id map, the conflicts and the
     // export's field definitions), side by side.
     let (index, retired, law) = std::thread::scope(|s| {

@@ -83,7 +83,8 @@ pub fn timing(stage: &str) {
         .get_or_init(|| Mutex::new(Instant::now()))
         .lock()
         .expect("timing lock");
-    // The peak so far shows which stage holds the most memory.
+    // The peak so far shows which stage holds the most memory; the CPU time beside the wall
+    // time, how much of the stage ran in parallel.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |name: &str| {
         status
@@ -92,13 +93,30 @@ pub fn timing(stage: &str) {
             .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
             .unwrap_or_default()
     };
+    static CPU: Mutex<f64> = Mutex::new(0.0);
+    let cpu = cpu_seconds();
+    let mut before = CPU.lock().expect("timing lock");
     eprintln!(
-        "timing: {stage:<8} {:>8.3} s  rss {} kB  peak {} kB",
+        "timing: {stage:<8} {:>8.3} s  cpu {:>8.3} s  rss {} kB  peak {} kB",
         last.elapsed().as_secs_f64(),
+        cpu - *before,
         kib("VmRSS:"),
         kib("VmHWM:")
     );
+    *before = cpu;
     *last = Instant::now();
+}
+
+/// User and system CPU seconds of this process so far (0 where /proc cannot tell).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of proc(5)'s stat: 12 and 13 after the name and
+    // state, in clock ticks, which /proc counts at USER_HZ = 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Runs the pipeline on `input`.
