@@ -518,8 +518,8 @@ const NOT_PART: u32 = u32::MAX - 2;
 /// Builds the groups from the facts of the first pass; `migrated` are the migrated servers,
 /// `servers` already holds what the scan counted.
 ///
-/// Takes the facts, to free them as soon as they are used: the report facts once the columns
-/// know their report's group, the columns' at the end.
+/// Takes the facts and gives their memory back as it goes: reports, then columns, are sorted
+/// backwards and taken run by run from the end of their list, which shrinks.
 pub fn build(
     facts: Facts,
     migrated: &[i64],
