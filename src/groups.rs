@@ -19,6 +19,16 @@ pub const NO_TIME: i64 = i64::MIN;
 /// Not in a group with several versions.
 pub const NO_GROUP: u32 = u32::MAX;
 
+/// For a reference's otype: Some(true) for a column, Some(false) for a report, None for any
+/// other otype (which has no versions).
+pub fn is_column(otype: &str) -> Option<bool> {
+    match otype {
+        REPORT => Some(false),
+        COLUMN => Some(true),
+        _ => None,
+    }
+}
+
 /// The hash of a (server, external_id) pair: how a column finds its report.
 pub fn external_hash(server: i64, external_id: &str) -> u64 {
     crate::record::SeenKeys::hash(&server.to_string(), external_id) as u64
@@ -180,9 +190,14 @@ impl ColumnInfo {
         self.suffix & DELETED != 0
     }
 
+    /// Its report's stable index, once [`build`] has found the report.
+    fn stable(&self) -> u32 {
+        (self.report >> 1) as u32
+    }
+
     /// Its group: (its report's stable index, its suffix), once [`build`] has found the report.
-    fn group(&self) -> (u64, u64) {
-        (self.report >> 1, self.suffix >> 2)
+    fn group(&self) -> (u32, u64) {
+        (self.stable(), self.suffix >> 2)
     }
 
     /// Its report is its group's survivor, once [`build`] has found the report.
@@ -433,12 +448,7 @@ impl Groups {
 
     /// Group index and rank of a participant of a multi-version group.
     pub fn member_of(&self, otype: &str, oid: i64) -> Option<(usize, usize)> {
-        let column = match otype {
-            REPORT => false,
-            COLUMN => true,
-            _ => return None,
-        };
-        let v = self.version(column, oid)?;
+        let v = self.version(is_column(otype)?, oid)?;
         (v.group != NO_GROUP && !v.left).then_some((v.group as usize, v.rank as usize))
     }
 
@@ -468,12 +478,7 @@ impl Groups {
 /// The reference map of §5 is the groups' own: a retired version points at its survivor.
 impl crate::refs::Moves for Groups {
     fn moved(&self, otype: &str, oid: i64) -> Option<i64> {
-        let column = match otype {
-            REPORT => false,
-            COLUMN => true,
-            _ => return None,
-        };
-        self.version(column, oid)
+        self.version(is_column(otype)?, oid)
             .filter(|v| v.action == Action::Retire)
             .map(|v| v.survivor)
     }
@@ -562,27 +567,15 @@ pub fn build(
             (y.deleted, y.last_updated, y.oid),
         ))
     });
-    let mut kept = reports.len();
-    while let Some(last) = reports.last() {
-        let key = last.stable;
-        let start = reports
+    while !reports.is_empty() {
+        let start = last_run(&reports, |a, b| a.stable == b.stable);
+        // The run in version order: the survivor first.
+        let s = reports[reports.len() - 1];
+        let (part, left): (Vec<&ReportInfo>, Vec<&ReportInfo>) = reports[start..]
             .iter()
-            .rposition(|r| r.stable != key)
-            .map_or(0, |i| i + 1);
-        let run: Vec<ReportInfo> = reports[start..].iter().rev().copied().collect();
-        reports.truncate(start);
-        if kept - start >= SHRINK_STEP {
-            reports.shrink_to_fit();
-            kept = start;
-        }
-        let s = run[0];
-        let (part, left): (Vec<&ReportInfo>, Vec<&ReportInfo>) = run
-            .iter()
+            .rev()
             .partition(|r| r.oid == s.oid || recover_deleted || !r.deleted);
-        let counts = g.servers.entry(s.server_id).or_default();
-        counts.deleted_versions_left += left.len() as u64;
         let group = if part.len() > 1 {
-            counts.report_groups_with_versions += 1;
             g.groups.push(&Group {
                 server_id: s.server_id,
                 otype: REPORT,
@@ -596,6 +589,8 @@ pub fn build(
             NO_GROUP
         };
         let counts = g.servers.entry(s.server_id).or_default();
+        counts.deleted_versions_left += left.len() as u64;
+        counts.report_groups_with_versions += u64::from(group != NO_GROUP);
         for (rank, r) in part.iter().enumerate() {
             let action = if rank > 0 {
                 counts.reports_retired += 1;
@@ -632,6 +627,7 @@ pub fn build(
             };
             g.reports.push((r.oid, pack(&v)));
         }
+        drop_run(&mut reports, start);
     }
     drop(reports);
     g.reports.sort_unstable_by_key(|(oid, _)| *oid);
@@ -695,17 +691,12 @@ pub fn build(
     g.columns
         .extend(outside_columns.iter().map(|&oid| (oid, OUTSIDE)));
     drop(outside_columns);
-    let mut kept = columns.len();
-    while let Some(last) = columns.last() {
-        let key = last.group();
-        let start = columns
-            .iter()
-            .rposition(|c| c.group() != key)
-            .map_or(0, |i| i + 1);
+    while !columns.is_empty() {
+        let start = last_run(&columns, |a, b| a.group() == b.group());
         // The run in version order: the survivor first.
         let run = || columns[start..].iter().rev();
-        let s = *columns[start..].last().expect("a run is never empty");
-        let stable = (s.report >> 1) as u32;
+        let s = columns[columns.len() - 1];
+        let stable = s.stable();
         let server = g.stables.server(stable);
         let group = if columns.len() - start > 1 {
             g.groups.push(&Group {
@@ -742,11 +733,7 @@ pub fn build(
             };
             g.columns.push((c.oid, pack(&v)));
         }
-        columns.truncate(start);
-        if kept - start >= SHRINK_STEP {
-            columns.shrink_to_fit();
-            kept = start;
-        }
+        drop_run(&mut columns, start);
     }
     drop(columns);
     g.columns.sort_unstable_by_key(|(oid, _)| *oid);
@@ -777,8 +764,26 @@ impl Leads {
     }
 }
 
-/// Column facts taken before their list gives the memory back (8 MiB of them).
+/// Facts taken off a list before it gives their memory back (8 MiB of column facts).
 const SHRINK_STEP: usize = 1 << 18;
+
+/// Where the last run of a list sorted backwards starts: from there on the elements are equal
+/// by `same`, and in version order when read from the end.
+fn last_run<T>(list: &[T], same: impl Fn(&T, &T) -> bool) -> usize {
+    let Some(last) = list.last() else { return 0 };
+    list.iter()
+        .rposition(|x| !same(x, last))
+        .map_or(0, |i| i + 1)
+}
+
+/// Takes the run from `start` off the list, and gives the room of [`SHRINK_STEP`] taken
+/// facts back at a time.
+fn drop_run<T>(list: &mut Vec<T>, start: usize) {
+    list.truncate(start);
+    if list.capacity() - list.len() >= SHRINK_STEP {
+        list.shrink_to_fit();
+    }
+}
 
 /// A rank as packed ([`MAX_RANK`] at most).
 fn rank_of(rank: usize) -> Result<u32> {

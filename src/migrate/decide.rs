@@ -189,11 +189,7 @@ pub(super) fn decide(
     // Read once, for the dangling check and the group look-up.
     let subject = p.subject();
     let dangling = subject.as_ref().and_then(|(otype, oid)| {
-        let column = match otype.as_ref() {
-            REPORT => false,
-            COLUMN => true,
-            _ => return None,
-        };
+        let column = groups::is_column(otype)?;
         (!groups.known(column, *oid)).then(|| format!("{} {}", p.kind_name, p.key()))
     });
     (
