@@ -401,10 +401,10 @@ impl ChangeIndex {
             if self.entries[i].hash != h {
                 break;
             }
-            let c = Change::parse(&self.read(self.entries[i].at())?)
-                .context("reading the change set")?;
+            // An inverse names the same (kind, key) as its change.
+            let c = self.change(&self.read(self.entries[i].at())?)?;
             if c.kind == kind && c.key == key {
-                return Ok(Some((i, if self.invert { c.inverse() } else { c })));
+                return Ok(Some((i, c)));
             }
         }
         Ok(None)
