@@ -185,13 +185,14 @@ fn write_lines(
     let file = File::create(path).with_context(|| format!("{}: creating", path.display()))?;
     let mut w = LineWriter::new(&file, true, level, threads)?;
     body(&mut w).with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
-    w.finish()
+    let sha256 = w
+        .finish()
         .with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
     drop(file);
     Ok(FileEntry {
         name: name.into(),
         records,
-        sha256: sha256_file(path)?,
+        sha256,
     })
 }
 

@@ -10,9 +10,12 @@
 //! directory is swapped with the new one in one step (Linux `renameat2(RENAME_EXCHANGE)`).
 
 use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
 /// Where a new output goes, and whether an existing one may be replaced.
 #[derive(Debug, Clone)]
@@ -141,50 +144,225 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// A writer for NDJSON lines, zstd-compressed when `compress` is set.
+/// A writer for NDJSON lines, zstd-compressed when `compress` is set, that checksums the bytes
+/// it writes (so a bundle's manifest needs no second read of its files).
 pub enum LineWriter<'a> {
-    Plain(BufWriter<&'a File>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<&'a File>>),
+    Plain(Hashing<BufWriter<&'a File>>),
+    Zstd(Frames<Hashing<BufWriter<&'a File>>>),
 }
 
 impl<'a> LineWriter<'a> {
-    /// A writer over `file`. Compression always runs in zstd's multithreaded mode, whose output
-    /// is the same for any number of workers (at least one), so `--threads` never changes a byte.
+    /// A writer over `file`; compression runs on `workers(threads)` threads of its own.
     pub fn new(
         file: &'a File,
         compress: bool,
         level: i32,
         threads: usize,
     ) -> Result<LineWriter<'a>> {
-        let buf = BufWriter::with_capacity(1 << 20, file);
+        let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
         Ok(if compress {
-            let mut enc = zstd::stream::write::Encoder::new(buf, level)
-                .context("starting zstd compression")?;
-            enc.multithread(workers(threads) as u32)
-                .context("starting zstd worker threads")?;
-            LineWriter::Zstd(enc)
+            LineWriter::Zstd(Frames::new(out, level, workers(threads))?)
         } else {
-            LineWriter::Plain(buf)
+            LineWriter::Plain(out)
         })
     }
 
     /// Writes one line and its `\n`.
     pub fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let w: &mut dyn Write = match self {
-            LineWriter::Plain(w) => w,
-            LineWriter::Zstd(w) => w,
-        };
-        w.write_all(bytes)?;
-        w.write_all(b"\n")
-    }
-
-    /// Ends the stream (the zstd frame) and flushes.
-    pub fn finish(self) -> std::io::Result<()> {
         match self {
-            LineWriter::Plain(mut w) => w.flush(),
-            LineWriter::Zstd(w) => w.finish()?.flush(),
+            LineWriter::Plain(w) => {
+                w.write_all(bytes)?;
+                w.write_all(b"\n")
+            }
+            LineWriter::Zstd(w) => w.line(bytes),
         }
     }
+
+    /// Ends the output and flushes it; returns the SHA-256 (hex) of the bytes written.
+    pub fn finish(self) -> std::io::Result<String> {
+        let mut out = match self {
+            LineWriter::Plain(w) => w,
+            LineWriter::Zstd(w) => w.finish()?,
+        };
+        out.flush()?;
+        Ok(out.sha256())
+    }
+}
+
+/// A writer that keeps the SHA-256 of everything written through it.
+pub struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+}
+
+impl<W: Write> Hashing<W> {
+    fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hash: sha2::Digest::new(),
+        }
+    }
+
+    fn sha256(self) -> String {
+        crate::input::hex(&sha2::Digest::finalize(self.hash))
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Input bytes of one zstd frame: a frame holds whole lines and closes once it reaches this
+/// size. The frames are independent, compressed side by side and written in order, so this
+/// size (not the worker count) decides every byte of the output, and `--threads` never
+/// changes one. Readers of zstd take the frames one after the other as one stream.
+pub const FRAME_BYTES: usize = 2 << 20;
+
+/// A compressed frame and its input, given back for reuse.
+type Frame = std::io::Result<(Vec<u8>, Vec<u8>)>;
+
+/// A frame's input, and where its worker sends the frame back.
+type FrameJob = (Vec<u8>, SyncSender<Frame>);
+
+/// Lines compressed as a sequence of independent zstd frames ([`FRAME_BYTES`]) by worker
+/// threads of its own. zstd's own multithreaded mode kept about one core busy at level 1 (its
+/// single caller thread copies every byte and flushes the jobs in order); whole frames keep
+/// every worker busy while the caller goes on with the next lines.
+pub struct Frames<W: Write> {
+    /// Taken by `finish`.
+    out: Option<W>,
+    buf: Vec<u8>,
+    jobs: Option<SyncSender<FrameJob>>,
+    pending: VecDeque<Receiver<Frame>>,
+    spare: Vec<Vec<u8>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Frames sent and not yet written.
+    max_pending: usize,
+    /// At least one frame was sent (an empty output is still one empty frame).
+    started: bool,
+}
+
+impl<W: Write> Frames<W> {
+    /// Compresses at `level` on `workers` threads (at least one).
+    pub fn new(out: W, level: i32, workers: usize) -> Result<Frames<W>> {
+        let workers = workers.max(1);
+        // Fail here, on the caller's thread, when the level is refused.
+        zstd::bulk::Compressor::new(level).context("starting zstd compression")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FrameJob>(workers);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let rx = Arc::clone(&rx);
+            let handle = std::thread::Builder::new()
+                .name("lookmig-zstd".into())
+                .spawn(move || {
+                    let mut c = zstd::bulk::Compressor::new(level);
+                    loop {
+                        // The lock is held only to take the next job.
+                        let job = rx
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|r| r.recv().map_err(|_| ()));
+                        let Ok((input, reply)) = job else { return };
+                        let frame = match &mut c {
+                            Ok(c) => c.compress(&input).map(|f| (f, input)),
+                            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                        };
+                        // The caller gone (an error of its own) leaves nothing to do.
+                        let _ = reply.send(frame);
+                    }
+                })
+                .context("starting zstd worker threads")?;
+            handles.push(handle);
+        }
+        Ok(Frames {
+            out: Some(out),
+            buf: Vec::with_capacity(FRAME_BYTES + (64 << 10)),
+            jobs: Some(tx),
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            workers: handles,
+            max_pending: workers + 1,
+            started: false,
+        })
+    }
+
+    /// Adds one line and its `\n`; a full frame goes to the workers.
+    pub fn line(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        self.buf.push(b'\n');
+        if self.buf.len() >= FRAME_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        while self.pending.len() >= self.max_pending {
+            self.write_oldest()?;
+        }
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES + (64 << 10)));
+        let input = std::mem::replace(&mut self.buf, next);
+        let (reply, frame) = std::sync::mpsc::sync_channel(1);
+        let jobs = self.jobs.as_ref().expect("jobs are open until finish");
+        jobs.send((input, reply)).map_err(|_| stopped())?;
+        self.pending.push_back(frame);
+        self.started = true;
+        Ok(())
+    }
+
+    fn write_oldest(&mut self) -> std::io::Result<()> {
+        let Some(frame) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
+        let out = self.out.as_mut().expect("the writer is there until finish");
+        out.write_all(&frame)?;
+        input.clear();
+        self.spare.push(input);
+        Ok(())
+    }
+
+    /// Sends the last frame, writes every frame in order and stops the workers; gives the
+    /// writer back.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() || !self.started {
+            self.send()?;
+        }
+        while !self.pending.is_empty() {
+            self.write_oldest()?;
+        }
+        self.stop();
+        Ok(self.out.take().expect("the writer is there until finish"))
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl<W: Write> Drop for Frames<W> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("a zstd worker thread stopped")
 }
 
 /// The worker count for `--threads N`: N, or one per core for 0.
@@ -274,4 +452,78 @@ fn remove_old(p: &Path) -> Result<()> {
         std::fs::remove_file(p)
     }
     .with_context(|| format!("{}: removing the replaced bundle", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a `LineWriter` over a fresh file writes for `lines`, and the checksum it gave.
+    fn written(lines: &[Vec<u8>], compress: bool, threads: usize) -> (Vec<u8>, String) {
+        let file = tempfile::tempfile().unwrap();
+        let mut w = LineWriter::new(&file, compress, 1, threads).unwrap();
+        for l in lines {
+            w.line(l).unwrap();
+        }
+        let sha = w.finish().unwrap();
+        let mut bytes = Vec::new();
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.rewind().unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        (bytes, sha)
+    }
+
+    fn frames(mut bytes: &[u8]) -> usize {
+        let mut n = 0;
+        while !bytes.is_empty() {
+            let size = zstd::zstd_safe::find_frame_compressed_size(bytes).unwrap();
+            bytes = &bytes[size..];
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn frames_hold_whole_lines_and_do_not_depend_on_the_workers() {
+        // About 2.5 frames of varied lines.
+        let lines: Vec<Vec<u8>> = (0..80_000u32)
+            .map(|i| {
+                format!(
+                    "{{\"n\":{i},\"pad\":\"{}\"}}",
+                    "x".repeat((i % 97) as usize)
+                )
+                .into_bytes()
+            })
+            .collect();
+        let mut text = lines.join(&b'\n');
+        text.push(b'\n');
+        assert!(text.len() > 2 * FRAME_BYTES && text.len() < 3 * FRAME_BYTES);
+        let (one, sha) = written(&lines, true, 1);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), text);
+        assert_eq!(frames(&one), 3);
+        assert_eq!(sha, crate::input::sha256_bytes(&one));
+        // Each frame ends a line.
+        let mut rest = &one[..];
+        while !rest.is_empty() {
+            let size = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+            let frame = zstd::decode_all(&rest[..size]).unwrap();
+            assert_eq!(frame.last(), Some(&b'\n'));
+            rest = &rest[size..];
+        }
+        for threads in [2, 3, 0] {
+            assert_eq!(written(&lines, true, threads).0, one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn no_lines_is_one_empty_frame_and_plain_is_checksummed_too() {
+        let (bytes, sha) = written(&[], true, 2);
+        assert_eq!(frames(&bytes), 1);
+        assert!(zstd::decode_all(&bytes[..]).unwrap().is_empty());
+        assert_eq!(sha, crate::input::sha256_bytes(&bytes));
+        let (plain, sha) = written(&[b"a".to_vec(), b"{}".to_vec()], false, 2);
+        assert_eq!(plain, b"a\n{}\n");
+        assert_eq!(sha, crate::input::sha256_bytes(b"a\n{}\n"));
+    }
 }
