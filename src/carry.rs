@@ -241,10 +241,89 @@ impl Retired {
     }
 }
 
-/// Cheap test on a line's bytes: can it refer to a retired version at all? (Every such
-/// reference names the otype `bi_report` or `bi_report_column`.)
-pub fn may_refer(line: &[u8]) -> bool {
-    memchr::memmem::find(line, b"bi_report").is_some()
+impl Retired {
+    /// Cheap test on a probed line: can [`check`] find anything in it? False only when it
+    /// cannot, so that most lines are never parsed whole:
+    /// - a report or column is newer only when [`Retired::is_stale`] holds, whose rule reads
+    ///   top-level fields the probe has;
+    /// - every other reference names the otype `bi_report` or `bi_report_column` and spells
+    ///   the retired version's oid in decimal in the line (a JSON integer, or a `data-oid`
+    ///   value, whose character references are not decoded), so a line with no run of digits
+    ///   that is a retired oid refers to none;
+    /// - a line with a `\u00XX` escape of an ASCII character, which could spell either, is
+    ///   always checked.
+    pub fn may_refer(&self, p: &crate::record::Probe) -> bool {
+        let line = p.line;
+        if ascii_escape(line) {
+            return true;
+        }
+        if memchr::memmem::find(line, b"bi_report").is_none() {
+            return false;
+        }
+        use crate::record::{raw_int, raw_str};
+        let column = match p.kind {
+            Kind::BiReport => false,
+            Kind::BiReportColumn => true,
+            _ => return digit_runs(line).any(|oid| self.retires(oid)),
+        };
+        let server = p.raw.server_id.and_then(raw_int);
+        let oid = p.raw.oid.and_then(raw_int);
+        let (Some(server), Some(oid)) = (server, oid) else {
+            return false;
+        };
+        let report: Cow<str> = p.raw.report.and_then(raw_str).unwrap_or_default();
+        self.may_be_stale(column, server, oid, Some(&report))
+    }
+
+    /// A report or a column with this oid is retired.
+    fn retires(&self, oid: i64) -> bool {
+        self.refs.get(REPORT, oid).is_some() || self.refs.get(COLUMN, oid).is_some()
+    }
+}
+
+/// The line holds `\u00` and a hex digit 0-7: a JSON escape of an ASCII character.
+fn ascii_escape(line: &[u8]) -> bool {
+    memchr::memmem::find_iter(line, b"\\u00")
+        .any(|i| line.get(i + 4).is_some_and(|c| (b'0'..=b'7').contains(c)))
+}
+
+/// Every maximal run of ASCII digits that reads as an i64, leading zeros and all, and its
+/// negation after a `-`.
+fn digit_runs(line: &[u8]) -> impl Iterator<Item = i64> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < line.len() {
+            let start = i;
+            while i < line.len() && line[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == start {
+                i += 1;
+                continue;
+            }
+            let digits = &line[start..i];
+            let first = digits
+                .iter()
+                .position(|&d| d != b'0')
+                .unwrap_or(digits.len());
+            let digits = &digits[first..];
+            if digits.len() > 19 {
+                continue; // no i64
+            }
+            let n = digits
+                .iter()
+                .fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
+            let n = if start > 0 && line[start - 1] == b'-' {
+                -n
+            } else {
+                n
+            };
+            if let Ok(n) = i64::try_from(n) {
+                return Some(n);
+            }
+        }
+        None
+    })
 }
 
 /// A record made after the export that refers to a retired version, or a version the bundle
@@ -451,4 +530,161 @@ pub fn is_curation(kind: Kind) -> bool {
 /// A retired-or-not test for a subject pointing at a report or column.
 pub fn is_versioned(otype: &str) -> bool {
     otype == REPORT || otype == COLUMN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Probe;
+    use proptest::prelude::*;
+
+    /// Server 1 is migrated: report 42 retires into 7, column 420 into 70; report 5's legacy
+    /// id is `look_5_v1`.
+    fn retired() -> Retired {
+        let mut refs = RefMap::default();
+        refs.insert(REPORT, 42, 7);
+        refs.insert(COLUMN, 420, 70);
+        refs.finish();
+        Retired {
+            refs,
+            servers: vec![1],
+            known_reports: vec![7, 42],
+            known_columns: vec![70, 420],
+            legacy: vec![crate::groups::external_hash(1, "look_5_v1")],
+            ..Retired::default()
+        }
+    }
+
+    /// (may_refer, check found something) for one line.
+    fn judged(r: &Retired, line: &str) -> (bool, bool) {
+        let p = Probe::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let found = check(r, &Record::from_validated(line.as_bytes()), None, None).is_some();
+        (r.may_refer(&p), found)
+    }
+
+    #[test]
+    fn only_lines_that_spell_a_retired_oid_or_a_stale_version_are_looked_into() {
+        let r = retired();
+        for (line, want) in [
+            (
+                r#"{"kind":"tag","name":"a","subject":{"otype":"bi_report","oid":7}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"tag","name":"a","subject":{"otype":"bi_report","oid":42}}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"tag","name":"a","subject":{"otype":"table","oid":42}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"tag","name":"a","subject":{"otype":"bi_report_column","oid":-420}}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"0042\" data-otype=\"bi_report\">x</a>"}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"41\" data-otype=\"bi_report\">x</a> 42 reports"}"#,
+                (true, false),
+            ),
+            (
+                r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"41\" data-otype=\"bi_report\">x</a> 2023-10-12"}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"\u00342\" data-otype=\"bi_report\">x</a>"}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"tag","name":"a","subject":{"otype":"bi\u005freport","oid":42}}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"bi_report","oid":7,"server_id":1,"external_id":"x"}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"bi_report","oid":99,"server_id":1,"external_id":"x"}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"bi_report","oid":99,"server_id":2,"external_id":"x"}"#,
+                (false, false),
+            ),
+            (
+                r#"{"kind":"bi_report_column","oid":999,"server_id":1,"external_id":"c","report":"look_5_v1"}"#,
+                (true, true),
+            ),
+            (
+                r#"{"kind":"bi_report_column","oid":999,"server_id":1,"external_id":"c","report":"look_6_v1"}"#,
+                (false, false),
+            ),
+        ] {
+            assert_eq!(judged(&r, line), want, "{line}");
+        }
+    }
+
+    /// An oid as `data-oid` text: a sign, leading zeros, digits.
+    fn oid_text() -> impl Strategy<Value = String> {
+        let oid = prop_oneof![Just(7i64), Just(42), Just(420), 0i64..100];
+        (any::<bool>(), 0usize..3, oid).prop_map(|(minus, zeros, oid)| {
+            format!("{}{}{oid}", if minus { "-" } else { "" }, "0".repeat(zeros))
+        })
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let otype = prop_oneof![
+            Just("bi_report"),
+            Just("bi_report_column"),
+            Just("table"),
+            Just("bi\\u005freport")
+        ];
+        prop_oneof![
+            (otype.clone(), -100i64..500).prop_map(|(t, oid)| format!(
+                r#"{{"kind":"tag","name":"a","subject":{{"otype":"{t}","oid":{oid}}}}}"#
+            )),
+            (otype.clone(), 0i64..500, otype, -500i64..500).prop_map(|(t, oid, u, member)| format!(
+                r#"{{"kind":"field_value","field_id":3,"subject":{{"otype":"table","oid":1}},"value":[{{"otype":"{t}","oid":{oid}}},{{"otype":"{u}","oid":{member}}}]}}"#
+            )),
+            (oid_text(), prop_oneof![Just("bi_report"), Just("bi_report_column"), Just("x")], any::<bool>()).prop_map(
+                |(oid, t, escape)| {
+                    let oid = if escape { oid.replacen('4', "\\u0034", 1) } else { oid };
+                    format!(
+                        r#"{{"kind":"article","id":1,"title":"t","body":"<p><a data-otype={t} data-oid=\"{oid}\">x</a> 2021-05-10</p>"}}"#
+                    )
+                }
+            ),
+            (prop_oneof![Just("bi_report"), Just("bi_report_column")], 0i64..1000, 1i64..3, prop_oneof![Just("look_5_v1"), Just("look_6_v1")])
+                .prop_map(|(k, oid, server, report)| format!(
+                    r#"{{"kind":"{k}","oid":{oid},"server_id":{server},"external_id":"e","report":"{report}"}}"#
+                )),
+        ]
+    }
+
+    proptest! {
+        /// The law the shortcut rests on: a line it passes over holds nothing for `check`.
+        #[test]
+        fn a_line_passed_over_holds_no_reference_and_no_stale_version(line in line()) {
+            let r = retired();
+            let Ok(p) = Probe::parse(line.as_bytes()) else {
+                return Ok(()); // not a record: the restore never checks it
+            };
+            if !r.may_refer(&p) {
+                let found = check(&r, &Record::from_validated(line.as_bytes()), None, None);
+                prop_assert!(found.is_none(), "{line}: {found:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn digit_runs_read_leading_zeros_signs_and_skip_what_is_no_i64() {
+        let runs: Vec<i64> =
+            digit_runs(b"a0042b-7c99999999999999999999d000009223372036854775807-x").collect();
+        assert_eq!(runs, vec![42, -7, i64::MAX]);
+        assert!(ascii_escape(br#""\u0034""#) && ascii_escape(br#""\u005F""#));
+        assert!(!ascii_escape(br#""\u00dc\u4e00""#));
+    }
 }

@@ -842,9 +842,9 @@ fn apply_to(
     let mut in_order = InOrder::new(index);
     let progress = Progress::lines(opts.progress, "restoring");
     let read = |l: &Line| {
-        read_line(index, &l.bytes, |_, change| {
+        read_line(index, &l.bytes, |p, change| {
             let newer = match (retired, &change) {
-                (Some(r), None) if carry::may_refer(&l.bytes) => {
+                (Some(r), None) if r.may_refer(p) => {
                     carry::check(r, &Record::from_validated(&l.bytes), None, Some(l.no))
                 }
                 _ => None,

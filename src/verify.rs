@@ -357,7 +357,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
                 // No change names it: the restore copies it, and looks in it for references to
                 // retired versions. Its record is parsed once, for every check that needs it.
                 let at = survivor.as_ref().filter(|_| is_survivor);
-                let may_refer = carry::may_refer(&l.bytes);
+                let may_refer = retired.may_refer(p);
                 let rec =
                     (survivor.is_some() || may_refer).then(|| Record::from_validated(&l.bytes));
                 let (mut found, mut newer) = (Vec::new(), None);
