@@ -8,10 +8,12 @@
 
 use crate::bundle::{self, Bundle};
 use crate::groups::{COLUMN, REPORT};
+use crate::input::Finder;
 use crate::merge::{self, Item};
 use crate::record::{Kind, Record, Subject};
 use crate::refs::{self, Fields, RefMap};
 use anyhow::Result;
+use memchr::memmem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
@@ -257,7 +259,7 @@ impl Retired {
         if ascii_escape(line) {
             return true;
         }
-        if memchr::memmem::find(line, b"bi_report").is_none() {
+        if BI_REPORT.find(line).is_none() {
             return false;
         }
         use crate::record::{raw_int, raw_str};
@@ -281,9 +283,13 @@ impl Retired {
     }
 }
 
+static BI_REPORT: Finder = Finder::new(|| memmem::Finder::new(b"bi_report"));
+static ASCII_ESCAPE: Finder = Finder::new(|| memmem::Finder::new(b"\\u00"));
+
 /// The line holds `\u00` and a hex digit 0-7: a JSON escape of an ASCII character.
 fn ascii_escape(line: &[u8]) -> bool {
-    memchr::memmem::find_iter(line, b"\\u00")
+    ASCII_ESCAPE
+        .find_iter(line)
         .any(|i| line.get(i + 4).is_some_and(|c| (b'0'..=b'7').contains(c)))
 }
 

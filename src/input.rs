@@ -16,6 +16,10 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A substring searcher for a `static`, built on first use: `memmem::find` builds one per call,
+/// a cost paid on every line of an export.
+pub type Finder = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
+
 /// The zstd frame magic number, little-endian on disk.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 

@@ -24,10 +24,11 @@ use crate::changeset::{Change, Head, RawRecord, Step};
 use crate::error::Failure;
 use crate::export::{Item, Reader};
 use crate::groups::{COLUMN, REPORT};
-use crate::input::{Input, Line};
+use crate::input::{Finder, Input, Line};
 use crate::record::{canonical_json, Kind, Probe, Record, SeenKeys, Subject};
 use crate::restore::{self, ChangeIndex, Conflict, Summary};
 use anyhow::{Context, Result};
+use memchr::memmem;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -653,9 +654,9 @@ impl Law {
         let mut defs = crate::refs::Fields::default();
         let mut lines = export.lines()?;
         while let Some(l) = lines.next_line()? {
-            if memchr::memmem::find(&l.bytes, b"custom_field").is_none()
-                && memchr::memmem::find(&l.bytes, b"\\u").is_none()
-            {
+            static CUSTOM_FIELD: Finder = Finder::new(|| memmem::Finder::new(b"custom_field"));
+            static ESCAPE: Finder = Finder::new(|| memmem::Finder::new(b"\\u"));
+            if CUSTOM_FIELD.find(&l.bytes).is_none() && ESCAPE.find(&l.bytes).is_none() {
                 continue;
             }
             let Ok(p) = Probe::parse(&l.bytes) else {
