@@ -141,6 +141,10 @@ impl Sorter {
                 std::collections::binary_heap::PeekMut::pop(top);
             }
         }
+        // Closing a run frees its pages in the kernel, on the caller's time: gigabytes of
+        // runs at 800,000 reports (3.5% of the bundle stage). Another thread closes them.
+        // (Where no thread can start, they close here.)
+        let _ = std::thread::Builder::new().spawn(move || drop(readers));
         Ok(())
     }
 }
