@@ -345,10 +345,7 @@ fn version_change(p: &Probe, groups: &Groups, dry: bool) -> Decision {
     key.push(0);
     key.extend_from_slice(&v.rank.to_be_bytes());
     key.extend_from_slice(&((oid as u64) ^ (1 << 63)).to_be_bytes());
-    let idmap = (
-        key,
-        serde_json::to_vec(&line).expect("an id-map line serialises"),
-    );
+    let idmap = (key, line.to_json());
     Decision::Version {
         change,
         idmap,
