@@ -249,9 +249,10 @@ impl Retired {
     /// - a report or column is newer only when [`Retired::is_stale`] holds, whose rule reads
     ///   top-level fields the probe has;
     /// - every other reference names the otype `bi_report` or `bi_report_column` and spells
-    ///   the retired version's oid in decimal in the line (a JSON integer, or a `data-oid`
-    ///   value, whose character references are not decoded), so a line with no run of digits
-    ///   that is a retired oid refers to none;
+    ///   the retired version's oid in decimal after `oid` (the JSON member `"oid": 7` of a
+    ///   subject or an OBJECT_SET member, or a `data-oid` attribute, whose character
+    ///   references the scanner does not decode), so a line with no such value that is a
+    ///   retired oid refers to none;
     /// - a line with a `\u00XX` escape of an ASCII character, which could spell either, is
     ///   always checked.
     pub fn may_refer(&self, p: &crate::record::Probe) -> bool {
@@ -266,7 +267,7 @@ impl Retired {
         let column = match p.kind {
             Kind::BiReport => false,
             Kind::BiReportColumn => true,
-            _ => return digit_runs(line).any(|oid| self.retires(oid)),
+            _ => return oid_values(line).any(|oid| self.retires(oid)),
         };
         let server = p.raw.server_id.and_then(raw_int);
         let oid = p.raw.oid.and_then(raw_int);
@@ -293,9 +294,10 @@ fn ascii_escape(line: &[u8]) -> bool {
         .any(|i| line.get(i + 4).is_some_and(|c| (b'0'..=b'7').contains(c)))
 }
 
-/// Every maximal run of ASCII digits that reads as an i64, leading zeros and all, and its
-/// negation after a `-`.
-fn digit_runs(line: &[u8]) -> impl Iterator<Item = i64> + '_ {
+/// Every value that may be an oid: a maximal run of ASCII digits (leading zeros and all, and
+/// negated after a `-`) that reads as an i64 and follows `oid` (in any case) and `:` or `=`,
+/// with white space, quotes and JSON escapes of white space between ([`after_oid`]).
+fn oid_values(line: &[u8]) -> impl Iterator<Item = i64> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < line.len() {
@@ -305,6 +307,10 @@ fn digit_runs(line: &[u8]) -> impl Iterator<Item = i64> + '_ {
             }
             if i == start {
                 i += 1;
+                continue;
+            }
+            let minus = start > 0 && line[start - 1] == b'-';
+            if !after_oid(line, start - usize::from(minus)) {
                 continue;
             }
             let digits = &line[start..i];
@@ -319,17 +325,36 @@ fn digit_runs(line: &[u8]) -> impl Iterator<Item = i64> + '_ {
             let n = digits
                 .iter()
                 .fold(0i128, |n, d| n * 10 + i128::from(d - b'0'));
-            let n = if start > 0 && line[start - 1] == b'-' {
-                -n
-            } else {
-                n
-            };
-            if let Ok(n) = i64::try_from(n) {
+            if let Ok(n) = i64::try_from(if minus { -n } else { n }) {
                 return Some(n);
             }
         }
         None
     })
+}
+
+/// The value at `start` follows `oid` and `:` or `=`: a JSON member (`"oid": 7`) or an HTML
+/// attribute (`data-oid = '7'`, `DATA-OID=\"7\"` inside a JSON string), with white space,
+/// quotes, backslashes and the JSON escapes `\n`, `\t`, `\r`, `\f` between. (Other escapes of
+/// ASCII characters send the line to the full check before this is asked.)
+fn after_oid(line: &[u8], start: usize) -> bool {
+    let i = skip_back(line, start);
+    if i == 0 || !matches!(line[i - 1], b':' | b'=') {
+        return false;
+    }
+    let i = skip_back(line, i - 1);
+    i >= 3 && line[i - 3..i].eq_ignore_ascii_case(b"oid")
+}
+
+/// Where the white space, quotes and backslashes before `i` start.
+fn skip_back(line: &[u8], mut i: usize) -> usize {
+    loop {
+        match line[..i] {
+            [.., b'\\', b'n' | b't' | b'r' | b'f'] => i -= 2,
+            [.., b' ' | b'\t' | b'\n' | b'\r' | 0x0c | b'"' | b'\'' | b'\\'] => i -= 1,
+            _ => return i,
+        }
+    }
 }
 
 /// A record made after the export that refers to a retired version, or a version the bundle
@@ -594,7 +619,7 @@ mod tests {
             ),
             (
                 r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"41\" data-otype=\"bi_report\">x</a> 42 reports"}"#,
-                (true, false),
+                (false, false),
             ),
             (
                 r#"{"kind":"article","id":1,"title":"t","body":"<a data-oid=\"41\" data-otype=\"bi_report\">x</a> 2023-10-12"}"#,
@@ -655,14 +680,20 @@ mod tests {
             (otype.clone(), 0i64..500, otype, -500i64..500).prop_map(|(t, oid, u, member)| format!(
                 r#"{{"kind":"field_value","field_id":3,"subject":{{"otype":"table","oid":1}},"value":[{{"otype":"{t}","oid":{oid}}},{{"otype":"{u}","oid":{member}}}]}}"#
             )),
-            (oid_text(), prop_oneof![Just("bi_report"), Just("bi_report_column"), Just("x")], any::<bool>()).prop_map(
-                |(oid, t, escape)| {
+            (
+                oid_text(),
+                prop_oneof![Just("bi_report"), Just("bi_report_column"), Just("x")],
+                any::<bool>(),
+                // The attribute's name, `=` and quote as a JSON string holds them.
+                prop_oneof![Just("data-oid="), Just("DATA-OID ="), Just("data-oid =\\n"), Just("data-Oid\\t=\\t"), Just("data-oid\\f=")],
+                prop_oneof![Just("\\\""), Just("'"), Just("")],
+            )
+                .prop_map(|(oid, t, escape, attr, quote)| {
                     let oid = if escape { oid.replacen('4', "\\u0034", 1) } else { oid };
                     format!(
-                        r#"{{"kind":"article","id":1,"title":"t","body":"<p><a data-otype={t} data-oid=\"{oid}\">x</a> 2021-05-10</p>"}}"#
+                        r#"{{"kind":"article","id":1,"title":"t","body":"<p><a data-otype={t} {attr}{quote}{oid}{quote}>x</a> 2021-05-10 42</p>"}}"#
                     )
-                }
-            ),
+                }),
             (prop_oneof![Just("bi_report"), Just("bi_report_column")], 0i64..1000, 1i64..3, prop_oneof![Just("look_5_v1"), Just("look_6_v1")])
                 .prop_map(|(k, oid, server, report)| format!(
                     r#"{{"kind":"{k}","oid":{oid},"server_id":{server},"external_id":"e","report":"{report}"}}"#
@@ -671,6 +702,8 @@ mod tests {
     }
 
     proptest! {
+        // Many cases: a retired oid in one spelling of the attribute is one case in 500.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
         /// The law the shortcut rests on: a line it passes over holds nothing for `check`.
         #[test]
         fn a_line_passed_over_holds_no_reference_and_no_stale_version(line in line()) {
@@ -686,10 +719,14 @@ mod tests {
     }
 
     #[test]
-    fn digit_runs_read_leading_zeros_signs_and_skip_what_is_no_i64() {
-        let runs: Vec<i64> =
-            digit_runs(b"a0042b-7c99999999999999999999d000009223372036854775807-x").collect();
-        assert_eq!(runs, vec![42, -7, i64::MAX]);
+    fn oid_values_read_leading_zeros_signs_and_skip_what_is_no_i64_or_no_oid() {
+        let values: Vec<i64> = oid_values(
+            br#"{"oid":0042,"n":5,"oid" : -7,"oid":99999999999999999999,"OID":9223372036854775807,"oid":"x"}"#,
+        )
+        .collect();
+        assert_eq!(values, vec![42, -7, i64::MAX]);
+        let html = br#""<a data-oid=\"12\" DATA-OID =\n'13' data-oid=\t14 data-oid = -15 id=16 oid-17>2023-10-18""#;
+        assert_eq!(oid_values(html).collect::<Vec<_>>(), vec![12, 13, 14, -15]);
         assert!(ascii_escape(br#""\u0034""#) && ascii_escape(br#""\u005F""#));
         assert!(!ascii_escape(br#""\u00dc\u4e00""#));
     }
