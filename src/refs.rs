@@ -8,7 +8,7 @@ use crate::groups::{COLUMN, REPORT};
 use crate::mentions;
 use crate::record::{FieldDef, Kind, Record, Subject};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Retired oid → survivor oid, for reports and for report columns: two sorted lists, compact
 /// enough for millions of versions. Call [`RefMap::finish`] after the last insert.
@@ -78,7 +78,8 @@ impl Moves for RefMap {
 /// The field definitions of the export (custom_field lines over the built-ins).
 #[derive(Debug, Default, Clone)]
 pub struct Fields {
-    defs: HashMap<i64, FieldDef>,
+    /// Read for every field value of every pass: foldhash, not SipHash.
+    defs: foldhash::HashMap<i64, FieldDef>,
 }
 
 impl Fields {

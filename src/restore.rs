@@ -19,7 +19,7 @@ use crate::export::{BadLines, Item, Order, ParseResult, Parsed, Reader};
 use crate::input::{Input, Line};
 use crate::output::{AtomicFile, LineWriter, Target};
 use crate::progress::Progress;
-use crate::record::{Kind, Probe, Record, SeenKeys};
+use crate::record::{Kind, Probe, Record};
 use crate::refs::Fields;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -259,8 +259,10 @@ impl Entry {
     }
 }
 
+/// The index's hash of a change's (kind, key): equal keys meet, and a shared hash only reads
+/// one more line to compare.
 fn hash32(kind: &str, key: &str) -> u32 {
-    (SeenKeys::hash(kind, key) >> 96) as u32
+    (crate::record::DuplicateKeys::hash(kind, key) >> 32) as u32
 }
 
 /// Lengths at or over this are read from the line's length prefix, not from the entry.

@@ -15,7 +15,7 @@ use crate::merge::{self, Item};
 use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record};
 use crate::refs::{self, Fields, Moves};
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What §2–§3 need of one record.
 pub(super) enum Kept {
@@ -118,7 +118,8 @@ pub(super) fn merge_one(
 ) -> GroupResult {
     let mut repaired = 0;
     // Each record's original bytes (the prior of its change) and its index among the items.
-    let mut before: HashMap<(String, String), (&[u8], usize)> = HashMap::with_capacity(raw.len());
+    let mut before: foldhash::HashMap<(String, String), (&[u8], usize)> =
+        foldhash::HashMap::with_capacity_and_hasher(raw.len(), Default::default());
     let mut items = Vec::with_capacity(raw.len());
     for (i, (rank, line, bytes)) in raw.iter().enumerate() {
         let rec = std::sync::Arc::new(Record::from_validated(bytes));

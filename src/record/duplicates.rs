@@ -4,6 +4,9 @@
 
 use super::Probe;
 
+/// The seed of [`DuplicateKeys::hash`] (any fixed number).
+const KEY_SEED: u64 = 0x6c6f_6f6b_6d69_6721;
+
 /// Finds duplicate record keys (SPEC §1: a key occurs once per export) without a table of
 /// keys: (64-bit key hash, line number) pairs go through an external sort of integers, and
 /// equal hashes meet. Lines whose hashes meet are read again and their keys compared, so a
@@ -17,13 +20,13 @@ impl DuplicateKeys {
     }
 
     /// The 64-bit hash of a (kind, key) pair that [`DuplicateKeys::add_hash`] takes; the same
-    /// in every run.
+    /// in every run. foldhash with a fixed seed: several times faster than SipHash on a short
+    /// key (it is taken for every line of every read), and a collision costs only a re-read,
+    /// since the keys whose hashes meet are compared.
     pub fn hash(kind: &str, key: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        kind.hash(&mut h);
-        key.hash(&mut h);
-        h.finish()
+        use std::hash::BuildHasher;
+        // `str` hashes its bytes and a terminator, so ("ab", "c") and ("a", "bc") differ.
+        foldhash::quality::FixedState::with_seed(KEY_SEED).hash_one((kind, key))
     }
 
     /// Notes the key of a record on a line.
