@@ -244,7 +244,8 @@ pub struct Frames<W: Write> {
     pending: VecDeque<Receiver<Frame>>,
     spare: Vec<Vec<u8>>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    /// Frames sent and not yet written.
+    /// The most frames sent and not yet written (the memory it holds: about twice this many
+    /// frames' input).
     max_pending: usize,
     /// At least one frame was sent (an empty output is still one empty frame).
     started: bool,
