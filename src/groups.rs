@@ -219,9 +219,7 @@ pub struct Columns {
 impl Columns {
     /// Adds the facts of a column of `server`.
     pub fn push(&mut self, c: ColumnInfo, server: i64) {
-        if self.servers.last().is_none_or(|&(_, s)| s != server) {
-            self.servers.push((self.list.len(), server));
-        }
+        note_server(&mut self.servers, self.list.len(), server);
         self.list.push(c);
     }
 
@@ -249,12 +247,17 @@ impl Columns {
             if !keep(c, server) {
                 return false;
             }
-            if servers.last().is_none_or(|&(_, s)| s != server) {
-                servers.push((kept, server));
-            }
+            note_server(servers, kept, server);
             kept += 1;
             true
         });
+    }
+}
+
+/// Notes that the column at index `at` is of `server`: a new run when the server changes.
+fn note_server(servers: &mut Vec<(usize, i64)>, at: usize, server: i64) {
+    if servers.last().is_none_or(|&(_, s)| s != server) {
+        servers.push((at, server));
     }
 }
 

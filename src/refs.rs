@@ -118,17 +118,12 @@ pub fn repair(rec: &mut Record, fields: &Fields, map: &impl Moves) -> u64 {
     if map.nothing_moves() {
         return 0;
     }
-    let lookup = |otype: &str, oid: i64| map.moved(otype, oid);
     let rich = |v: &mut Value| -> u64 {
         let Value::String(s) = v else { return 0 };
-        match mentions::rewrite(s, lookup) {
-            Some(new) => {
-                let n = mentions::find(s)
-                    .iter()
-                    .filter(|m| map.moved(&m.otype, m.oid).is_some())
-                    .count();
+        match rewrite_rich(s, map) {
+            Some((new, n)) => {
                 *s = new;
-                n as u64
+                n
             }
             None => 0,
         }
