@@ -474,7 +474,7 @@ impl Bundle {
         name: &str,
         mut f: impl FnMut(T) -> Result<()>,
     ) -> Result<()> {
-        self.for_each_line(name, |_, line| f(serde_json::from_slice(line)?))
+        self.for_each_line(name, |_, line| f(crate::record::from_json_bytes(line)?))
     }
 
     /// The first `limit` items of a list part (all when `limit` is 0).
@@ -486,7 +486,7 @@ impl Bundle {
         let mut out = Vec::new();
         self.for_each_line(name, |_, line| {
             if limit == 0 || out.len() < limit {
-                out.push(serde_json::from_slice(line)?);
+                out.push(crate::record::from_json_bytes(line)?);
             }
             Ok(())
         })?;

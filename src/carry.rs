@@ -73,7 +73,7 @@ impl Retired {
         let mut group: Option<(i64, bool, String)> = None;
         let mut rank = 0u32;
         b.for_each_line(bundle::IDMAP, |_, line| {
-            let row: IdMapRow = serde_json::from_slice(line)?;
+            let row: IdMapRow = crate::record::from_json_bytes(line)?;
             let column = row.otype == COLUMN;
             let same = group.as_ref().is_some_and(|(server, c, stable)| {
                 (*server, *c, stable.as_str()) == (row.server_id, column, &*row.stable_external_id)

@@ -106,7 +106,7 @@ pub struct Head<'a> {
 impl Head<'_> {
     /// Reads the head of a change line.
     pub fn parse(line: &[u8]) -> Result<Head<'_>> {
-        serde_json::from_slice(line).context("not a change line")
+        crate::record::from_json_bytes(line).context("not a change line")
     }
 
     /// Reads the head of a change line from its first bytes when it begins as
@@ -158,7 +158,7 @@ pub enum Step {
 impl Change {
     /// Reads a change line.
     pub fn parse(line: &[u8]) -> Result<Change> {
-        let w: Wire = serde_json::from_slice(line).context("not a valid change line")?;
+        let w: Wire = crate::record::from_json_bytes(line).context("not a valid change line")?;
         let set = match &w.set {
             Some(s) => RawRecord::parse(s.get().as_bytes())
                 .context("`set` is not an object")?
@@ -272,7 +272,12 @@ impl Change {
                 let prior = self.prior.as_ref().expect("an update has a prior");
                 let before = RawRecord::parse(prior.get().as_bytes())
                     .expect("a change's prior is an object");
-                let mut c = base(Op::Update, self.after(), None);
+                // `after`, from the prior already read.
+                let after = match &self.exact_after {
+                    Some(e) => e.clone(),
+                    None => raw(self.apply_fields(&before)),
+                };
+                let mut c = base(Op::Update, Some(after), None);
                 for name in self.set.iter().map(|(k, _)| k).chain(&self.unset) {
                     match before.get(name) {
                         Some(v) => c.set.push((name.clone(), v.to_owned())),
@@ -307,7 +312,14 @@ impl Change {
             }
             (Op::Update, None) => Step::Conflict,
             (Op::Update, Some(c)) => {
-                let prior = self.prior_fields();
+                // The target most often holds the prior byte for byte: read once, not twice.
+                let parsed;
+                let prior = if self.holds_prior(c) {
+                    c
+                } else {
+                    parsed = self.prior_fields();
+                    &parsed
+                };
                 let mut done = true;
                 for (name, new) in &self.set {
                     let now = c.get(name);
@@ -408,6 +420,13 @@ impl Change {
             }
             (Op::Create, None) => String::new(),
         }
+    }
+
+    /// True when `current` is the change's prior byte for byte.
+    fn holds_prior(&self, current: &RawRecord) -> bool {
+        self.prior
+            .as_ref()
+            .is_some_and(|p| current.bytes.trim_ascii() == p.get().as_bytes())
     }
 
     pub(crate) fn prior_fields(&self) -> RawRecord<'_> {
@@ -611,11 +630,34 @@ impl<'a> RawRecord<'a> {
 
 /// Two raw JSON values are equal: the same bytes, or the same value once parsed.
 pub fn raw_eq(a: &RawValue, b: &RawValue) -> bool {
-    a.get() == b.get()
-        || matches!(
-            (serde_json::from_str::<Value>(a.get()), serde_json::from_str::<Value>(b.get())),
-            (Ok(x), Ok(y)) if x == y
-        )
+    let (x, y) = (a.get(), b.get());
+    if x == y {
+        return true;
+    }
+    // Most values an update sets are strings and integers: two that have one spelling each
+    // differ when their bytes do, with no need to build and compare their trees.
+    if one_spelling(x) && one_spelling(y) {
+        return false;
+    }
+    matches!(
+        (serde_json::from_str::<Value>(x), serde_json::from_str::<Value>(y)),
+        (Ok(x), Ok(y)) if x == y
+    )
+}
+
+/// True when no other JSON text parses to a value equal to this one's (serde_json's
+/// equality): a string without escapes, `true`, `false`, `null`, or an integer that fits 64
+/// bits exactly (at most 18 digits), without a fraction, an exponent or a leading zero (not
+/// `-0`).
+fn one_spelling(v: &str) -> bool {
+    // At most 18 digits: under 10^18, inside both i64 and u64, never read as a float.
+    let digits = |d: &[u8]| d.len() <= 17 && d.iter().all(u8::is_ascii_digit);
+    match v.as_bytes() {
+        [b'"', inner @ .., b'"'] => memchr::memchr(b'\\', inner).is_none(),
+        b"true" | b"false" | b"null" | b"0" => true,
+        [b'1'..=b'9', rest @ ..] | [b'-', b'1'..=b'9', rest @ ..] => digits(rest),
+        _ => false,
+    }
 }
 
 fn opt_eq(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
@@ -681,6 +723,108 @@ pub fn for_each(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// JSON texts of values, several spellings of one value among them, and integers on both
+    /// sides of where serde_json reads them as floats.
+    const SPELLINGS: &[&str] = &[
+        "0",
+        "-0",
+        "0.0",
+        "1",
+        "1.0",
+        "1e0",
+        "10",
+        "1E1",
+        "-1",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "\"a\"",
+        "\"\\u0061\"",
+        "\"\\/\"",
+        "\"/\"",
+        "\"b\"",
+        "[]",
+        "{}",
+        "999999999999999999",
+        "-999999999999999999",
+        "1000000000000000000",
+        "-1000000000000000000",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "-9223372036854775810",
+        "18446744073709551616",
+        "18446744073709551617",
+        "123456789012345678901",
+        "123456789012345678902",
+        "[1,\"a\"]",
+        "[1, \"a\"]",
+    ];
+
+    fn assert_raw_eq_parses(a: &str, b: &str) {
+        let (x, y): (Box<RawValue>, Box<RawValue>) = (
+            serde_json::from_str(a).unwrap(),
+            serde_json::from_str(b).unwrap(),
+        );
+        let want =
+            serde_json::from_str::<Value>(a).unwrap() == serde_json::from_str::<Value>(b).unwrap();
+        assert_eq!(raw_eq(&x, &y), want, "{a} against {b}");
+    }
+
+    /// The shortcut of `raw_eq` (values with one spelling) says what comparing the parsed
+    /// values says, for every pair of spellings.
+    #[test]
+    fn raw_eq_is_the_equality_of_parsed_values() {
+        for a in SPELLINGS {
+            for b in SPELLINGS {
+                assert_raw_eq_parses(a, b);
+            }
+        }
+    }
+
+    proptest! {
+        /// The same, for integers and strings with escapes.
+        #[test]
+        fn raw_eq_is_the_equality_of_parsed_integers_and_strings(
+            a in prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a\\\\/]{0,3}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+                // The same strings spelt with escapes that need none.
+                "[a/]{0,3}".prop_map(|s| format!("\"{}\"", s.replace('/', "\\/").replace('a', "\\u0061"))),
+            ],
+            b in prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a\\\\/]{0,3}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            ],
+        ) {
+            assert_raw_eq_parses(&a, &b);
+        }
+    }
+
+    #[test]
+    fn an_update_judged_on_the_prior_itself_applies_or_is_already_done() {
+        let c = update(
+            r#"{"kind":"bi_report","oid":1,"name":"a"}"#,
+            r#"{"kind":"bi_report","oid":1,"name":"b"}"#,
+        );
+        let prior = r#"{"kind":"bi_report","oid":1,"name":"a"}"#;
+        assert_eq!(c.judge(Some(&rec(prior))), Step::Apply);
+        assert_eq!(
+            c.judge(Some(&rec(r#"{"kind":"bi_report","oid":1,"name":"b"}"#))),
+            Step::Already
+        );
+        assert_eq!(
+            c.judge(Some(&rec(r#"{"kind":"bi_report","oid":1,"name":"c"}"#))),
+            Step::Conflict
+        );
+        assert_eq!(
+            c.result(Some(&rec(prior))).unwrap(),
+            br#"{"kind":"bi_report","oid":1,"name":"b"}"#
+        );
+    }
 
     fn rec(s: &str) -> RawRecord<'_> {
         RawRecord::parse(s.as_bytes()).unwrap()

@@ -633,7 +633,7 @@ impl Law {
             action: String,
         }
         b.for_each_line(bundle::IDMAP, |_, bytes| {
-            let row: IdMapRow = serde_json::from_slice(bytes)?;
+            let row: IdMapRow = crate::record::from_json_bytes(bytes)?;
             if row.action == "retire" && (row.otype == REPORT || row.otype == COLUMN) {
                 refmap.insert(&row.otype, row.oid, row.survivor_oid);
             }

@@ -1296,7 +1296,7 @@ impl<'a> Run<'a> {
         let mut parsed = Vec::new();
         for (i, line) in carried.changes.iter().enumerate() {
             let c = Change::parse(line)?;
-            let v: Value = serde_json::from_slice(line)?;
+            let v: Value = crate::record::from_json_bytes(line)?;
             let text = String::from_utf8_lossy(line).into_owned();
             tx.execute(
                 "INSERT INTO lookmig_carried (bundle_id, seq, change, line) VALUES ($1, $2, $3, $4)",
@@ -1448,7 +1448,7 @@ fn plan(
     cur: Option<&RawRecord>,
 ) -> Result<Vec<Planned>> {
     let create = |rec: &[u8]| -> Result<Planned> {
-        let v: Value = serde_json::from_slice(rec)?;
+        let v: Value = crate::record::from_json_bytes(rec)?;
         let (_, row) = super::load::encode_record(&change.kind, &change.key, &v)?;
         Ok(Planned::Create(row))
     };
@@ -1461,7 +1461,7 @@ fn plan(
             vec![Planned::Delete(key.clone()), create(&rec)?]
         }
         (Some(rec), Some(cur)) => {
-            let new: Map<String, Value> = serde_json::from_slice(&rec)?;
+            let new: Map<String, Value> = crate::record::from_json_bytes(&rec)?;
             match TABLES.get(t) {
                 None => vec![Planned::Other(
                     change.kind.clone(),

@@ -22,6 +22,7 @@ pub use model::{
     builtin_field, canonical_json, canonical_json_map, FieldDef, Kind, Record, Subject, FIELD_TYPES,
 };
 pub use probe::{
-    parse_line, raw_int, raw_object, raw_str, raw_subject, short, Probe, RawFields, MAX_DEPTH,
+    from_json_bytes, parse_line, raw_int, raw_object, raw_str, raw_subject, short, Probe,
+    RawFields, MAX_DEPTH,
 };
 pub use time::{earliest_first, instant, instant_str, latest_first};
