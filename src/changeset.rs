@@ -255,6 +255,12 @@ impl Change {
 
     /// The change that undoes this one: before and after swap.
     pub fn inverse(&self) -> Change {
+        self.inverse_given(None)
+    }
+
+    /// [`Change::inverse`], given a record already read that may hold the prior byte for byte
+    /// (then the prior is not read again).
+    pub fn inverse_given(&self, read: Option<&RawRecord>) -> Change {
         let base = |op, prior, record| Change {
             op,
             kind: self.kind.clone(),
@@ -270,12 +276,19 @@ impl Change {
             Op::Delete => base(Op::Create, None, self.prior.clone()),
             Op::Update => {
                 let prior = self.prior.as_ref().expect("an update has a prior");
-                let before = RawRecord::parse(prior.get().as_bytes())
-                    .expect("a change's prior is an object");
+                let parsed;
+                let before = match read {
+                    Some(r) if self.holds_prior(r) => r,
+                    _ => {
+                        parsed = RawRecord::parse(prior.get().as_bytes())
+                            .expect("a change's prior is an object");
+                        &parsed
+                    }
+                };
                 // `after`, from the prior already read.
                 let after = match &self.exact_after {
                     Some(e) => e.clone(),
-                    None => raw(self.apply_fields(&before)),
+                    None => raw(self.apply_fields(before)),
                 };
                 let mut c = base(Op::Update, Some(after), None);
                 for name in self.set.iter().map(|(k, _)| k).chain(&self.unset) {
@@ -921,6 +934,18 @@ mod tests {
             inv.result(Some(&edited)).unwrap(),
             br#"{"b":9,"a":"x","c":3}"#
         );
+    }
+
+    #[test]
+    fn an_inverse_given_a_record_is_the_inverse() {
+        let prior = r#"{"b":2,"a":"x","c":3}"#;
+        let c = update(prior, r#"{"b":2,"a":"y","d":4}"#);
+        let want = c.inverse().to_line();
+        // The prior itself, a record that differs, and none.
+        for given in [Some(prior), Some(r#"{"b":2,"a":"z","c":3}"#), None] {
+            let read = given.map(rec);
+            assert_eq!(c.inverse_given(read.as_ref()).to_line(), want, "{given:?}");
+        }
     }
 
     #[test]

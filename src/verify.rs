@@ -25,7 +25,7 @@ use crate::error::Failure;
 use crate::export::{Item, Reader};
 use crate::groups::{COLUMN, REPORT};
 use crate::input::{Finder, Input, Line};
-use crate::record::{canonical_json, Kind, Probe, Record, SeenKeys, Subject};
+use crate::record::{canonical_json, DuplicateKeys, Kind, Probe, Record, SeenKeys, Subject};
 use crate::restore::{self, ChangeIndex, Conflict, Summary};
 use anyhow::{Context, Result};
 use memchr::memmem;
@@ -178,7 +178,7 @@ fn rehearse(c: Change, current: Option<&[u8]>, law: &Law) -> Result<Rehearsed> {
     };
     let Some(bytes) = &restored else {
         // The record is gone: the rollback meets the inverse with no record.
-        let inverse = c.inverse();
+        let inverse = c.inverse_given(cur.as_ref());
         r.rollback = inverse.judge(None);
         match r.rollback {
             Step::Conflict => {
@@ -209,7 +209,7 @@ fn rehearse(c: Change, current: Option<&[u8]>, law: &Law) -> Result<Rehearsed> {
         return Ok(r);
     }
     let now = RawRecord::parse(bytes)?;
-    let inverse = c.inverse();
+    let inverse = c.inverse_given(cur.as_ref());
     r.rollback = inverse.judge(Some(&now));
     match r.rollback {
         Step::Conflict => {
@@ -620,6 +620,9 @@ struct Law {
     defs: crate::refs::Fields,
     /// Hashes of the losing records the report lists as conflicts.
     conflicts: HashSet<u128>,
+    /// Their (kind, key)s, hashed ([`DuplicateKeys::hash`]): a record whose key is none of
+    /// these is no loser, and its whole canonical form need not be hashed to tell.
+    conflict_keys: HashSet<u64>,
 }
 
 impl Law {
@@ -644,8 +647,14 @@ impl Law {
             loser: Value,
         }
         let mut conflicts: HashSet<u128> = HashSet::new();
+        let mut conflict_keys: HashSet<u64> = HashSet::new();
         b.for_each_item(bundle::CONFLICTS, |c: Loser| {
             conflicts.insert(canonical_hash(&c.loser));
+            if let Value::Object(obj) = c.loser {
+                let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
+                let r = Record { kind, obj };
+                conflict_keys.insert(DuplicateKeys::hash(r.kind_name(), &r.key()));
+            }
             Ok(())
         })?;
         // Field definitions first: a value is judged by its field's type. Only a line that
@@ -678,6 +687,7 @@ impl Law {
             fields,
             defs,
             conflicts,
+            conflict_keys,
         })
     }
 
@@ -713,16 +723,23 @@ impl Law {
     /// What the export's record `r` needs on its subject's `survivor`.
     fn needs(&self, survivor: Subject, mut r: Record, line: u64) -> Needs {
         let mut needs = Needs::default();
-        // The record's hash as the report's conflicts would list it (without copying it).
-        let whole = Value::Object(std::mem::take(&mut r.obj));
-        let record = canonical_hash(&whole);
-        let Value::Object(obj) = whole else {
-            unreachable!("an object stays an object")
-        };
-        r.obj = obj;
+        // Only a record with a loser's key can be one: the others skip the whole hash.
+        let conflict = self
+            .conflict_keys
+            .contains(&DuplicateKeys::hash(r.kind_name(), &r.key()))
+            && {
+                // The record's hash as the report's conflicts would list it (without copying
+                // it).
+                let whole = Value::Object(std::mem::take(&mut r.obj));
+                let record = canonical_hash(&whole);
+                let Value::Object(obj) = whole else {
+                    unreachable!("an object stays an object")
+                };
+                r.obj = obj;
+                self.conflicts.contains(&record)
+            };
         law::repair(&mut r, &self.fields, &self.refmap);
         let at = subject_text(&survivor);
-        let conflict = self.conflicts.contains(&record);
         let mut need = |kind, hash| {
             if conflict && matches!(kind, NeedKind::Single | NeedKind::Item) {
                 needs.met += 1;
