@@ -331,3 +331,29 @@ fn full_disk_is_a_clear_error_and_leaves_nothing() {
         "generate left files"
     );
 }
+
+/// A full TMPDIR (where sort runs and the duplicate-key check spill, sort runs on a thread of
+/// their own) stops migrate with a clear message, and no bundle appears.
+#[test]
+fn full_tmpdir_stops_migrate_with_a_clear_error_and_no_bundle() {
+    let dir = Dir::new();
+    let export = big_export(&dir);
+    let disk = SmallDisk::mount(&dir, "64k");
+    let tmp = arg(&disk.0);
+    let o = util::run_with_env(
+        dir.path(),
+        ["migrate", &arg(&export), "-o", "bundle"],
+        None,
+        &[("TMPDIR", &tmp), ("LOOKMIG_SORT_RUN_BYTES", "16384")],
+    )
+    .code(1)
+    .stderr_has("writing a sort run (is TMPDIR full?)")
+    .stderr_has("No space left on device");
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert_eq!(
+        dir.names(),
+        ["big.ndjson.zst", "small"],
+        "migrate left files"
+    );
+    assert_eq!(util::names(&disk.0), Vec::<String>::new(), "left in TMPDIR");
+}
