@@ -615,6 +615,15 @@ impl<'a> RawRecord<'a> {
         Ok(RawRecord { bytes, fields })
     }
 
+    /// The record of a line read with [`Probe::parse_whole`] (its fields, not read again).
+    pub fn of_probe(p: &crate::record::Probe<'a>) -> RawRecord<'a> {
+        debug_assert!(!p.fields.is_empty(), "a probe read with parse_whole");
+        RawRecord {
+            bytes: p.line,
+            fields: p.fields.clone(),
+        }
+    }
+
     /// A field's raw value.
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)

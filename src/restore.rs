@@ -708,7 +708,8 @@ pub(crate) fn read_line<'a, C, X>(
     bytes: &'a [u8],
     then: impl FnOnce(&Probe<'a>, Option<(usize, Change)>) -> Result<(Option<(usize, C)>, X)>,
 ) -> Result<ParseResult<Seen<C, X>>> {
-    let probe = match Probe::parse(bytes) {
+    // Every field kept: a line a change names is judged on its whole record next.
+    let probe = match Probe::parse_whole(bytes) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
@@ -803,17 +804,20 @@ impl InOrder {
 struct Judged {
     change: Change,
     /// The step, and what to write when the change is carried out (applies, or is forced):
-    /// the record after, or None for a delete. An error when the line is no record object.
-    outcome: Result<(Step, Option<Option<Vec<u8>>>)>,
+    /// the record after, or None for a delete.
+    step: Step,
+    result: Option<Option<Vec<u8>>>,
 }
 
-fn judge_line(change: Change, bytes: &[u8], force: bool) -> Judged {
-    let outcome = RawRecord::parse(bytes).map(|current| {
-        let step = change.judge(Some(&current));
-        let carried_out = step == Step::Apply || (force && step == Step::Conflict);
-        (step, carried_out.then(|| change.result(Some(&current))))
-    });
-    Judged { change, outcome }
+fn judge_line(change: Change, current: &RawRecord, force: bool) -> Judged {
+    let step = change.judge(Some(current));
+    let carried_out = step == Step::Apply || (force && step == Step::Conflict);
+    let result = carried_out.then(|| change.result(Some(current)));
+    Judged {
+        change,
+        step,
+        result,
+    }
 }
 
 /// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
@@ -852,7 +856,10 @@ fn apply_to(
                 _ => None,
             };
             Ok((
-                change.map(|(i, c)| (i, Box::new(judge_line(c, &l.bytes, opts.force)))),
+                change.map(|(i, c)| {
+                    let current = RawRecord::of_probe(p);
+                    (i, Box::new(judge_line(c, &current, opts.force)))
+                }),
                 newer,
             ))
         })
@@ -875,9 +882,11 @@ fn apply_to(
         }
         let write = match (place, seen.change) {
             (Place::Changed(_), Some((_, judged))) => {
-                let Judged { change, outcome } = *judged;
-                let (step, result) =
-                    outcome.with_context(|| format!("{}:{}", target.name, line.no))?;
+                let Judged {
+                    change,
+                    step,
+                    result,
+                } = *judged;
                 let conflict = || {
                     let current = RawRecord::parse(&line.bytes).expect("parsed once already");
                     Conflict::of_change(&change, Some(&current), Some(line.no))

@@ -152,10 +152,10 @@ struct Rehearsed {
     found: Vec<u128>,
 }
 
-/// Rehearses change `c` onto `current` (the export's line for its key, or None), as
+/// Rehearses change `c` onto `cur` (the export's record for its key, or None), as
 /// [`crate::restore`] applies it and then its inverse onto the result.
-fn rehearse(c: Change, current: Option<&[u8]>, law: &Law) -> Result<Rehearsed> {
-    let cur = current.map(RawRecord::parse).transpose()?;
+fn rehearse(c: Change, cur: Option<RawRecord>, law: &Law) -> Result<Rehearsed> {
+    let current = cur.as_ref().map(|r| r.bytes);
     let mut r = Rehearsed {
         restore: c.judge(cur.as_ref()),
         restore_conflict: None,
@@ -387,7 +387,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
                 Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
                 None => Needs::default(),
             };
-            let r = rehearse(c, Some(&l.bytes), &law)
+            let r = rehearse(c, Some(RawRecord::of_probe(p)), &law)
                 .with_context(|| format!("{}:{}", export.name, l.no))?;
             Ok((
                 Some((i, Box::new(r))),

@@ -43,68 +43,123 @@ fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, 
 /// The named fields of a line as raw JSON slices of it, everything else skipped: enough to
 /// validate a line and find its key without building a JSON tree. Absent is None; `null` is
 /// `Some("null")`.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default)]
 #[allow(missing_docs)]
 pub struct RawFields<'a> {
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub kind: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub format: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub version: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub r#type: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub title: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub uri: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub oid: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub server_id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub external_id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub name: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub deleted: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub last_updated: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub created_at: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub source_url: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub report: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub field_type: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub allow_multiple: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub field_id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub subject: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub value: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub ts_updated: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub flag_type: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub user_id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub reason: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub ts_created: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub body: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "raw")]
     pub posts: Option<&'a RawValue>,
 }
 
+/// Reads a line's top-level fields: the named ones into [`RawFields`] (a name twice is an
+/// error, as serde's derived structs have it), and with `all`, every field in order, as
+/// [`raw_object`] gives them (for a caller that needs the whole record too: one read, not two).
+struct ReadFields {
+    all: bool,
+}
+
+/// The named fields and, when asked for, all of them.
+type ReadOut<'a> = (RawFields<'a>, Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ReadFields {
+    type Value = ReadOut<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ReadOut<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ReadFields {
+    type Value = ReadOut<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("struct RawFields")
+    }
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<ReadOut<'de>, M::Error> {
+        let mut raw = RawFields::default();
+        let mut all: Vec<(Cow<str>, &RawValue)> = Vec::new();
+        if self.all {
+            all.reserve(16);
+        }
+        while let Some(Name(k)) = m.next_key::<Name>()? {
+            // A repeat is refused before its value is read, where serde's derive refuses it.
+            let slot = match raw.slot(&k) {
+                Some((name, slot)) if slot.is_some() => {
+                    return Err(serde::de::Error::duplicate_field(name))
+                }
+                slot => slot.map(|(_, slot)| slot),
+            };
+            let v: &RawValue = m.next_value()?;
+            if let Some(slot) = slot {
+                *slot = Some(v);
+            }
+            if self.all {
+                push_field(&mut all, k, v);
+            }
+        }
+        Ok((raw, all))
+    }
+}
+
 impl<'a> RawFields<'a> {
+    /// The place of a named field, and its name as the table of fields spells it.
+    fn slot(&mut self, name: &str) -> Option<(&'static str, &mut Option<&'a RawValue>)> {
+        Some(match name {
+            "kind" => ("kind", &mut self.kind),
+            "format" => ("format", &mut self.format),
+            "version" => ("version", &mut self.version),
+            "id" => ("id", &mut self.id),
+            "type" => ("type", &mut self.r#type),
+            "title" => ("title", &mut self.title),
+            "uri" => ("uri", &mut self.uri),
+            "oid" => ("oid", &mut self.oid),
+            "server_id" => ("server_id", &mut self.server_id),
+            "external_id" => ("external_id", &mut self.external_id),
+            "name" => ("name", &mut self.name),
+            "deleted" => ("deleted", &mut self.deleted),
+            "last_updated" => ("last_updated", &mut self.last_updated),
+            "created_at" => ("created_at", &mut self.created_at),
+            "source_url" => ("source_url", &mut self.source_url),
+            "report" => ("report", &mut self.report),
+            "field_type" => ("field_type", &mut self.field_type),
+            "allow_multiple" => ("allow_multiple", &mut self.allow_multiple),
+            "field_id" => ("field_id", &mut self.field_id),
+            "subject" => ("subject", &mut self.subject),
+            "value" => ("value", &mut self.value),
+            "ts_updated" => ("ts_updated", &mut self.ts_updated),
+            "flag_type" => ("flag_type", &mut self.flag_type),
+            "user_id" => ("user_id", &mut self.user_id),
+            "reason" => ("reason", &mut self.reason),
+            "ts_created" => ("ts_created", &mut self.ts_created),
+            "body" => ("body", &mut self.body),
+            "posts" => ("posts", &mut self.posts),
+            _ => return None,
+        })
+    }
+
     /// A named field by its name in the table of fields ([`fields`]); None for a name this
     /// struct does not read (only the fields the probe checks or keys on need to be here).
     pub fn get(&self, name: &str) -> Option<&'a RawValue> {
@@ -151,6 +206,9 @@ pub struct Probe<'a> {
     pub kind_name: Cow<'a, str>,
     /// The named fields, as raw JSON.
     pub raw: RawFields<'a>,
+    /// Every top-level field in order, as [`raw_object`] reads them: only when read with
+    /// [`Probe::parse_whole`], else empty.
+    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// The line itself.
     pub line: &'a [u8],
 }
@@ -202,6 +260,37 @@ pub fn raw_subject(r: &RawValue) -> Option<(Cow<'_, str>, i64)> {
     Some((s.otype, s.oid))
 }
 
+/// A field's name, borrowed from the text unless it has an escape (serde's `Cow<str>`
+/// always copies).
+struct Name<'a>(Cow<'a, str>);
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Adds a field to a list of fields in order: a repeated name keeps its last value, last.
+fn push_field<'a>(out: &mut Vec<(Cow<'a, str>, &'a RawValue)>, k: Cow<'a, str>, v: &'a RawValue) {
+    // Names are unique so far: a repeat is at most one earlier entry.
+    if let Some(i) = out.iter().position(|(name, _)| name == &k) {
+        out.remove(i);
+    }
+    out.push((k, v));
+}
+
 /// A JSON object's top-level fields in order, each value's text as written, without parsing
 /// the values. A repeated name keeps its last value, as serde_json's maps do; a name with an
 /// escape is decoded (owned). An error when the text is not a JSON object.
@@ -221,37 +310,12 @@ pub fn raw_object(bytes: &[u8]) -> serde_json::Result<Vec<(Cow<'_, str>, &RawVal
                 ) -> Result<Self::Value, M::Error> {
                     let mut out: Vec<(Cow<str>, &RawValue)> = Vec::with_capacity(16);
                     while let Some((Name(k), v)) = m.next_entry::<Name, &'de RawValue>()? {
-                        // Names are unique so far: a repeat is at most one earlier entry.
-                        if let Some(i) = out.iter().position(|(name, _)| name == &k) {
-                            out.remove(i);
-                        }
-                        out.push((k, v));
+                        push_field(&mut out, k, v);
                     }
                     Ok(Fields(out))
                 }
             }
             d.deserialize_map(V)
-        }
-    }
-    /// A field's name, borrowed from the text unless it has an escape (serde's `Cow<str>`
-    /// always copies).
-    struct Name<'a>(Cow<'a, str>);
-    impl<'de> serde::Deserialize<'de> for Name<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Name<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a field name")
-                }
-                fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                    Ok(Name(Cow::Borrowed(s)))
-                }
-                fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                    Ok(Name(Cow::Owned(s.to_owned())))
-                }
-            }
-            d.deserialize_str(V)
         }
     }
     from_json_bytes::<Fields>(bytes).map(|f| f.0)
@@ -430,7 +494,16 @@ impl<'a> RawPost<'a> {
 impl<'a> Probe<'a> {
     /// Parses and validates a line (SPEC §1) without building a JSON tree.
     pub fn parse(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
-        let p = Self::read(bytes, true)?;
+        let p = Self::read(bytes, true, false)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// [`Probe::parse`] that keeps every top-level field too ([`Probe::fields`]), for a
+    /// caller that reads the whole record next (restore judging a change): one read of the
+    /// line instead of two.
+    pub fn parse_whole(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
+        let p = Self::read(bytes, true, true)?;
         p.validate()?;
         Ok(p)
     }
@@ -439,12 +512,12 @@ impl<'a> Probe<'a> {
     /// (migrate's second pass): the same fields and kind, without checking §1's rules again,
     /// which took a tenth of the parse. A line that is not even a JSON object still fails.
     pub fn parse_validated(bytes: &'a [u8]) -> Result<Probe<'a>, String> {
-        Self::read(bytes, false)
+        Self::read(bytes, false, false)
     }
 
-    /// Reads the named fields and the kind; `check` adds the nesting and escape checks that
-    /// the JSON reading alone lets through.
-    fn read(bytes: &'a [u8], check: bool) -> Result<Probe<'a>, String> {
+    /// Reads the named fields (and with `all`, every field) and the kind; `check` adds the
+    /// nesting and escape checks that the JSON reading alone lets through.
+    fn read(bytes: &'a [u8], check: bool, all: bool) -> Result<Probe<'a>, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 ({e})"))?;
         if check {
             check_depth(bytes)?;
@@ -458,8 +531,14 @@ impl<'a> Probe<'a> {
                 Err(e) => Err(format!("malformed JSON ({e})")),
             };
         }
-        let raw: RawFields =
-            serde_json::from_str(text).map_err(|e| format!("malformed JSON ({e})"))?;
+        let (raw, fields) = {
+            use serde::de::DeserializeSeed;
+            let mut de = serde_json::Deserializer::from_str(text);
+            ReadFields { all }
+                .deserialize(&mut de)
+                .and_then(|r| de.end().map(|()| r))
+                .map_err(|e| format!("malformed JSON ({e})"))?
+        };
         let kind_name = match raw.kind {
             None => return Err("missing `kind`".into()),
             Some(k) => raw_str(k).ok_or("`kind` is not a string")?,
@@ -468,6 +547,7 @@ impl<'a> Probe<'a> {
             kind: Kind::from_name(&kind_name),
             kind_name,
             raw,
+            fields,
             line: bytes,
         })
     }
@@ -603,12 +683,54 @@ impl super::model::KeyFields for Probe<'_> {
 mod tests {
     use super::*;
 
+    /// The named fields of a JSON object.
+    fn named(text: &str) -> RawFields<'_> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(text);
+        ReadFields { all: false }.deserialize(&mut de).unwrap().0
+    }
+
+    #[test]
+    fn a_whole_read_keeps_every_field_as_raw_object_reads_them() {
+        let lines = [
+            r#"{"kind":"tag","name":"a","subject":{"otype":"t","oid":1}}"#,
+            r#"{"kind":"tag","x":1,"name":"a","x":[2],"subject":{"otype":"t","oid":1}}"#,
+            r#"{ "kind" : "widget" , "id" : 7 , "na\u006de" : "n" , "extra" : {"a":[1,2]} }"#,
+            r#"{"kind":"view_event","user_id":3,"subject":{"otype":"t","oid":1},"at":"2020-01-01T00:00:00Z"}"#,
+        ];
+        for line in lines {
+            let p = Probe::parse_whole(line.as_bytes()).unwrap();
+            let text = |f: &[(Cow<str>, &RawValue)]| -> Vec<(String, String)> {
+                f.iter()
+                    .map(|(k, v)| (k.to_string(), v.get().to_string()))
+                    .collect()
+            };
+            let want = raw_object(line.as_bytes()).unwrap();
+            assert_eq!(text(&p.fields), text(&want), "{line}");
+            assert!(Probe::parse(line.as_bytes()).unwrap().fields.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_named_field_twice_is_refused_with_serdes_words_and_place() {
+        let dup = br#"{"kind":"tag","name":"a","name":"b","subject":{"otype":"t","oid":1}}"#;
+        let want = "malformed JSON (duplicate field `name` at line 1 column 31)";
+        assert_eq!(Probe::parse(dup).unwrap_err(), want);
+        assert_eq!(Probe::parse_whole(dup).unwrap_err(), want);
+        // Trailing text after the object, as serde_json::from_str refuses it.
+        let trailing = br#"{"kind":"tag","name":"a","subject":{"otype":"t","oid":1}} x"#;
+        assert_eq!(
+            Probe::parse(trailing).unwrap_err(),
+            "malformed JSON (trailing characters at line 1 column 59)"
+        );
+    }
+
     #[test]
     fn every_checked_field_of_the_table_is_read() {
         for kind in Kind::NAMED.into_iter().chain([Kind::Other]) {
             for f in fields(kind).iter().filter(|f| f.checked) {
                 let line = format!("{{\"{}\":1}}", f.name);
-                let raw: RawFields = serde_json::from_str(&line).unwrap();
+                let raw = named(&line);
                 assert!(raw.get(f.name).is_some(), "{:?} {}", kind, f.name);
             }
         }
