@@ -28,81 +28,14 @@ pub fn runs_spilled() -> u64 {
     RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The pairs of one run: their bytes, and (offset, key length, line length) into them.
-type Run = (Vec<u8>, Vec<(usize, u32, u32)>);
-
 /// Collects pairs and gives them back sorted by key (keys are compared as bytes).
-///
-/// A full run is sorted and written by a thread of the sorter's own while the caller fills the
-/// next one: writing a run into the page cache took a fifth of migrate's cycles (the kernel's
-/// copy, at 200,000 reports), all of it on the thread that folds changes in order. So at most
-/// two runs are in memory: the one being filled and the one being written.
 pub struct Sorter {
     arena: Vec<u8>,
     /// (offset, key length, line length) into `arena`.
     index: Vec<(usize, u32, u32)>,
     limit: usize,
+    runs: Vec<File>,
     count: u64,
-    /// The writer of runs, started at the first spill.
-    writer: Option<Writer>,
-}
-
-/// The thread that sorts and writes full runs, and gives their buffers back for reuse.
-struct Writer {
-    /// Full runs to write (a rendezvous: a send waits until the writer is free).
-    full: std::sync::mpsc::SyncSender<Run>,
-    /// Buffers of runs written, emptied.
-    empty: std::sync::mpsc::Receiver<Run>,
-    /// The runs written, in the order they were filled.
-    done: std::thread::JoinHandle<Result<Vec<File>>>,
-}
-
-impl Writer {
-    fn start() -> Result<Writer> {
-        let (full, todo) = std::sync::mpsc::sync_channel::<Run>(0);
-        let (give_back, empty) = std::sync::mpsc::channel();
-        let done = std::thread::Builder::new()
-            .name("lookmig-sort".into())
-            .spawn(move || -> Result<Vec<File>> {
-                let mut runs = Vec::new();
-                for (arena, mut index) in todo {
-                    runs.push(write_run(&arena, &mut index)?);
-                    // The caller may be gone (it stopped on an error of its own).
-                    let _ = give_back.send((arena, index));
-                }
-                Ok(runs)
-            })
-            .context("starting the sort's writer thread")?;
-        Ok(Writer { full, empty, done })
-    }
-
-    /// Every run written, once the last full one is: the writer's error, if it failed.
-    fn finish(self) -> Result<Vec<File>> {
-        drop(self.full);
-        self.done.join().expect("the sort's writer does not panic")
-    }
-}
-
-/// Sorts one run's pairs and writes them to a temporary file.
-fn write_run(arena: &[u8], index: &mut [(usize, u32, u32)]) -> Result<File> {
-    sort_index(arena, index);
-    let file =
-        tempfile::tempfile().context("creating a temporary file for sorting (is TMPDIR full?)")?;
-    let mut w = BufWriter::with_capacity(1 << 20, &file);
-    for &(o, k, l) in index.iter() {
-        w.write_all(&k.to_le_bytes())?;
-        w.write_all(&l.to_le_bytes())?;
-        w.write_all(&arena[o..o + k as usize + l as usize])?;
-    }
-    w.flush().context("writing a sort run (is TMPDIR full?)")?;
-    drop(w);
-    RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(file)
-}
-
-fn sort_index(arena: &[u8], index: &mut [(usize, u32, u32)]) {
-    let key = |&(o, k, _): &(usize, u32, u32)| &arena[o..o + k as usize];
-    index.sort_unstable_by(|a, b| key(a).cmp(key(b)));
 }
 
 impl Sorter {
@@ -112,8 +45,8 @@ impl Sorter {
             arena: Vec::new(),
             index: Vec::new(),
             limit,
+            runs: Vec::new(),
             count: 0,
-            writer: None,
         }
     }
 
@@ -140,36 +73,35 @@ impl Sorter {
         self.count == 0
     }
 
-    /// Hands the full run to the writer, and goes on with the buffers of the run it wrote
-    /// before (or new ones, the first time).
+    fn sort_index(&mut self) {
+        let arena = &self.arena;
+        let key = |&(o, k, _): &(usize, u32, u32)| &arena[o..o + k as usize];
+        self.index.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    }
+
     fn spill(&mut self) -> Result<()> {
-        if self.writer.is_none() {
-            self.writer = Some(Writer::start()?);
+        self.sort_index();
+        let file = tempfile::tempfile()
+            .context("creating a temporary file for sorting (is TMPDIR full?)")?;
+        let mut w = BufWriter::with_capacity(1 << 20, &file);
+        for &(o, k, l) in &self.index {
+            w.write_all(&k.to_le_bytes())?;
+            w.write_all(&l.to_le_bytes())?;
+            w.write_all(&self.arena[o..o + k as usize + l as usize])?;
         }
-        let w = self.writer.as_mut().expect("started");
-        let full = (
-            std::mem::take(&mut self.arena),
-            std::mem::take(&mut self.index),
-        );
-        if w.full.send(full).is_err() {
-            // The writer stopped on an error: say which.
-            let w = self.writer.take().expect("started");
-            w.finish()?;
-            anyhow::bail!("the sort's writer stopped");
-        }
-        // The send waited for the writer to be free, so the run before, if any, is written.
-        if let Ok((mut arena, mut index)) = w.empty.try_recv() {
-            arena.clear();
-            index.clear();
-            (self.arena, self.index) = (arena, index);
-        }
+        w.flush().context("writing a sort run (is TMPDIR full?)")?;
+        drop(w);
+        self.runs.push(file);
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.arena.clear();
+        self.index.clear();
         Ok(())
     }
 
     /// Calls `f(key, line)` for every pair in key order.
     pub fn finish(mut self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        if self.writer.is_none() {
-            sort_index(&self.arena, &mut self.index);
+        if self.runs.is_empty() {
+            self.sort_index();
             for &(o, k, l) in &self.index {
                 let k = k as usize;
                 f(
@@ -182,14 +114,11 @@ impl Sorter {
         if !self.index.is_empty() {
             self.spill()?;
         }
-        // This run's buffers are no longer needed while the runs merge.
-        (self.arena, self.index) = (Vec::new(), Vec::new());
-        let runs = self.writer.take().expect("spilled").finish()?;
-        let mut readers: Vec<RunReader> = Vec::with_capacity(runs.len());
-        for mut file in runs {
+        let mut readers: Vec<Run> = Vec::with_capacity(self.runs.len());
+        for mut file in std::mem::take(&mut self.runs) {
             use std::io::Seek;
             file.rewind()?;
-            readers.push(RunReader {
+            readers.push(Run {
                 r: BufReader::with_capacity(64 << 10, file),
                 line: Vec::new(),
             });
@@ -222,12 +151,12 @@ impl Sorter {
 
 /// A sorted run on disk, and the line of the pair last read from it (its key is in the
 /// merge's heap).
-struct RunReader {
+struct Run {
     r: BufReader<File>,
     line: Vec<u8>,
 }
 
-impl RunReader {
+impl Run {
     /// Reads the next pair: its key into `key`, its line into `self.line`; false at the end.
     fn next(&mut self, key: &mut Vec<u8>) -> Result<bool> {
         let mut lens = [0u8; 8];

@@ -332,8 +332,8 @@ fn full_disk_is_a_clear_error_and_leaves_nothing() {
     );
 }
 
-/// A full TMPDIR (where sort runs and the duplicate-key check spill, sort runs on a thread of
-/// their own) stops migrate with a clear message, and no bundle appears.
+/// A full TMPDIR (where sort runs and the duplicate-key check spill) stops migrate with a clear
+/// message, and no bundle appears.
 #[test]
 fn full_tmpdir_stops_migrate_with_a_clear_error_and_no_bundle() {
     let dir = Dir::new();
