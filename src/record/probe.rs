@@ -40,40 +40,69 @@ fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, 
     <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
 }
 
-/// The named fields of a line as raw JSON slices of it, everything else skipped: enough to
-/// validate a line and find its key without building a JSON tree. Absent is None; `null` is
-/// `Some("null")`.
-#[derive(Debug, Default)]
-#[allow(missing_docs)]
-pub struct RawFields<'a> {
-    pub kind: Option<&'a RawValue>,
-    pub format: Option<&'a RawValue>,
-    pub version: Option<&'a RawValue>,
-    pub id: Option<&'a RawValue>,
-    pub r#type: Option<&'a RawValue>,
-    pub title: Option<&'a RawValue>,
-    pub uri: Option<&'a RawValue>,
-    pub oid: Option<&'a RawValue>,
-    pub server_id: Option<&'a RawValue>,
-    pub external_id: Option<&'a RawValue>,
-    pub name: Option<&'a RawValue>,
-    pub deleted: Option<&'a RawValue>,
-    pub last_updated: Option<&'a RawValue>,
-    pub created_at: Option<&'a RawValue>,
-    pub source_url: Option<&'a RawValue>,
-    pub report: Option<&'a RawValue>,
-    pub field_type: Option<&'a RawValue>,
-    pub allow_multiple: Option<&'a RawValue>,
-    pub field_id: Option<&'a RawValue>,
-    pub subject: Option<&'a RawValue>,
-    pub value: Option<&'a RawValue>,
-    pub ts_updated: Option<&'a RawValue>,
-    pub flag_type: Option<&'a RawValue>,
-    pub user_id: Option<&'a RawValue>,
-    pub reason: Option<&'a RawValue>,
-    pub ts_created: Option<&'a RawValue>,
-    pub body: Option<&'a RawValue>,
-    pub posts: Option<&'a RawValue>,
+/// The named fields, from one list: the struct, and both ways to reach a field by its name.
+macro_rules! named_fields {
+    ($($field:ident = $name:literal),* $(,)?) => {
+        /// The named fields of a line as raw JSON slices of it, everything else skipped:
+        /// enough to validate a line and find its key without building a JSON tree. Absent is
+        /// None; `null` is `Some("null")`.
+        #[derive(Debug, Default)]
+        #[allow(missing_docs)]
+        pub struct RawFields<'a> {
+            $(pub $field: Option<&'a RawValue>,)*
+        }
+
+        impl<'a> RawFields<'a> {
+            /// The place of a named field, and its name as the table of fields spells it.
+            fn slot(&mut self, name: &str) -> Option<(&'static str, &mut Option<&'a RawValue>)> {
+                match name {
+                    $($name => Some(($name, &mut self.$field)),)*
+                    _ => None,
+                }
+            }
+
+            /// A named field by its name in the table of fields ([`fields`]); None for a name
+            /// this struct does not read (only the fields the probe checks or keys on need to be
+            /// here).
+            pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+                match name {
+                    $($name => self.$field,)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+named_fields! {
+    kind = "kind",
+    format = "format",
+    version = "version",
+    id = "id",
+    r#type = "type",
+    title = "title",
+    uri = "uri",
+    oid = "oid",
+    server_id = "server_id",
+    external_id = "external_id",
+    name = "name",
+    deleted = "deleted",
+    last_updated = "last_updated",
+    created_at = "created_at",
+    source_url = "source_url",
+    report = "report",
+    field_type = "field_type",
+    allow_multiple = "allow_multiple",
+    field_id = "field_id",
+    subject = "subject",
+    value = "value",
+    ts_updated = "ts_updated",
+    flag_type = "flag_type",
+    user_id = "user_id",
+    reason = "reason",
+    ts_created = "ts_created",
+    body = "body",
+    posts = "posts",
 }
 
 /// Reads a line's top-level fields: the named ones into [`RawFields`] (a name twice is an
@@ -121,79 +150,6 @@ impl<'de> serde::de::Visitor<'de> for ReadFields {
             }
         }
         Ok((raw, all))
-    }
-}
-
-impl<'a> RawFields<'a> {
-    /// The place of a named field, and its name as the table of fields spells it.
-    fn slot(&mut self, name: &str) -> Option<(&'static str, &mut Option<&'a RawValue>)> {
-        Some(match name {
-            "kind" => ("kind", &mut self.kind),
-            "format" => ("format", &mut self.format),
-            "version" => ("version", &mut self.version),
-            "id" => ("id", &mut self.id),
-            "type" => ("type", &mut self.r#type),
-            "title" => ("title", &mut self.title),
-            "uri" => ("uri", &mut self.uri),
-            "oid" => ("oid", &mut self.oid),
-            "server_id" => ("server_id", &mut self.server_id),
-            "external_id" => ("external_id", &mut self.external_id),
-            "name" => ("name", &mut self.name),
-            "deleted" => ("deleted", &mut self.deleted),
-            "last_updated" => ("last_updated", &mut self.last_updated),
-            "created_at" => ("created_at", &mut self.created_at),
-            "source_url" => ("source_url", &mut self.source_url),
-            "report" => ("report", &mut self.report),
-            "field_type" => ("field_type", &mut self.field_type),
-            "allow_multiple" => ("allow_multiple", &mut self.allow_multiple),
-            "field_id" => ("field_id", &mut self.field_id),
-            "subject" => ("subject", &mut self.subject),
-            "value" => ("value", &mut self.value),
-            "ts_updated" => ("ts_updated", &mut self.ts_updated),
-            "flag_type" => ("flag_type", &mut self.flag_type),
-            "user_id" => ("user_id", &mut self.user_id),
-            "reason" => ("reason", &mut self.reason),
-            "ts_created" => ("ts_created", &mut self.ts_created),
-            "body" => ("body", &mut self.body),
-            "posts" => ("posts", &mut self.posts),
-            _ => return None,
-        })
-    }
-
-    /// A named field by its name in the table of fields ([`fields`]); None for a name this
-    /// struct does not read (only the fields the probe checks or keys on need to be here).
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
-        match name {
-            "kind" => self.kind,
-            "format" => self.format,
-            "version" => self.version,
-            "id" => self.id,
-            "type" => self.r#type,
-            "title" => self.title,
-            "uri" => self.uri,
-            "oid" => self.oid,
-            "server_id" => self.server_id,
-            "external_id" => self.external_id,
-            "name" => self.name,
-            "deleted" => self.deleted,
-            "last_updated" => self.last_updated,
-            "created_at" => self.created_at,
-            "source_url" => self.source_url,
-            "report" => self.report,
-            "field_type" => self.field_type,
-            "allow_multiple" => self.allow_multiple,
-            "field_id" => self.field_id,
-            "subject" => self.subject,
-            "value" => self.value,
-            "ts_updated" => self.ts_updated,
-            "flag_type" => self.flag_type,
-            "user_id" => self.user_id,
-            "reason" => self.reason,
-            "ts_created" => self.ts_created,
-            "body" => self.body,
-            "posts" => self.posts,
-            _ => None,
-        }
     }
 }
 
