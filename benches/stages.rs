@@ -36,6 +36,15 @@ fn read(c: &mut Criterion) {
             }
         })
     });
+    // What restore and verify read per line: every field kept too (Probe::parse_whole).
+    g.bench_function("probe whole+key", |b| {
+        b.iter(|| {
+            for l in &lines {
+                let p = Probe::parse_whole(l).expect("valid");
+                black_box(p.key());
+            }
+        })
+    });
     g.bench_function("full parse", |b| {
         b.iter(|| {
             for l in &lines {

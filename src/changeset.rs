@@ -615,9 +615,12 @@ impl<'a> RawRecord<'a> {
         Ok(RawRecord { bytes, fields })
     }
 
-    /// The record of a line read with [`Probe::parse_whole`] (its fields, not read again).
+    /// The record of a validated line: the fields a probe read with
+    /// [`crate::record::Probe::parse_whole`] kept, or else read now.
     pub fn of_probe(p: &crate::record::Probe<'a>) -> RawRecord<'a> {
-        debug_assert!(!p.fields.is_empty(), "a probe read with parse_whole");
+        if p.fields.is_empty() {
+            return RawRecord::parse(p.line).expect("a validated line is a JSON object");
+        }
         RawRecord {
             bytes: p.line,
             fields: p.fields.clone(),
@@ -943,6 +946,28 @@ mod tests {
             inv.result(Some(&edited)).unwrap(),
             br#"{"b":9,"a":"x","c":3}"#
         );
+    }
+
+    #[test]
+    fn the_record_of_a_probe_is_the_lines_whether_it_kept_the_fields_or_not() {
+        use crate::record::Probe;
+        let line =
+            br#"{ "kind":"tag", "x":1, "name":"a", "x":[2], "subject":{"otype":"t","oid":1} }"#;
+        let want = RawRecord::parse(line).unwrap();
+        let text = |r: &RawRecord| -> Vec<(String, String)> {
+            r.fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.get().to_string()))
+                .collect()
+        };
+        for p in [
+            Probe::parse(line).unwrap(),
+            Probe::parse_whole(line).unwrap(),
+        ] {
+            let got = RawRecord::of_probe(&p);
+            assert_eq!(got.bytes, want.bytes);
+            assert_eq!(text(&got), text(&want));
+        }
     }
 
     #[test]

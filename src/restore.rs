@@ -233,6 +233,9 @@ pub struct ChangeIndex {
     buckets: Vec<u32>,
     bits: u32,
     invert: bool,
+    /// Target lines are read whole ([`Probe::parse_whole`]), for the changes that name them
+    /// to be judged without a second read: see [`ChangeIndex::read_whole_when_dense`].
+    whole: bool,
 }
 
 /// One change of a [`ChangeIndex`]: 12 bytes (alignment 4), where a pair of `u64` took 16 — 48
@@ -310,7 +313,27 @@ impl ChangeIndex {
             buckets,
             bits,
             invert,
+            whole: true,
         })
+    }
+
+    /// Reads target lines whole only when the changes name at least one line in eight of the
+    /// export `bundle` was made from. A whole read costs 14% more than the probe's alone
+    /// (criterion, `read/probe whole+key`), while a line a change names is otherwise read twice:
+    /// on a catalog where the reports are a small part, most lines are read once, plainly.
+    pub fn read_whole_when_dense(&mut self, bundle: &Bundle) {
+        #[derive(serde::Deserialize)]
+        struct Report {
+            counts: Counts,
+        }
+        #[derive(serde::Deserialize)]
+        struct Counts {
+            lines: u64,
+        }
+        // A report without the count (it was checked against the manifest) reads whole.
+        if let Ok(r) = bundle.report_part::<Report>() {
+            self.whole = self.len() as u64 * 8 >= r.counts.lines;
+        }
     }
 
     /// Where a line is, in one number: its offset (40 bits: a terabyte) and its length (24
@@ -322,9 +345,11 @@ impl ChangeIndex {
 
     /// The change set of a bundle.
     pub fn of_bundle(bundle: &Bundle, invert: bool) -> Result<ChangeIndex> {
-        ChangeIndex::new(invert, |f| {
+        let mut index = ChangeIndex::new(invert, |f| {
             crate::changeset::for_each(bundle, |_, line| f(line))
-        })
+        })?;
+        index.read_whole_when_dense(bundle);
+        Ok(index)
     }
 
     /// How many changes it holds.
@@ -708,8 +733,14 @@ pub(crate) fn read_line<'a, C, X>(
     bytes: &'a [u8],
     then: impl FnOnce(&Probe<'a>, Option<(usize, Change)>) -> Result<(Option<(usize, C)>, X)>,
 ) -> Result<ParseResult<Seen<C, X>>> {
-    // Every field kept: a line a change names is judged on its whole record next.
-    let probe = match Probe::parse_whole(bytes) {
+    // Every field kept, when changes are many: a line a change names is judged on its whole
+    // record next ([`RawRecord::of_probe`]).
+    let read = if index.whole {
+        Probe::parse_whole
+    } else {
+        Probe::parse
+    };
+    let probe = match read(bytes) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };

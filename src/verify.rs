@@ -77,7 +77,7 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
 fn change_index(b: &Bundle, v: &mut Verdict) -> Result<ChangeIndex> {
     let mut prev: Option<(u8, String, String)> = None;
     let mut in_order = true;
-    let index = ChangeIndex::new(false, |f| {
+    let mut index = ChangeIndex::new(false, |f| {
         crate::changeset::for_each(b, |_, line| {
             let h = Head::quick(line)?;
             let phase = crate::changeset::phase(h.op, &h.kind);
@@ -101,6 +101,7 @@ fn change_index(b: &Bundle, v: &mut Verdict) -> Result<ChangeIndex> {
             f(line)
         })
     })?;
+    index.read_whole_when_dense(b);
     if index.named_twice()?.is_some() {
         v.failures
             .push("the change set names one (kind, key) twice".into());
