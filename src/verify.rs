@@ -652,8 +652,7 @@ impl Law {
         b.for_each_item(bundle::CONFLICTS, |c: Loser| {
             conflicts.insert(canonical_hash(&c.loser));
             if let Value::Object(obj) = c.loser {
-                let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
-                let r = Record { kind, obj };
+                let r = Record::from_map(obj);
                 conflict_keys.insert(DuplicateKeys::hash(r.kind_name(), &r.key()));
             }
             Ok(())

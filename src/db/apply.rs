@@ -1489,8 +1489,7 @@ fn value_record(v: Value) -> Record {
     let Value::Object(obj) = v else {
         unreachable!("rows are rebuilt as objects")
     };
-    let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
-    Record { kind, obj }
+    Record::from_map(obj)
 }
 
 /// The custom field definitions, for carrying values under their field's type.

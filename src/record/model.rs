@@ -133,6 +133,12 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of a JSON object, its kind read from its `kind` field.
+    pub fn from_map(obj: Map<String, Value>) -> Record {
+        let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
+        Record { kind, obj }
+    }
+
     /// The `kind` string.
     pub fn kind_name(&self) -> &str {
         self.obj.get("kind").and_then(Value::as_str).unwrap_or("")

@@ -7,7 +7,7 @@
 use super::fields::{fields, Field, Ty, POST};
 use super::{canonical_json, Kind, Record, FIELD_TYPES};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 
 /// Parses and validates one line (SPEC §1) into a full record. The error says what is wrong,
@@ -28,10 +28,7 @@ impl Record {
     /// The full record of a line that [`Probe::parse`] already validated.
     pub fn from_validated(bytes: &[u8]) -> Record {
         let text = std::str::from_utf8(bytes).expect("a validated line is UTF-8");
-        let obj: Map<String, Value> =
-            serde_json::from_str(text).expect("a validated line is a JSON object");
-        let kind = Kind::from_name(obj.get("kind").and_then(Value::as_str).unwrap_or(""));
-        Record { kind, obj }
+        Record::from_map(serde_json::from_str(text).expect("a validated line is a JSON object"))
     }
 }
 
