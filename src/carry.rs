@@ -260,7 +260,7 @@ impl Retired {
         if ascii_escape(line) {
             return true;
         }
-        if BI_REPORT.find(line).is_none() {
+        if crate::groups::REPORT_TEXT.find(line).is_none() {
             return false;
         }
         use crate::record::{raw_int, raw_str};
@@ -284,7 +284,6 @@ impl Retired {
     }
 }
 
-static BI_REPORT: Finder = Finder::new(|| memmem::Finder::new(b"bi_report"));
 static ASCII_ESCAPE: Finder = Finder::new(|| memmem::Finder::new(b"\\u00"));
 
 /// The line holds `\u00` and a hex digit 0-7: a JSON escape of an ASCII character.

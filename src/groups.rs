@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 pub const REPORT: &str = "bi_report";
 /// The otype of report columns in subjects and mentions.
 pub const COLUMN: &str = "bi_report_column";
+
+/// A searcher for [`REPORT`], which [`COLUMN`] begins with too: a line without it names no
+/// report or column.
+pub static REPORT_TEXT: crate::input::Finder =
+    crate::input::Finder::new(|| memchr::memmem::Finder::new(REPORT.as_bytes()));
 /// No timestamp (sorts last).
 pub const NO_TIME: i64 = i64::MIN;
 /// Not in a group with several versions.

@@ -233,11 +233,9 @@ fn decide_probed(
                     Some(def) if def.field_type == "RICH_TEXT" => ("value", r.value),
                     Some(def)
                         if def.field_type == "OBJECT_SET"
-                            && memchr::memmem::find(
-                                r.value.expect("validated").get().as_bytes(),
-                                b"bi_report",
-                            )
-                            .is_some() =>
+                            && groups::REPORT_TEXT
+                                .find(r.value.expect("validated").get().as_bytes())
+                                .is_some() =>
                     {
                         return full_repair(line, fields, groups, dry);
                     }
