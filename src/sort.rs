@@ -28,14 +28,24 @@ pub fn runs_spilled() -> u64 {
     RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// (offset, key length, line length) of each pair in an arena.
+type Index = Vec<(usize, u32, u32)>;
+
+/// A run being sorted and written by a thread of its own, which hands back the run's file and
+/// its emptied buffers for the next run.
+type Pending = std::thread::JoinHandle<Result<(File, Vec<u8>, Index)>>;
+
 /// Collects pairs and gives them back sorted by key (keys are compared as bytes).
 pub struct Sorter {
     arena: Vec<u8>,
     /// (offset, key length, line length) into `arena`.
-    index: Vec<(usize, u32, u32)>,
+    index: Index,
     limit: usize,
     runs: Vec<File>,
     count: u64,
+    /// The run spilled last, while it is still being sorted and written: the caller (a
+    /// pipeline's sink, on which every pair waits) goes on filling the next one meanwhile.
+    pending: Option<Pending>,
 }
 
 impl Sorter {
@@ -47,6 +57,7 @@ impl Sorter {
             limit,
             runs: Vec::new(),
             count: 0,
+            pending: None,
         }
     }
 
@@ -74,33 +85,53 @@ impl Sorter {
     }
 
     fn sort_index(&mut self) {
-        let arena = &self.arena;
-        let key = |&(o, k, _): &(usize, u32, u32)| &arena[o..o + k as usize];
-        self.index.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        sort_index(&self.arena, &mut self.index);
     }
 
+    /// Sends the pairs held to a run on disk, sorted by a thread of its own; at most one run
+    /// is in flight, so memory holds two runs' pairs at most.
     fn spill(&mut self) -> Result<()> {
-        self.sort_index();
-        let file = tempfile::tempfile()
-            .context("creating a temporary file for sorting (is TMPDIR full?)")?;
-        let mut w = BufWriter::with_capacity(1 << 20, &file);
-        for &(o, k, l) in &self.index {
-            w.write_all(&k.to_le_bytes())?;
-            w.write_all(&l.to_le_bytes())?;
-            w.write_all(&self.arena[o..o + k as usize + l as usize])?;
-        }
-        w.flush().context("writing a sort run (is TMPDIR full?)")?;
-        drop(w);
-        self.runs.push(file);
+        let (arena, index) = self.wait()?;
+        let arena = std::mem::replace(&mut self.arena, arena);
+        let index = std::mem::replace(&mut self.index, index);
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.arena.clear();
-        self.index.clear();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // A thread that cannot start leaves the buffers in the closure: the run is written here.
+        match std::thread::Builder::new()
+            .name("sort-run".into())
+            .spawn(move || {
+                let (arena, index) = rx.recv().expect("the run is sent once spawned");
+                write_run(arena, index)
+            }) {
+            Ok(h) => {
+                tx.send((arena, index))
+                    .expect("the run thread waits for its run");
+                self.pending = Some(h);
+            }
+            Err(_) => {
+                let (file, arena, index) = write_run(arena, index)?;
+                self.runs.push(file);
+                self.arena = arena;
+                self.index = index;
+            }
+        }
         Ok(())
+    }
+
+    /// Waits for the run in flight, if any, and keeps its file; its emptied buffers are returned
+    /// (new ones when there was none).
+    fn wait(&mut self) -> Result<(Vec<u8>, Index)> {
+        let Some(h) = self.pending.take() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let (file, arena, index) = h.join().expect("writing a sort run does not panic")?;
+        self.runs.push(file);
+        Ok((arena, index))
     }
 
     /// Calls `f(key, line)` for every pair in key order.
     pub fn finish(mut self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        if self.runs.is_empty() {
+        if self.runs.is_empty() && self.pending.is_none() {
             self.sort_index();
             for &(o, k, l) in &self.index {
                 let k = k as usize;
@@ -114,6 +145,9 @@ impl Sorter {
         if !self.index.is_empty() {
             self.spill()?;
         }
+        self.wait()?;
+        self.arena = Vec::new();
+        self.index = Vec::new();
         let mut readers: Vec<Run> = Vec::with_capacity(self.runs.len());
         for mut file in std::mem::take(&mut self.runs) {
             use std::io::Seek;
@@ -147,6 +181,30 @@ impl Sorter {
         let _ = std::thread::Builder::new().spawn(move || drop(readers));
         Ok(())
     }
+}
+
+fn sort_index(arena: &[u8], index: &mut Index) {
+    let key = |&(o, k, _): &(usize, u32, u32)| &arena[o..o + k as usize];
+    index.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+}
+
+/// Sorts one run's pairs and writes them to a temporary file; gives back the file and the
+/// buffers, emptied.
+fn write_run(mut arena: Vec<u8>, mut index: Index) -> Result<(File, Vec<u8>, Index)> {
+    sort_index(&arena, &mut index);
+    let file =
+        tempfile::tempfile().context("creating a temporary file for sorting (is TMPDIR full?)")?;
+    let mut w = BufWriter::with_capacity(1 << 20, &file);
+    for &(o, k, l) in &index {
+        w.write_all(&k.to_le_bytes())?;
+        w.write_all(&l.to_le_bytes())?;
+        w.write_all(&arena[o..o + k as usize + l as usize])?;
+    }
+    w.flush().context("writing a sort run (is TMPDIR full?)")?;
+    drop(w);
+    arena.clear();
+    index.clear();
+    Ok((file, arena, index))
 }
 
 /// A sorted run on disk, and the line of the pair last read from it (its key is in the
