@@ -494,6 +494,35 @@ pub fn update_fields(prior: &[u8], record: &[u8]) -> Result<Option<UpdateFields>
     Ok((!set.is_empty() || !unset.is_empty()).then_some(UpdateFields { set, unset }))
 }
 
+/// [`encode`]'s update line of two records already held as trees: `before` is `prior` parsed,
+/// `after` the record it becomes. The same line as `encode(kind, key, Some(prior),
+/// Some(&to_vec(after)))`, without writing `after` whole and parsing both back (the merge of a
+/// group holds both trees). None when they are equal.
+pub fn encode_update(
+    kind: &str,
+    key: &str,
+    prior: &[u8],
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Option<Vec<u8>> {
+    // Value equality is raw_eq's: a set value differs from its prior as the parsed texts do.
+    let set: Vec<(&str, String)> = after
+        .iter()
+        .filter(|(name, v)| before.get(*name) != Some(*v))
+        .map(|(name, v)| (name.as_str(), v.to_string()))
+        .collect();
+    let unset: Vec<String> = before
+        .keys()
+        .filter(|name| !after.contains_key(*name))
+        .cloned()
+        .collect();
+    if set.is_empty() && unset.is_empty() {
+        return None;
+    }
+    let set: Vec<(&str, &str)> = set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Some(update_line(kind, key, prior, &set, &unset))
+}
+
 /// The fields an update sets (raw JSON values) and unsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateFields {
@@ -801,6 +830,26 @@ mod tests {
 
     /// The shortcut of `raw_eq` (values with one spelling) says what comparing the parsed
     /// values says, for every pair of spellings.
+    #[test]
+    fn an_update_from_trees_is_the_update_from_bytes() {
+        let prior = br#"{"kind":"tag","id":3,"name":"a","n":1.0,"gone":[1],"same":{"x":1}}"#;
+        let before: Map<String, Value> = serde_json::from_slice(prior).unwrap();
+        for after in [
+            r#"{"kind":"tag","id":3,"name":"b","n":1.0,"same":{"x":1},"new":"\u00e9"}"#,
+            r#"{"kind":"tag","id":3,"name":"a","n":1,"gone":[1],"same":{"x":1}}"#,
+            r#"{"kind":"tag","id":3,"name":"a","n":1.0,"gone":[1],"same":{"x":1}}"#,
+            r#"{"id":3,"kind":"tag"}"#,
+        ] {
+            let after: Map<String, Value> = serde_json::from_str(after).unwrap();
+            let bytes = serde_json::to_vec(&after).unwrap();
+            let want = encode("tag", "3", Some(prior), Some(&bytes))
+                .unwrap()
+                .map(|(_, l)| l);
+            let got = encode_update("tag", "3", prior, &before, &after);
+            assert_eq!(got, want, "{after:?}");
+        }
+    }
+
     #[test]
     fn raw_eq_is_the_equality_of_parsed_values() {
         for a in SPELLINGS {

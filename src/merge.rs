@@ -75,6 +75,8 @@ pub fn is_empty(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
+        // Most values have neither a tag nor an entity: blank is then plain white space.
+        Value::String(s) if !s.contains(['<', '&']) => s.trim().is_empty(),
         Value::String(s) => {
             let mut text = String::with_capacity(s.len());
             let mut in_tag = false;

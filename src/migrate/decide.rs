@@ -3,7 +3,7 @@
 //! to merge), and the changes merging one group gives (§4). The change lines themselves are
 //! built in [`super::encode`].
 
-use super::encode::{change_line, dry_change, edit_change, raw_change, RawChange};
+use super::encode::{change_line, dry_change, edit_change, raw_change, tree_update, RawChange};
 use crate::changeset::{json_string, Op};
 use crate::groups::{
     self, Action, ColumnInfo, Groups, IdMapLine, ReportInfo, Unresolved, COLUMN, REPORT,
@@ -155,14 +155,13 @@ pub(super) fn merge_one(
             }));
             continue;
         }
-        let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
-        changes.extend(change_line(
-            &kind,
-            &key,
-            prior.map(|(p, _)| p),
-            Some(&record),
-            false,
-        ));
+        match prior {
+            Some((p, i)) => changes.extend(tree_update(&kind, &key, p, &originals[i].obj, &a.obj)),
+            None => {
+                let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
+                changes.extend(change_line(&kind, &key, None, Some(&record), false));
+            }
+        }
     }
     for ((kind, key), (prior, _)) in before {
         changes.extend(change_line(&kind, &key, Some(prior), None, dry));

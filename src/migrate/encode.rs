@@ -94,6 +94,23 @@ pub(super) fn change_line(
     })
 }
 
+/// The update of a record of a merged group, from its trees ([`crate::changeset::encode_update`]);
+/// None when the merge left it as it was.
+pub(super) fn tree_update(
+    kind: &str,
+    key: &str,
+    prior: &[u8],
+    before: &serde_json::Map<String, serde_json::Value>,
+    after: &serde_json::Map<String, serde_json::Value>,
+) -> Option<RawChange> {
+    let line = crate::changeset::encode_update(kind, key, prior, before, after)?;
+    Some(RawChange {
+        sort: sort_key(Op::Update, kind, key),
+        line,
+        op: Op::Update,
+    })
+}
+
 /// The order of change lines: (phase, kind, key), as [`crate::changeset`] documents it.
 fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
     let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
