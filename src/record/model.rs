@@ -239,8 +239,10 @@ impl KeyFields for Record {
 
     fn subject(&self, out: &mut String) {
         if let Some(s) = self.obj.get("subject").and_then(Subject::from_value) {
-            use std::fmt::Write;
-            write!(out, "{}:{}:", s.otype, s.oid).expect("writing to a String");
+            out.push_str(&s.otype);
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(s.oid));
+            out.push(':');
         }
     }
 

@@ -594,9 +594,10 @@ impl<'a> Probe<'a> {
 
 impl super::model::KeyFields for Probe<'_> {
     fn int(&self, name: &str, out: &mut String) {
-        if let Some(i) = self.raw.get(name).and_then(raw_int) {
-            use std::fmt::Write;
-            write!(out, "{i}").expect("writing to a String");
+        // A JSON integer that fits i64 is written as Rust writes it (no sign but '-', no
+        // leading zero; raw_int refuses "-0"): its text is the key's.
+        if let Some(v) = self.raw.get(name).filter(|v| raw_int(v).is_some()) {
+            out.push_str(v.get());
         }
     }
 
@@ -608,8 +609,10 @@ impl super::model::KeyFields for Probe<'_> {
 
     fn subject(&self, out: &mut String) {
         if let Some((otype, oid)) = self.raw.subject.and_then(raw_subject) {
-            use std::fmt::Write;
-            write!(out, "{otype}:{oid}:").expect("writing to a String");
+            out.push_str(&otype);
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(oid));
+            out.push(':');
         }
     }
 
