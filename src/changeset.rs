@@ -828,8 +828,8 @@ mod tests {
         assert_eq!(raw_eq(&x, &y), want, "{a} against {b}");
     }
 
-    /// The shortcut of `raw_eq` (values with one spelling) says what comparing the parsed
-    /// values says, for every pair of spellings.
+    /// An update built from two trees is the line built from their bytes: changed, re-spelt
+    /// (1.0 against 1), equal and removed fields.
     #[test]
     fn an_update_from_trees_is_the_update_from_bytes() {
         let prior = br#"{"kind":"tag","id":3,"name":"a","n":1.0,"gone":[1],"same":{"x":1}}"#;
@@ -850,6 +850,8 @@ mod tests {
         }
     }
 
+    /// The shortcut of `raw_eq` (values with one spelling) says what comparing the parsed
+    /// values says, for every pair of spellings.
     #[test]
     fn raw_eq_is_the_equality_of_parsed_values() {
         for a in SPELLINGS {

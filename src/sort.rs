@@ -96,7 +96,8 @@ impl Sorter {
         let index = std::mem::replace(&mut self.index, index);
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        // A thread that cannot start leaves the buffers in the closure: the run is written here.
+        // The buffers go to the thread once it has started: where none can start, the run is
+        // written here.
         match std::thread::Builder::new()
             .name("sort-run".into())
             .spawn(move || {
