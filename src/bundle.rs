@@ -67,8 +67,8 @@ impl Manifest {
 
 /// What a bundle is written from.
 pub struct Contents<'a> {
-    /// The change lines in the order of [`crate::changeset`].
-    pub changes: crate::sort::Sorter,
+    /// The change lines, compressed in the streams of [`crate::changeset::stream`].
+    pub changes: crate::output::Streams,
     /// The id-map lines in their order.
     pub idmap: crate::sort::Sorter,
     pub report: &'a Report,
@@ -83,13 +83,10 @@ pub struct Contents<'a> {
 pub fn write(target: &Target, c: Contents) -> Result<()> {
     let dir = AtomicDir::create(target)?;
     let idmap_len = c.idmap.len();
-    let n = c.changes.len();
     let (level, threads) = (c.level, c.threads);
     let r = c.report;
     let mut files = vec![
-        write_lines(&dir.join(CHANGES), CHANGES, n, level, threads, |w| {
-            c.changes.finish(|_, line| Ok(w.line(line)?))
-        })?,
+        write_streams(&dir.join(CHANGES), CHANGES, c.changes)?,
         write_lines(&dir.join(IDMAP), IDMAP, idmap_len, level, threads, |w| {
             c.idmap.finish(|_, line| Ok(w.line(line)?))
         })?,
@@ -171,6 +168,19 @@ fn write_items<T: Serialize>(
             w.line(&serde_json::to_vec(item)?)?;
         }
         Ok(())
+    })
+}
+
+fn write_streams(path: &Path, name: &str, streams: crate::output::Streams) -> Result<FileEntry> {
+    let records = streams.len();
+    let file = File::create(path).with_context(|| format!("{}: creating", path.display()))?;
+    let sha256 = streams
+        .finish(&file)
+        .with_context(|| format!("{}: writing (is the disk full?)", path.display()))?;
+    Ok(FileEntry {
+        name: name.into(),
+        records,
+        sha256,
     })
 }
 

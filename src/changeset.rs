@@ -14,9 +14,15 @@
 //! 4. creates and updates of reports and columns (survivors take their stable ids, which the
 //!    retired versions no longer hold);
 //!
-//! and within each phase by (kind, key). A rollback reads them in the reverse order.
+//! and within each phase by kind, in the order of [`Kind`] (kinds the SPEC does not name last,
+//! together), then in the order they are made: the export's order for the changes of single
+//! records, then group by group (the order of the report's groups) for the merged curation of
+//! groups with more than one version. A rollback reads them in the reverse order. Nothing
+//! sorts them: the migration writes each (phase, kind) to a stream of its own
+//! ([`crate::output::Streams`]), and the streams one after the other.
 
 use crate::groups::{COLUMN, REPORT};
+use crate::record::Kind;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -53,6 +59,18 @@ pub fn phase(op: Op, kind: &str) -> u8 {
         (true, Op::Delete) => 2,
         (true, Op::Create | Op::Update) => 3,
     }
+}
+
+/// The streams of the change file: one per phase and [`Kind`].
+pub const STREAMS: usize = 4 * KINDS;
+
+/// The kinds of one phase: the named ones and [`Kind::Other`].
+const KINDS: usize = Kind::Other as usize + 1;
+
+/// The stream of a change (see the module's doc): its place in the change file is its
+/// stream's, and the streams are in the order of this number.
+pub fn stream(op: Op, kind: &str) -> usize {
+    phase(op, kind) as usize * KINDS + Kind::from_name(kind) as usize
 }
 
 /// One change, its records as the raw JSON the bundle holds (so that a record is written back
@@ -1071,5 +1089,17 @@ mod tests {
         assert!(phase(Op::Create, "tag") < phase(Op::Delete, "tag"));
         assert!(phase(Op::Delete, "tag") < phase(Op::Delete, REPORT));
         assert!(phase(Op::Delete, COLUMN) < phase(Op::Update, REPORT));
+    }
+
+    #[test]
+    fn streams_go_by_phase_then_kind_with_other_kinds_last() {
+        assert!(stream(Op::Update, "tag") < stream(Op::Create, "star"));
+        assert_eq!(stream(Op::Update, "tag"), stream(Op::Create, "tag"));
+        assert!(stream(Op::Create, "mystery") < stream(Op::Delete, "bi_folder"));
+        assert!(stream(Op::Create, "article") < stream(Op::Create, "mystery"));
+        assert_eq!(stream(Op::Create, "mystery"), stream(Op::Create, "enigma"));
+        assert!(stream(Op::Delete, "tag") < stream(Op::Delete, REPORT));
+        assert!(stream(Op::Delete, COLUMN) < stream(Op::Update, REPORT));
+        assert!(stream(Op::Update, COLUMN) < STREAMS);
     }
 }

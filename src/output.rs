@@ -232,28 +232,21 @@ type Frame = std::io::Result<(Vec<u8>, Vec<u8>)>;
 /// A frame's input, and where its worker sends the frame back.
 type FrameJob = (Vec<u8>, SyncSender<Frame>);
 
-/// Lines compressed as a sequence of independent zstd frames ([`FRAME_BYTES`]) by worker
-/// threads of its own. zstd's own multithreaded mode kept about one core busy at level 1 (its
-/// single caller thread copies every byte and flushes the jobs in order); whole frames keep
-/// every worker busy while the caller goes on with the next lines.
-pub struct Frames<W: Write> {
-    /// Taken by `finish`.
-    out: Option<W>,
-    buf: Vec<u8>,
+/// zstd compression on worker threads of its own, one independent frame a job. zstd's own
+/// multithreaded mode kept about one core busy at level 1 (its single caller thread copies
+/// every byte and flushes the jobs in order); whole frames keep every worker busy while the
+/// caller goes on with the next lines.
+struct Pool {
     jobs: Option<SyncSender<FrameJob>>,
-    pending: VecDeque<Receiver<Frame>>,
-    spare: Vec<Vec<u8>>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    /// The most frames sent and not yet written (the memory it holds: about twice this many
-    /// frames' input).
+    /// The most frames a writer keeps sent and not yet written (the memory it holds: about
+    /// twice this many frames' input).
     max_pending: usize,
-    /// At least one frame was sent (an empty output is still one empty frame).
-    started: bool,
 }
 
-impl<W: Write> Frames<W> {
+impl Pool {
     /// Compresses at `level` on `workers` threads (at least one).
-    pub fn new(out: W, level: i32, workers: usize) -> Result<Frames<W>> {
+    fn new(level: i32, workers: usize) -> Result<Pool> {
         let workers = workers.max(1);
         // Fail here, on the caller's thread, when the level is refused.
         zstd::bulk::Compressor::new(level).context("starting zstd compression")?;
@@ -284,14 +277,61 @@ impl<W: Write> Frames<W> {
                 .context("starting zstd worker threads")?;
             handles.push(handle);
         }
+        Ok(Pool {
+            jobs: Some(tx),
+            workers: handles,
+            max_pending: workers + 1,
+        })
+    }
+
+    /// Sends one frame's input to the workers; the frame (and the input, for reuse) arrives
+    /// on the receiver.
+    fn compress(&self, input: Vec<u8>) -> std::io::Result<Receiver<Frame>> {
+        let (reply, frame) = std::sync::mpsc::sync_channel(1);
+        let jobs = self.jobs.as_ref().expect("jobs are open until dropped");
+        jobs.send((input, reply)).map_err(|_| stopped())?;
+        Ok(frame)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A new frame's input buffer: a spare one, or a new one of a frame's size.
+fn frame_buffer(spare: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    spare
+        .pop()
+        .unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES + (64 << 10)))
+}
+
+/// Lines compressed as a sequence of independent zstd frames ([`FRAME_BYTES`]) by a [`Pool`]
+/// of its own.
+pub struct Frames<W: Write> {
+    /// Taken by `finish`.
+    out: Option<W>,
+    buf: Vec<u8>,
+    pool: Pool,
+    pending: VecDeque<Receiver<Frame>>,
+    spare: Vec<Vec<u8>>,
+    /// At least one frame was sent (an empty output is still one empty frame).
+    started: bool,
+}
+
+impl<W: Write> Frames<W> {
+    /// Compresses at `level` on `workers` threads (at least one).
+    pub fn new(out: W, level: i32, workers: usize) -> Result<Frames<W>> {
         Ok(Frames {
             out: Some(out),
             buf: Vec::with_capacity(FRAME_BYTES + (64 << 10)),
-            jobs: Some(tx),
+            pool: Pool::new(level, workers)?,
             pending: VecDeque::new(),
             spare: Vec::new(),
-            workers: handles,
-            max_pending: workers + 1,
             started: false,
         })
     }
@@ -307,18 +347,12 @@ impl<W: Write> Frames<W> {
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        while self.pending.len() >= self.max_pending {
+        while self.pending.len() >= self.pool.max_pending {
             self.write_oldest()?;
         }
-        let next = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(FRAME_BYTES + (64 << 10)));
+        let next = frame_buffer(&mut self.spare);
         let input = std::mem::replace(&mut self.buf, next);
-        let (reply, frame) = std::sync::mpsc::sync_channel(1);
-        let jobs = self.jobs.as_ref().expect("jobs are open until finish");
-        jobs.send((input, reply)).map_err(|_| stopped())?;
-        self.pending.push_back(frame);
+        self.pending.push_back(self.pool.compress(input)?);
         self.started = true;
         Ok(())
     }
@@ -344,21 +378,127 @@ impl<W: Write> Frames<W> {
         while !self.pending.is_empty() {
             self.write_oldest()?;
         }
-        self.stop();
         Ok(self.out.take().expect("the writer is there until finish"))
-    }
-
-    fn stop(&mut self) {
-        self.jobs = None;
-        for h in self.workers.drain(..) {
-            let _ = h.join();
-        }
     }
 }
 
-impl<W: Write> Drop for Frames<W> {
-    fn drop(&mut self) {
-        self.stop();
+/// Lines sorted into numbered streams and written as one zstd file: stream 0's lines, then
+/// stream 1's, and so on, each stream's in the order they came. A writer that needs its lines
+/// grouped (the change set by phase and kind, [`crate::changeset`]) gets them so without a
+/// sort. Each stream is cut into frames as [`Frames`] cuts its lines, so the bytes depend on
+/// each stream's lines alone, never on `--threads`. The frames wait in a temporary file, in
+/// the order they were compressed, until [`Streams::finish`] writes them out in stream order.
+pub struct Streams {
+    pool: Pool,
+    level: i32,
+    /// Per stream, the input of its frame being filled (empty, without capacity, until its
+    /// first line: most streams stay empty).
+    bufs: Vec<Vec<u8>>,
+    /// Per stream, (offset, length) in `spill` of its frames compressed so far, in order.
+    frames: Vec<Vec<(u64, usize)>>,
+    spill: BufWriter<File>,
+    spilled: u64,
+    pending: VecDeque<(usize, Receiver<Frame>)>,
+    spare: Vec<Vec<u8>>,
+    lines: u64,
+}
+
+impl Streams {
+    /// `streams` empty streams, to be compressed at `level` on `workers` threads.
+    pub fn new(streams: usize, level: i32, workers: usize) -> Result<Streams> {
+        let spill = tempfile::tempfile()
+            .context("creating a temporary file for compressed lines (is TMPDIR full?)")?;
+        Ok(Streams {
+            pool: Pool::new(level, workers)?,
+            level,
+            bufs: vec![Vec::new(); streams],
+            frames: vec![Vec::new(); streams],
+            spill: BufWriter::with_capacity(1 << 20, spill),
+            spilled: 0,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            lines: 0,
+        })
+    }
+
+    /// Adds one line and its `\n` to stream `stream`.
+    pub fn line(&mut self, stream: usize, bytes: &[u8]) -> std::io::Result<()> {
+        let buf = &mut self.bufs[stream];
+        if buf.capacity() == 0 {
+            *buf = frame_buffer(&mut self.spare);
+        }
+        buf.extend_from_slice(bytes);
+        buf.push(b'\n');
+        self.lines += 1;
+        if buf.len() >= FRAME_BYTES {
+            self.send(stream)?;
+        }
+        Ok(())
+    }
+
+    /// How many lines were added.
+    pub fn len(&self) -> u64 {
+        self.lines
+    }
+
+    /// True when no line was added.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    fn send(&mut self, stream: usize) -> std::io::Result<()> {
+        while self.pending.len() >= self.pool.max_pending {
+            self.spill_oldest()?;
+        }
+        let input = std::mem::take(&mut self.bufs[stream]);
+        self.pending.push_back((stream, self.pool.compress(input)?));
+        Ok(())
+    }
+
+    /// Frames come back in the order they were sent, which is each stream's own order.
+    fn spill_oldest(&mut self) -> std::io::Result<()> {
+        let Some((stream, frame)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
+        self.spill.write_all(&frame)?;
+        self.frames[stream].push((self.spilled, frame.len()));
+        self.spilled += frame.len() as u64;
+        input.clear();
+        self.spare.push(input);
+        Ok(())
+    }
+
+    /// Compresses the last frames and writes every stream's frames, in stream order, to
+    /// `file`; returns the SHA-256 (hex) of the bytes written. No lines at all is one empty
+    /// frame, as [`Frames`] writes it.
+    pub fn finish(mut self, file: &File) -> Result<String> {
+        for stream in 0..self.bufs.len() {
+            if !self.bufs[stream].is_empty() {
+                self.send(stream)?;
+            }
+        }
+        while !self.pending.is_empty() {
+            self.spill_oldest()?;
+        }
+        let spill = self
+            .spill
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("writing compressed lines to a temporary file (is TMPDIR full?)")?;
+        let mut out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+        if self.spilled == 0 {
+            out.write_all(&zstd::bulk::compress(&[], self.level)?)?;
+        }
+        let mut frame = Vec::new();
+        for &(offset, len) in self.frames.iter().flatten() {
+            frame.resize(len, 0);
+            std::os::unix::fs::FileExt::read_exact_at(&spill, &mut frame, offset)
+                .context("reading compressed lines back from a temporary file")?;
+            out.write_all(&frame)?;
+        }
+        out.flush()?;
+        Ok(out.sha256())
     }
 }
 
@@ -515,6 +655,71 @@ mod tests {
         for threads in [2, 3, 0] {
             assert_eq!(written(&lines, true, threads).0, one, "{threads} threads");
         }
+    }
+
+    /// The bytes `Streams` writes for (stream, line) pairs given in this order.
+    fn streamed(lines: &[(usize, Vec<u8>)], workers: usize) -> (Vec<u8>, String) {
+        let mut s = Streams::new(3, 1, workers).unwrap();
+        for (stream, l) in lines {
+            s.line(*stream, l).unwrap();
+        }
+        assert_eq!(s.len(), lines.len() as u64);
+        let file = tempfile::tempfile().unwrap();
+        let sha = s.finish(&file).unwrap();
+        let mut bytes = Vec::new();
+        use std::io::{Read, Seek};
+        let mut file = file;
+        file.rewind().unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        (bytes, sha)
+    }
+
+    #[test]
+    fn streams_come_out_in_stream_order_each_in_its_own_order() {
+        // Stream 2 gets more than two frames' worth, interleaved with the others; stream 1 none.
+        let lines: Vec<(usize, Vec<u8>)> = (0..90_000u32)
+            .map(|i| {
+                let stream = if i % 3 == 0 { 0 } else { 2 };
+                let line = format!(
+                    "{{\"n\":{i},\"pad\":\"{}\"}}",
+                    "y".repeat((i % 89) as usize)
+                );
+                (stream, line.into_bytes())
+            })
+            .collect();
+        let mut want = Vec::new();
+        for stream in 0..3 {
+            for (s, l) in &lines {
+                if *s == stream {
+                    want.extend_from_slice(l);
+                    want.push(b'\n');
+                }
+            }
+        }
+        let (one, sha) = streamed(&lines, 1);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), want);
+        assert_eq!(sha, crate::input::sha256_bytes(&one));
+        assert!(frames(&one) >= 3, "stream 2 alone fills two frames");
+        let mut rest = &one[..];
+        while !rest.is_empty() {
+            let size = zstd::zstd_safe::find_frame_compressed_size(rest).unwrap();
+            let frame = zstd::decode_all(&rest[..size]).unwrap();
+            assert!(
+                frame.len() < FRAME_BYTES + 200,
+                "a frame closes at its size"
+            );
+            assert_eq!(frame.last(), Some(&b'\n'));
+            rest = &rest[size..];
+        }
+        for workers in [2, 3] {
+            assert_eq!(streamed(&lines, workers).0, one, "{workers} workers");
+        }
+        let (empty, _) = streamed(&[], 2);
+        assert_eq!(
+            empty,
+            written(&[], true, 1).0,
+            "no lines is one empty frame"
+        );
     }
 
     #[test]

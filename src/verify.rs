@@ -73,31 +73,22 @@ pub fn run(dir: &std::path::Path, export: Option<&Input>, threads: usize) -> Res
 }
 
 /// The change set, indexed as the restore indexes it; checks on the way that it is in the order
-/// of [`crate::changeset`] (phase, kind, key) with each key once.
+/// of [`crate::changeset`] (its streams: phase, then kind) with each key once.
 fn change_index(b: &Bundle, v: &mut Verdict) -> Result<ChangeIndex> {
-    let mut prev: Option<(u8, String, String)> = None;
+    let mut prev = 0;
     let mut in_order = true;
     let mut index = ChangeIndex::new(false, |f| {
         crate::changeset::for_each(b, |_, line| {
             let h = Head::quick(line)?;
-            let phase = crate::changeset::phase(h.op, &h.kind);
-            if in_order
-                && prev.as_ref().is_some_and(|(p, kind, key)| {
-                    (*p, kind.as_str(), key.as_str()) >= (phase, &*h.kind, &*h.key)
-                })
-            {
+            let stream = crate::changeset::stream(h.op, &h.kind);
+            if in_order && stream < prev {
                 in_order = false;
                 v.failures.push(format!(
-                    "changes are not in order (phase, kind, key) at {} {:?}",
+                    "changes are not in order (phase, kind) at {} {:?}",
                     h.kind, h.key
                 ));
             }
-            let p = prev.get_or_insert_with(Default::default);
-            p.0 = phase;
-            p.1.clear();
-            p.1.push_str(&h.kind);
-            p.2.clear();
-            p.2.push_str(&h.key);
+            prev = stream;
             f(line)
         })
     })?;

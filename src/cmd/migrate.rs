@@ -24,12 +24,15 @@ pub fn run(o: &Options) -> Result<()> {
     target.check()?;
     let input = Input::new(&o.export)?;
     super::require_records(&input)?;
-    let outcome = crate::migrate::run(&input, &o.migrate)?;
-    let n = outcome.changes.len();
+    let outcome = crate::migrate::run(&input, &o.migrate, o.level)?;
+    let changes = outcome
+        .changes
+        .expect("a migration that is no dry run keeps its changes");
+    let n = changes.len();
     crate::bundle::write(
         &target,
         crate::bundle::Contents {
-            changes: outcome.changes,
+            changes,
             idmap: outcome.idmap,
             report: &outcome.report,
             input_sha256: outcome.input_sha256.clone(),

@@ -163,7 +163,11 @@ pub(super) fn merge_one(
             }
         }
     }
-    for ((kind, key), (prior, _)) in before {
+    // The records the merge left out leave in the group's order (version, then line), not
+    // the map's: the change file's order is part of the bundle's bytes.
+    let mut gone: Vec<_> = before.into_iter().collect();
+    gone.sort_unstable_by_key(|(_, (_, i))| *i);
+    for ((kind, key), (prior, _)) in gone {
         changes.extend(change_line(&kind, &key, Some(prior), None, dry));
     }
     GroupResult {

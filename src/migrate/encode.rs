@@ -1,23 +1,23 @@
 //! The change lines of the migration (SPEC §6), built from the raw bytes of the export's lines
-//! by [`crate::changeset`]'s encoder, each with the key that sorts it into the bundle's order;
+//! by [`crate::changeset`]'s encoder, each with the stream that puts it in the bundle's order;
 //! in a dry run ([`super::plan`]) only their kind of operation, to be counted.
 
 use crate::changeset::Op;
+use crate::output::Streams;
 use crate::record::Probe;
-use crate::sort::Sorter;
 use anyhow::Result;
 use serde_json::value::RawValue;
 
-/// Counts the changes and, unless `dry`, keeps them in `sorter`.
+/// Counts the changes and keeps them in `streams` (None in a dry run).
 pub(super) fn push_raw(
-    sorter: &mut Sorter,
+    streams: Option<&mut Streams>,
     changes: Vec<RawChange>,
     counts: &mut crate::report::Counts,
-    dry: bool,
 ) -> Result<()> {
+    let mut streams = streams;
     for c in changes {
-        if !dry {
-            sorter.push(&c.sort, &c.line)?;
+        if let Some(s) = streams.as_deref_mut() {
+            s.line(c.stream, &c.line)?;
         }
         match c.op {
             Op::Create => counts.changes_create += 1,
@@ -48,7 +48,7 @@ pub(super) fn edit_change(
     let key = p.key();
     let line = crate::changeset::encode_set(&p.kind_name, &key, p.line, &set)?;
     Some(RawChange {
-        sort: sort_key(Op::Update, &p.kind_name, &key),
+        stream: crate::changeset::stream(Op::Update, &p.kind_name),
         line,
         op: Op::Update,
     })
@@ -63,8 +63,8 @@ pub(super) fn raw_change(p: &Probe, record: Option<&[u8]>, dry: bool) -> Option<
     change_line(&p.kind_name, &p.key(), Some(p.line), record, dry)
 }
 
-/// A change line (SPEC §6) from raw JSON bytes, with its sort key (phase, kind, key: the order
-/// of [`crate::changeset`]). A prior of None creates the record, a record of None deletes it;
+/// A change line (SPEC §6) from raw JSON bytes, with its stream (phase and kind: the order of
+/// [`crate::changeset`]). A prior of None creates the record, a record of None deletes it;
 /// None when the two are equal.
 pub(super) fn change_line(
     kind: &str,
@@ -88,7 +88,7 @@ pub(super) fn change_line(
     let (op, line) = crate::changeset::encode(kind, key, prior, record)
         .expect("validated records are JSON objects")?;
     Some(RawChange {
-        sort: sort_key(op, kind, key),
+        stream: crate::changeset::stream(op, kind),
         line,
         op,
     })
@@ -105,34 +105,24 @@ pub(super) fn tree_update(
 ) -> Option<RawChange> {
     let line = crate::changeset::encode_update(kind, key, prior, before, after)?;
     Some(RawChange {
-        sort: sort_key(Op::Update, kind, key),
+        stream: crate::changeset::stream(Op::Update, kind),
         line,
         op: Op::Update,
     })
 }
 
-/// The order of change lines: (phase, kind, key), as [`crate::changeset`] documents it.
-fn sort_key(op: Op, kind: &str, key: &str) -> Vec<u8> {
-    let mut sort = Vec::with_capacity(kind.len() + 2 + key.len());
-    sort.push(crate::changeset::phase(op, kind));
-    sort.extend_from_slice(kind.as_bytes());
-    sort.push(0);
-    sort.extend_from_slice(key.as_bytes());
-    sort
-}
-
 /// A change of a dry run: its kind of operation, counted, and nothing else.
 pub(super) fn dry_change(op: Op) -> RawChange {
     RawChange {
-        sort: Vec::new(),
+        stream: 0,
         line: Vec::new(),
         op,
     }
 }
 
-/// A change already serialised, with its sort key.
+/// A change already serialised, with its stream ([`crate::changeset::stream`]).
 pub(super) struct RawChange {
-    sort: Vec<u8>,
+    stream: usize,
     line: Vec<u8>,
     op: Op,
 }

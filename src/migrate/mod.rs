@@ -20,6 +20,7 @@ use crate::groups::{self, Columns, Groups, ReportInfo, ServerCounts, Unresolved}
 use crate::input::{Input, Line};
 use crate::keys::IdMap;
 use crate::merge;
+use crate::output::Streams;
 use crate::progress::Progress;
 use crate::record::{Kind, Probe};
 use crate::refs::Fields;
@@ -58,8 +59,8 @@ pub struct Options {
 
 /// The result of a migration, ready to be written as a bundle.
 pub struct Outcome {
-    /// The change lines, keyed by (kind, key); written in that order.
-    pub changes: Sorter,
+    /// The change lines, in their streams of [`crate::changeset::stream`]; None in a dry run.
+    pub changes: Option<crate::output::Streams>,
     /// The id-map lines, keyed by (server, otype, stable id, rank).
     pub idmap: Sorter,
     pub report: Report,
@@ -120,14 +121,16 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Runs the pipeline on `input`.
-pub fn run(input: &Input, opts: &Options) -> Result<Outcome> {
-    in_pool(opts, || run_in_pool(input, opts, false))
+/// The change lines are compressed at zstd `level` as they are made.
+pub fn run(input: &Input, opts: &Options, level: i32) -> Result<Outcome> {
+    in_pool(opts, || run_in_pool(input, opts, Some(level)))
 }
 
 /// The dry run of `plan`: the same pipeline and the same report as [`run`], but the change and
-/// id-map lines are only counted, never kept — no sort runs, no bundle, no checksum of the input.
+/// id-map lines are only counted, never kept — no sort runs, no compression, no bundle, no
+/// checksum of the input.
 pub fn plan(input: &Input, opts: &Options) -> Result<Report> {
-    in_pool(opts, || run_in_pool(input, opts, true)).map(|o| o.report)
+    in_pool(opts, || run_in_pool(input, opts, None)).map(|o| o.report)
 }
 
 fn in_pool<T: Send>(opts: &Options, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
@@ -138,8 +141,10 @@ fn in_pool<T: Send>(opts: &Options, f: impl FnOnce() -> Result<T> + Send) -> Res
     pool.install(f)
 }
 
-/// `dry`: count the changes without keeping them ([`plan`]).
-fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
+/// `level`: the zstd level of the change lines; None counts the changes without keeping them
+/// ([`plan`]).
+fn run_in_pool(input: &Input, opts: &Options, level: Option<i32>) -> Result<Outcome> {
+    let dry = level.is_none();
     timing("start");
     let mut id_map = match &opts.id_map {
         Some(p) => IdMap::load(p)?,
@@ -229,7 +234,7 @@ fn run_in_pool(input: &Input, opts: &Options, dry: bool) -> Result<Outcome> {
         ..Report::default()
     };
     let progress = Progress::lines(opts.progress, "changing");
-    let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress, dry)?;
+    let (changes, idmap) = change(input, opts, &scan, &groups, &mut report, &progress, level)?;
     progress.finish();
 
     let c = &mut report.counts;
@@ -418,12 +423,21 @@ fn change(
     groups: &Groups,
     report: &mut Report,
     progress: &Progress,
-    dry: bool,
-) -> Result<(Sorter, Sorter)> {
+    level: Option<i32>,
+) -> Result<(Option<Streams>, Sorter)> {
+    let dry = level.is_none();
     let (fields, bad) = (&scan.fields, &scan.bad_lines);
     // Records whose subject is a report or column the export lacks: kept, counted, a few named.
     let mut dangling: (u64, Vec<String>) = (0, Vec::new());
-    let mut changes = Sorter::new(crate::sort::run_bytes(SORT_BYTES));
+    // Grouped by phase and kind as they come (no sort), and compressed meanwhile.
+    let mut changes = match level {
+        Some(level) => Some(Streams::new(
+            crate::changeset::STREAMS,
+            level,
+            crate::output::workers(opts.threads),
+        )?),
+        None => None,
+    };
     let mut idmap = Sorter::new(crate::sort::run_bytes(SORT_BYTES / 2));
     // Curation of multi-version groups waits on disk, ordered by (group, rank, line).
     let mut held = Sorter::new(crate::sort::run_bytes(SORT_BYTES));
@@ -445,7 +459,7 @@ fn change(
                     match d {
                         Decision::Same => {}
                         Decision::Lines(c, n) => {
-                            push_raw(&mut changes, c, &mut report.counts, dry)?;
+                            push_raw(changes.as_mut(), c, &mut report.counts)?;
                             report.counts.references_repaired += n;
                         }
                         Decision::Version {
@@ -454,10 +468,9 @@ fn change(
                             column_rekeyed,
                         } => {
                             push_raw(
-                                &mut changes,
+                                changes.as_mut(),
                                 change.into_iter().collect(),
                                 &mut report.counts,
-                                dry,
                             )?;
                             if !dry {
                                 idmap.push(&key, &row)?;
@@ -551,7 +564,7 @@ fn change(
                     for c in &m.conflicts {
                         report.conflicts.push(c)?;
                     }
-                    push_raw(changes, m.changes, &mut report.counts, dry)?;
+                    push_raw(changes.as_mut(), m.changes, &mut report.counts)?;
                 }
             }
             Ok(())

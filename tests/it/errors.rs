@@ -595,6 +595,24 @@ fn verify_catches_a_curation_item_the_change_set_loses() {
         .stderr_has("pii");
 }
 
+#[test]
+fn verify_catches_change_lines_out_of_their_phases() {
+    let (dir, export, bundle) = migrated("10-collapse-versions");
+    let mut changes = util::changes(&bundle);
+    // A report re-keyed before the curation that moves onto it: a restore committed in batches
+    // would hold the stable id before the retired version gave it up.
+    let first_report = changes
+        .iter()
+        .position(|c| c["kind"] == "bi_report" && c["op"] != "delete")
+        .expect("sample 10 re-keys a report");
+    let line = changes.remove(first_report);
+    changes.insert(0, line);
+    rewrite_changes(&bundle, &changes);
+    dir.run(["verify", &arg(&bundle), "--export", &arg(&export)])
+        .code(3)
+        .stderr_has("not in order (phase, kind)");
+}
+
 /// Migrates sample 10, lets `edit` change its change set (it must change exactly one line; a
 /// line it sets to null is dropped), and asserts that verify, given the export, fails the law
 /// with a message that holds each of `needles`.
