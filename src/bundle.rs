@@ -85,11 +85,21 @@ pub fn write(target: &Target, c: Contents) -> Result<()> {
     let idmap_len = c.idmap.len();
     let (level, threads) = (c.level, c.threads);
     let r = c.report;
-    let mut files = vec![
-        write_streams(&dir.join(CHANGES), CHANGES, c.changes)?,
-        write_lines(&dir.join(IDMAP), IDMAP, idmap_len, level, threads, |w| {
+    // The change set is copied out of its temporary frames (and checksummed) on a thread of
+    // its own while the id map's sort runs are merged here: neither waits for the other.
+    let (changes, idmap) = std::thread::scope(|scope| {
+        let changes = scope.spawn(|| write_streams(&dir.join(CHANGES), CHANGES, c.changes));
+        let idmap = write_lines(&dir.join(IDMAP), IDMAP, idmap_len, level, threads, |w| {
             c.idmap.finish(|_, line| Ok(w.line(line)?))
-        })?,
+        });
+        let changes = changes
+            .join()
+            .expect("writing the change set does not panic");
+        (changes, idmap)
+    });
+    let mut files = vec![
+        changes?,
+        idmap?,
         write_lines(
             &dir.join(GROUPS),
             GROUPS,
