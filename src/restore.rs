@@ -276,9 +276,10 @@ fn hash32(kind: &str, key: &str) -> u32 {
 const BLOCK: u64 = 4 << 10;
 
 /// The blocks of change files a thread read last, most recent last. The target is read in
-/// its order and the changes sit in theirs (kind, then key), so look-ups of neighbouring lines
-/// fall in a few regions of the change file: at 50,000 reports 32 blocks of 4 KiB serve 83% of
-/// look-ups, where each was a system call of its own (13% of restore's CPU).
+/// its order and the changes sit in theirs (phase and kind, then mostly the export's order), so
+/// look-ups of neighbouring lines fall in a few regions of the change file: at 50,000 reports
+/// 32 blocks of 4 KiB served 83% of look-ups (measured when the changes were still sorted by
+/// key), where each was a system call of its own (13% of restore's CPU).
 #[derive(Default)]
 struct BlockCache {
     /// (index id, block number, bytes: BLOCK, or fewer at the end of the file).
