@@ -388,6 +388,9 @@ impl<W: Write> Frames<W> {
 /// sort. Each stream is cut into frames as [`Frames`] cuts its lines, so the bytes depend on
 /// each stream's lines alone, never on `--threads`. The frames wait in a temporary file, in
 /// the order they were compressed, until [`Streams::finish`] writes them out in stream order.
+///
+/// Memory does not grow with the lines: one frame's input per stream that has lines (the
+/// change set has at most 26 such streams of its 52), and the frames in flight.
 pub struct Streams {
     pool: Pool,
     level: i32,

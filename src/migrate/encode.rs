@@ -10,11 +10,10 @@ use serde_json::value::RawValue;
 
 /// Counts the changes and keeps them in `streams` (None in a dry run).
 pub(super) fn push_raw(
-    streams: Option<&mut Streams>,
+    mut streams: Option<&mut Streams>,
     changes: Vec<RawChange>,
     counts: &mut crate::report::Counts,
 ) -> Result<()> {
-    let mut streams = streams;
     for c in changes {
         if let Some(s) = streams.as_deref_mut() {
             s.line(c.stream, &c.line)?;

@@ -120,8 +120,8 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Runs the pipeline on `input`.
-/// The change lines are compressed at zstd `level` as they are made.
+/// Runs the pipeline on `input`; the change lines are compressed at zstd `level` as they are
+/// made.
 pub fn run(input: &Input, opts: &Options, level: i32) -> Result<Outcome> {
     in_pool(opts, || run_in_pool(input, opts, Some(level)))
 }
