@@ -397,8 +397,8 @@ pub struct Groups {
     /// (oid, packed decision) of every column, sorted by oid.
     columns: Vec<(i64, u64)>,
     /// Where each range of oids starts in `reports` and `columns`.
-    report_buckets: Buckets,
-    column_buckets: Buckets,
+    report_buckets: crate::lookup::Buckets,
+    column_buckets: crate::lookup::Buckets,
     /// Per group with several participating versions.
     heads: Vec<Head>,
     /// Versions that retire: when none does, no reference needs repair.
@@ -479,11 +479,7 @@ impl Groups {
         } else {
             (&self.reports, &self.report_buckets)
         };
-        let (lo, hi) = buckets.range(oid, list.len())?;
-        let list = &list[lo..hi];
-        list.binary_search_by_key(&oid, |(o, _)| *o)
-            .ok()
-            .map(|i| list[i].1)
+        buckets.find(list, |e| e.0, oid).map(|e| e.1)
     }
 
     /// The decision for a report (`column` false) or column version.
@@ -681,7 +677,7 @@ pub fn build(
     }
     drop(reports);
     g.reports.sort_unstable_by_key(|(oid, _)| *oid);
-    g.report_buckets = Buckets::new(&g.reports);
+    g.report_buckets = crate::lookup::Buckets::new(&g.reports, |e| e.0);
 
     // Column groups: (report group, suffix), the survivor report's columns first. The columns
     // that join no group are set aside as known, the others learn their report's group.
@@ -788,65 +784,8 @@ pub fn build(
     }
     drop(columns);
     g.columns.sort_unstable_by_key(|(oid, _)| *oid);
-    g.column_buckets = Buckets::new(&g.columns);
+    g.column_buckets = crate::lookup::Buckets::new(&g.columns, |e| e.0);
     Ok(g)
-}
-
-/// Where each range of oids starts in a list sorted by oid: the range between the smallest and
-/// the largest oid cut into about an eighth as many equal ranges as there are entries (half a
-/// byte an entry). Every line of the export looks versions up by oid, and a binary search of
-/// millions of entries is some twenty cache misses; a bucket is about two cache lines of entries
-/// when oids are dense (as a catalog's sequences make them), and never worse than the binary
-/// search it narrows.
-#[derive(Debug, Default)]
-struct Buckets {
-    min: i64,
-    max: i64,
-    shift: u32,
-    /// The first entry of each range, and one past the last entry.
-    starts: Vec<u32>,
-}
-
-impl Buckets {
-    fn new(list: &[(i64, u64)]) -> Buckets {
-        let (Some(&(min, _)), Some(&(max, _))) = (list.first(), list.last()) else {
-            return Buckets::default();
-        };
-        let span = max.abs_diff(min);
-        let want = (list.len() as u64 / 8).max(1);
-        let mut shift = 0;
-        while shift < 63 && (span >> shift) >= want {
-            shift += 1;
-        }
-        let count = (span >> shift) as usize + 1;
-        let mut starts = Vec::with_capacity(count + 1);
-        let mut i = 0;
-        for b in 0..count as u64 {
-            while i < list.len() && (list[i].0.abs_diff(min) >> shift) < b {
-                i += 1;
-            }
-            starts.push(i as u32);
-        }
-        starts.push(list.len() as u32);
-        Buckets {
-            min,
-            max,
-            shift,
-            starts,
-        }
-    }
-
-    /// The part of the list (of `len` entries) that may hold `oid`; None when no entry can.
-    fn range(&self, oid: i64, len: usize) -> Option<(usize, usize)> {
-        if self.starts.is_empty() {
-            return (len > 0).then_some((0, len));
-        }
-        if oid < self.min || oid > self.max {
-            return None;
-        }
-        let b = (oid.abs_diff(self.min) >> self.shift) as usize;
-        Some((self.starts[b] as usize, self.starts[b + 1] as usize))
-    }
 }
 
 /// Where each report's external_id leads its columns, by [`external_hash`]: a table of the
@@ -1002,41 +941,6 @@ mod tests {
             ("look/1", "look/1", "", "look/")
         );
         assert_eq!((s.server(1), s.server(2), s.len()), (1, 2, 5));
-    }
-
-    #[test]
-    fn buckets_find_what_a_binary_search_finds() {
-        let lists: Vec<Vec<i64>> = vec![
-            vec![],
-            vec![7],
-            (1..=1000).collect(),
-            (0..500).map(|i| i * i * 37 - 1_000_000).collect(),
-            vec![i64::MIN, -3, 0, 5, i64::MAX],
-            vec![i64::MIN, i64::MAX],
-            (0..62).map(|i| 1 << i).collect(),
-        ];
-        for oids in lists {
-            let list: Vec<(i64, u64)> = oids.iter().map(|&o| (o, o as u64 ^ 5)).collect();
-            let b = Buckets::new(&list);
-            let find = |oid: i64| {
-                let (lo, hi) = b.range(oid, list.len())?;
-                let part = &list[lo..hi];
-                part.binary_search_by_key(&oid, |e| e.0)
-                    .ok()
-                    .map(|i| part[i].1)
-            };
-            for &o in &oids {
-                assert_eq!(find(o), Some(o as u64 ^ 5), "{o} in {oids:?}");
-                for near in [o.wrapping_sub(1), o.wrapping_add(1), o / 2] {
-                    let want = list
-                        .binary_search_by_key(&near, |e| e.0)
-                        .ok()
-                        .map(|i| list[i].1);
-                    assert_eq!(find(near), want, "{near} near {o}");
-                }
-            }
-            assert!(b.starts.len() <= list.len() / 8 + 3, "half a byte an entry");
-        }
     }
 
     fn build_with(reports: &[ReportInfo], columns: &[ColumnInfo], recover: bool) -> Groups {

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod groups;
 pub mod input;
 pub mod keys;
+pub mod lookup;
 pub mod mentions;
 pub mod merge;
 pub mod migrate;

@@ -16,11 +16,15 @@ use std::collections::HashSet;
 pub struct RefMap {
     reports: Vec<(i64, i64)>,
     columns: Vec<(i64, i64)>,
+    /// Built by `finish`, for the look-ups.
+    buckets: [crate::lookup::Buckets; 2],
 }
 
 impl RefMap {
     /// Records that `oid` of `otype` retires into `survivor`.
     pub fn insert(&mut self, otype: &str, oid: i64, survivor: i64) {
+        // Buckets of the lists as they were would miss what moved; `finish` builds new ones.
+        self.buckets = Default::default();
         match otype {
             REPORT => self.reports.push((oid, survivor)),
             COLUMN => self.columns.push((oid, survivor)),
@@ -32,22 +36,24 @@ impl RefMap {
     pub fn finish(&mut self) {
         self.reports.sort_unstable();
         self.columns.sort_unstable();
+        self.buckets = [
+            crate::lookup::Buckets::new(&self.reports, |e| e.0),
+            crate::lookup::Buckets::new(&self.columns, |e| e.0),
+        ];
     }
 
     /// Where a reference to (otype, oid) points after the migration, if it moves.
     pub fn get(&self, otype: &str, oid: i64) -> Option<i64> {
-        let list = match otype {
-            REPORT => &self.reports,
-            COLUMN => &self.columns,
+        let (list, buckets) = match otype {
+            REPORT => (&self.reports, &self.buckets[0]),
+            COLUMN => (&self.columns, &self.buckets[1]),
             _ => return None,
         };
         debug_assert!(
             list.windows(2).all(|w| w[0] <= w[1]),
             "RefMap::finish was not called"
         );
-        list.binary_search_by_key(&oid, |(o, _)| *o)
-            .ok()
-            .map(|i| list[i].1)
+        buckets.find(list, |e| e.0, oid).map(|e| e.1)
     }
 
     /// True when nothing retires, so nothing needs repair.

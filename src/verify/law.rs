@@ -107,6 +107,8 @@ pub(super) struct RefMap {
     /// Per otype (report, column): (retired oid, survivor oid).
     retired: [Vec<(i64, i64)>; 2],
     survivors: [Vec<i64>; 2],
+    /// Built by `finish`, for the look-ups: of `retired`, then of `survivors`.
+    buckets: [[crate::lookup::Buckets; 2]; 2],
 }
 
 fn otype_index(otype: &str) -> Option<usize> {
@@ -122,6 +124,8 @@ impl RefMap {
     /// [`RefMap::finish`] before looking anything up.
     pub(super) fn insert(&mut self, otype: &str, oid: i64, survivor: i64) {
         let i = otype_index(otype).expect("only reports and columns retire");
+        // Buckets of the lists as they were would miss what moved; `finish` builds new ones.
+        self.buckets = Default::default();
         self.retired[i].push((oid, survivor));
         self.survivors[i].push(survivor);
     }
@@ -135,13 +139,18 @@ impl RefMap {
             self.survivors[i].sort_unstable();
             self.survivors[i].dedup();
             self.survivors[i].shrink_to_fit();
+            self.buckets[0][i] = crate::lookup::Buckets::new(&self.retired[i], |e| e.0);
+            self.buckets[1][i] = crate::lookup::Buckets::new(&self.survivors[i], |o| *o);
         }
     }
 
     /// The survivor of a version of a multi-version group (a survivor's is itself).
     pub(super) fn survivor(&self, otype: &str, oid: i64) -> Option<i64> {
         let i = otype_index(otype)?;
-        if self.survivors[i].binary_search(&oid).is_ok() {
+        if self.buckets[1][i]
+            .find(&self.survivors[i], |o| *o, oid)
+            .is_some()
+        {
             return Some(oid);
         }
         self.get(otype, oid)
@@ -149,10 +158,10 @@ impl RefMap {
 
     /// Where a reference to (otype, oid) points afterwards, if it moves.
     fn get(&self, otype: &str, oid: i64) -> Option<i64> {
-        let list = &self.retired[otype_index(otype)?];
-        list.binary_search_by_key(&oid, |e| e.0)
-            .ok()
-            .map(|i| list[i].1)
+        let i = otype_index(otype)?;
+        self.buckets[0][i]
+            .find(&self.retired[i], |e| e.0, oid)
+            .map(|e| e.1)
     }
 }
 
