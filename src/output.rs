@@ -464,7 +464,12 @@ impl Streams {
             return Ok(());
         };
         let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
-        self.spill.write_all(&frame)?;
+        self.spill.write_all(&frame).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("writing compressed lines to a temporary file (is TMPDIR full?): {e}"),
+            )
+        })?;
         self.frames[stream].push((self.spilled, frame.len()));
         self.spilled += frame.len() as u64;
         input.clear();

@@ -332,6 +332,32 @@ fn full_disk_is_a_clear_error_and_leaves_nothing() {
     );
 }
 
+/// The change lines' compressed frames wait in TMPDIR too (no sort run spills at this size with
+/// the default run size): a full TMPDIR stops migrate there with a clear message.
+#[test]
+fn full_tmpdir_stops_migrate_while_it_keeps_the_change_lines() {
+    let dir = Dir::new();
+    let export = big_export(&dir);
+    let disk = SmallDisk::mount(&dir, "64k");
+    let tmp = arg(&disk.0);
+    let o = util::run_with_env(
+        dir.path(),
+        ["migrate", &arg(&export), "-o", "bundle"],
+        None,
+        &[("TMPDIR", &tmp)],
+    )
+    .code(1)
+    .stderr_has("writing compressed lines to a temporary file (is TMPDIR full?)")
+    .stderr_has("No space left on device");
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert_eq!(
+        dir.names(),
+        ["big.ndjson.zst", "small"],
+        "migrate left files"
+    );
+    assert_eq!(util::names(&disk.0), Vec::<String>::new(), "left in TMPDIR");
+}
+
 /// A full TMPDIR (where sort runs and the duplicate-key check spill) stops migrate with a clear
 /// message, and no bundle appears.
 #[test]
