@@ -303,6 +303,14 @@ impl Drop for Pool {
     }
 }
 
+/// Waits for a frame sent to a [`Pool`]; its input goes back to `spare`, emptied, for reuse.
+fn receive(frame: Receiver<Frame>, spare: &mut Vec<Vec<u8>>) -> std::io::Result<Vec<u8>> {
+    let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
+    input.clear();
+    spare.push(input);
+    Ok(frame)
+}
+
 /// A new frame's input buffer: a spare one, or a new one of a frame's size.
 fn frame_buffer(spare: &mut Vec<Vec<u8>>) -> Vec<u8> {
     spare
@@ -361,12 +369,9 @@ impl<W: Write> Frames<W> {
         let Some(frame) = self.pending.pop_front() else {
             return Ok(());
         };
-        let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
+        let frame = receive(frame, &mut self.spare)?;
         let out = self.out.as_mut().expect("the writer is there until finish");
-        out.write_all(&frame)?;
-        input.clear();
-        self.spare.push(input);
-        Ok(())
+        out.write_all(&frame)
     }
 
     /// Sends the last frame, writes every frame in order and stops the workers; gives the
@@ -463,7 +468,7 @@ impl Streams {
         let Some((stream, frame)) = self.pending.pop_front() else {
             return Ok(());
         };
-        let (frame, mut input) = frame.recv().map_err(|_| stopped())??;
+        let frame = receive(frame, &mut self.spare)?;
         self.spill.write_all(&frame).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -472,8 +477,6 @@ impl Streams {
         })?;
         self.frames[stream].push((self.spilled, frame.len()));
         self.spilled += frame.len() as u64;
-        input.clear();
-        self.spare.push(input);
         Ok(())
     }
 
@@ -615,12 +618,16 @@ mod tests {
             w.line(l).unwrap();
         }
         let sha = w.finish().unwrap();
-        let mut bytes = Vec::new();
+        (read_back(file), sha)
+    }
+
+    /// Everything written to `file`, from its start.
+    fn read_back(mut file: File) -> Vec<u8> {
         use std::io::{Read, Seek};
-        let mut file = file;
+        let mut bytes = Vec::new();
         file.rewind().unwrap();
         file.read_to_end(&mut bytes).unwrap();
-        (bytes, sha)
+        bytes
     }
 
     fn frames(mut bytes: &[u8]) -> usize {
@@ -674,12 +681,7 @@ mod tests {
         assert_eq!(s.len(), lines.len() as u64);
         let file = tempfile::tempfile().unwrap();
         let sha = s.finish(&file).unwrap();
-        let mut bytes = Vec::new();
-        use std::io::{Read, Seek};
-        let mut file = file;
-        file.rewind().unwrap();
-        file.read_to_end(&mut bytes).unwrap();
-        (bytes, sha)
+        (read_back(file), sha)
     }
 
     #[test]
