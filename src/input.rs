@@ -125,6 +125,7 @@ impl Input {
             name: self.name.clone(),
             line_no: 0,
             max_line: self.max_line,
+            rest: Vec::new(),
         })
     }
 
@@ -166,7 +167,7 @@ impl Input {
         while next.peek().is_some() {
             let Some(l) = lines.next_line()? else { break };
             while next.peek() == Some(&&l.no) {
-                out.push(l.bytes.clone());
+                out.push(l.bytes.to_vec());
                 next.next();
             }
         }
@@ -226,12 +227,16 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// One line of an input: its 1-based number and its bytes without the `\n`.
+///
+/// The lines of a batch ([`Lines::next_batch`]) share one buffer: a line is a slice of it, so
+/// reading a batch allocates once, not once per line. Whatever keeps a line past its batch
+/// copies it (`to_vec`), or it would keep the whole batch's buffer alive.
 #[derive(Debug)]
 pub struct Line {
     /// 1-based line number in the decompressed input.
     pub no: u64,
     /// The bytes of the line, without the line end.
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
 }
 
 /// Iterates over the non-blank lines of an input, refusing lines longer than the limit.
@@ -240,11 +245,19 @@ pub struct Lines {
     name: String,
     line_no: u64,
     max_line: usize,
+    /// The start of a line that the last batch read without its end.
+    rest: Vec<u8>,
 }
 
 impl Lines {
     /// The next non-blank line, or None at the end of the input.
     pub fn next_line(&mut self) -> Result<Option<Line>> {
+        if !self.rest.is_empty() {
+            // Only a batch leaves a part line behind; a line at a time after batches reads it
+            // through a batch of one line.
+            let mut one = self.next_batch(1)?;
+            return Ok((!one.is_empty()).then(|| one.swap_remove(0)));
+        }
         loop {
             let mut bytes = Vec::new();
             let n = read_line_limited(&mut self.inner, &mut bytes, self.max_line).with_context(
@@ -261,12 +274,8 @@ impl Lines {
             }
             self.line_no += 1;
             if n == ReadOutcome::TooLong {
-                anyhow::bail!(
-                    "{}:{}: line longer than {} bytes; raise the limit with --max-line-bytes if it is genuine",
-                    self.name,
-                    self.line_no,
-                    self.max_line
-                );
+                self.line_no -= 1;
+                return Err(self.too_long());
             }
             if bytes.last() == Some(&b'\n') {
                 bytes.pop();
@@ -276,25 +285,105 @@ impl Lines {
             }
             return Ok(Some(Line {
                 no: self.line_no,
-                bytes,
+                bytes: bytes.into(),
             }));
         }
     }
 
-    /// Reads up to `max_bytes` worth of lines (at least one) into a batch, for parallel work.
+    /// Reads about `max_bytes` of lines (at least one, unless the input is at its end) into a
+    /// batch, for parallel work. The decompressed bytes are copied once, in large pieces, into
+    /// one buffer that the batch's lines share.
     pub fn next_batch(&mut self, max_bytes: usize) -> Result<Vec<Line>> {
-        let mut batch = Vec::new();
-        let mut size = 0;
-        while size < max_bytes {
-            match self.next_line()? {
-                Some(l) => {
-                    size += l.bytes.len() + 64;
-                    batch.push(l);
-                }
-                None => break,
+        let mut buf = std::mem::take(&mut self.rest);
+        buf.reserve(max_bytes.min(64 << 20) + (64 << 10));
+        // (number, start, end) of each line found; `start` begins the line not yet ended, and
+        // `scan` is where its search for a line end goes on.
+        let mut spans: Vec<(u64, usize, usize)> = Vec::new();
+        let (mut start, mut scan) = (0, buf.len());
+        loop {
+            while let Some(i) = memchr::memchr(b'\n', &buf[scan..]) {
+                let end = scan + i;
+                self.line(&buf, start, end, &mut spans)?;
+                start = end + 1;
+                scan = start;
             }
+            scan = buf.len();
+            if buf.len() - start > self.max_line {
+                return Err(self.too_long());
+            }
+            if buf.len() >= max_bytes && !spans.is_empty() {
+                break;
+            }
+            let chunk = self.inner.fill_buf().with_context(|| {
+                format!(
+                    "{}:{}: reading (a corrupt or truncated zstd stream?)",
+                    self.name,
+                    self.line_no + 1
+                )
+            })?;
+            if chunk.is_empty() {
+                if start < buf.len() {
+                    let end = buf.len();
+                    self.line(&buf, start, end, &mut spans)?;
+                    start = end;
+                }
+                break;
+            }
+            // Up to the batch's size, then on to the next line end: a small batch size gives
+            // small batches, whatever the size of the reader's buffer.
+            let want = max_bytes.saturating_sub(buf.len());
+            let take = if chunk.len() <= want {
+                chunk.len()
+            } else {
+                memchr::memchr(b'\n', &chunk[want..]).map_or(chunk.len(), |i| want + i + 1)
+            };
+            // Grow at most to what the line limit allows, never past it as doubling would.
+            let need = buf.len() + take;
+            if need > buf.capacity() {
+                let most = need.max(start + self.max_line.saturating_add(1) + take);
+                buf.reserve_exact((buf.capacity() * 2).clamp(need, most) - buf.len());
+            }
+            buf.extend_from_slice(&chunk[..take]);
+            self.inner.consume(take);
         }
-        Ok(batch)
+        self.rest = buf.split_off(start);
+        let shared = bytes::Bytes::from(buf);
+        Ok(spans
+            .into_iter()
+            .map(|(no, s, e)| Line {
+                no,
+                bytes: shared.slice(s..e),
+            })
+            .collect())
+    }
+
+    /// Counts the line `buf[start..end]` (its `\n` at `end`) and keeps it unless it is blank.
+    fn line(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        end: usize,
+        spans: &mut Vec<(u64, usize, usize)>,
+    ) -> Result<()> {
+        self.line_no += 1;
+        if end - start > self.max_line {
+            self.line_no -= 1;
+            return Err(self.too_long());
+        }
+        if !buf[start..end].iter().all(|b| b.is_ascii_whitespace()) {
+            spans.push((self.line_no, start, end));
+        }
+        Ok(())
+    }
+
+    /// The error of a line over the limit: the line after the last one counted.
+    fn too_long(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{}:{}: line longer than {} bytes; raise the limit with --max-line-bytes if it is genuine",
+            self.name,
+            self.line_no + 1,
+            self.max_line
+        )
     }
 
     /// The name of the input, for messages.
@@ -366,7 +455,7 @@ mod tests {
         let mut lines = input.lines().unwrap();
         let mut out = vec![];
         while let Some(l) = lines.next_line().unwrap() {
-            out.push((l.no, String::from_utf8(l.bytes).unwrap()));
+            out.push((l.no, String::from_utf8(l.bytes.to_vec()).unwrap()));
         }
         out
     }

@@ -108,7 +108,7 @@ impl IdMap {
         let mut lines = input.lines()?;
         let mut next = lines.next_line()?;
         let utf8 = |l: &crate::input::Line| -> Result<String> {
-            String::from_utf8(l.bytes.clone()).map_err(|e| {
+            String::from_utf8(l.bytes.to_vec()).map_err(|e| {
                 anyhow::anyhow!(
                     "{path}:{}: invalid UTF-8 in the id-map ({}); it must be UTF-8 text",
                     l.no,

@@ -990,7 +990,7 @@ fn apply_to(
         }
         if seen.more.is_some() {
             // Judged once every field definition is known.
-            candidates.push((line.no, line.bytes.clone()));
+            candidates.push((line.no, line.bytes.to_vec()));
         }
         let write = match (place, seen.change) {
             (Place::Changed(_), Some((_, judged))) => {

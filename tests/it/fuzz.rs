@@ -74,8 +74,13 @@ fn expected_lines(bytes: &[u8], max: usize) -> (Vec<(u64, Vec<u8>)>, Option<u64>
     (out, None)
 }
 
-/// Reads `file` with the limit `max`: the lines, then the error message if reading failed.
-fn read_all(file: &std::path::Path, max: usize) -> (Vec<(u64, Vec<u8>)>, Option<String>) {
+/// Reads `file` with the limit `max`, a line at a time or, with `batch`, in batches of about
+/// that many bytes: the lines, then the error message if reading failed.
+fn read_all(
+    file: &std::path::Path,
+    max: usize,
+    batch: Option<usize>,
+) -> (Vec<(u64, Vec<u8>)>, Option<String>) {
     let mut input = Input::new(file.to_str().unwrap()).unwrap();
     input.max_line = max;
     let mut lines = match input.lines() {
@@ -84,9 +89,17 @@ fn read_all(file: &std::path::Path, max: usize) -> (Vec<(u64, Vec<u8>)>, Option<
     };
     let mut out = vec![];
     loop {
-        match lines.next_line() {
-            Ok(Some(l)) => out.push((l.no, l.bytes)),
-            Ok(None) => return (out, None),
+        let Some(size) = batch else {
+            match lines.next_line() {
+                Ok(Some(l)) => out.push((l.no, l.bytes.to_vec())),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(format!("{e:#}"))),
+            }
+            continue;
+        };
+        match lines.next_batch(size) {
+            Ok(b) if b.is_empty() => return (out, None),
+            Ok(b) => out.extend(b.into_iter().map(|l| (l.no, l.bytes.to_vec()))),
             Err(e) => return (out, Some(format!("{e:#}"))),
         }
     }
@@ -105,7 +118,7 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     let plain = if bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
         // Not plain text: garbage after the zstd magic. Any result but a panic is fine, and
         // line numbers still only grow.
-        let (lines, _) = read_all(temp_with(bytes).path(), max);
+        let (lines, _) = read_all(temp_with(bytes).path(), max, None);
         prop_assert!(lines.windows(2).all(|w| w[0].0 < w[1].0));
         return Ok(());
     } else {
@@ -113,9 +126,18 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     };
     let zst = temp_with(&zstd::encode_all(bytes, 1).unwrap());
     let (want, refused_at) = expected_lines(bytes, max);
-    for f in [&plain, &zst] {
-        let (got, err) = read_all(f.path(), max);
-        prop_assert_eq!(&got, &want);
+    // Batches of any size read the same lines as a line at a time; a refused line loses the
+    // lines of its own batch, so theirs are a beginning of the model's.
+    for (f, batch) in [&plain, &zst]
+        .into_iter()
+        .flat_map(|f| [None, Some(1), Some(7), Some(4096)].map(|b| (f, b)))
+    {
+        let (got, err) = read_all(f.path(), max, batch);
+        if batch.is_none() || err.is_none() {
+            prop_assert_eq!(&got, &want);
+        } else {
+            prop_assert_eq!(&got[..], &want[..got.len().min(want.len())]);
+        }
         match (refused_at, err) {
             (None, None) => {}
             (Some(no), Some(e)) => {
@@ -132,8 +154,10 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     let z = zstd::encode_all(bytes, 1).unwrap();
     if z.len() > 8 {
         let cut = temp_with(&z[..z.len() - 4]);
-        let (_, err) = read_all(cut.path(), max);
-        prop_assert!(err.is_some(), "a truncated zstd stream read without error");
+        for batch in [None, Some(4096)] {
+            let (_, err) = read_all(cut.path(), max, batch);
+            prop_assert!(err.is_some(), "a truncated zstd stream read without error");
+        }
     }
     Ok(())
 }
