@@ -5,7 +5,8 @@
 //! is spooled to a temporary file once; everything else is streamed from disk each pass.
 //!
 //! Memory stays bounded on hostile input: a line is buffered only up to the line limit
-//! (`--max-line-bytes`, default 64 MiB) and refused as soon as it passes it, so neither a huge
+//! (`--max-line-bytes`, default 64 MiB, plus at most one read of the decompressor's 1 MiB
+//! buffer) and refused as soon as it passes it, so neither a huge
 //! line nor a decompression bomb without line ends is followed into an out-of-memory kill. A bomb
 //! of many short lines is only a large export, streamed like any other.
 
