@@ -127,6 +127,8 @@ impl Input {
             line_no: 0,
             max_line: self.max_line,
             rest: Vec::new(),
+            queue: Default::default(),
+            deferred: None,
         })
     }
 
@@ -241,6 +243,9 @@ pub struct Line {
 }
 
 /// Iterates over the non-blank lines of an input, refusing lines longer than the limit.
+///
+/// One reader splits the lines, whether they are taken a line at a time or in batches: a line
+/// at a time is handed out from a small batch, so a line costs no allocation of its own.
 pub struct Lines {
     inner: Box<dyn BufRead + Send>,
     name: String,
@@ -248,87 +253,102 @@ pub struct Lines {
     max_line: usize,
     /// The start of a line that the last batch read without its end.
     rest: Vec<u8>,
+    /// Lines of the last small batch that [`Lines::next_line`] has not handed out yet.
+    queue: std::collections::VecDeque<Line>,
+    /// The error that ended that batch, due once its lines are out.
+    deferred: Option<anyhow::Error>,
 }
 
+/// Bytes of the batches behind [`Lines::next_line`]: small, since a caller that keeps a line
+/// keeps its batch's buffer.
+const LINE_BATCH: usize = 64 << 10;
+
 impl Lines {
-    /// The next non-blank line, or None at the end of the input.
+    /// The next non-blank line, or None at the end of the input. The lines before a refused
+    /// line or a read error come out first, then the error.
     pub fn next_line(&mut self) -> Result<Option<Line>> {
-        if !self.rest.is_empty() {
-            // Only a batch leaves a part line behind; a line at a time after batches reads it
-            // through a batch of one line.
-            let mut one = self.next_batch(1)?;
-            return Ok((!one.is_empty()).then(|| one.swap_remove(0)));
-        }
         loop {
-            let mut bytes = Vec::new();
-            let n = read_line_limited(&mut self.inner, &mut bytes, self.max_line).with_context(
-                || {
-                    format!(
-                        "{}:{}: reading (a corrupt or truncated zstd stream?)",
-                        self.name,
-                        self.line_no + 1
-                    )
-                },
-            )?;
-            if n == ReadOutcome::Eof {
+            if let Some(l) = self.queue.pop_front() {
+                return Ok(Some(l));
+            }
+            if let Some(e) = self.deferred.take() {
+                return Err(e);
+            }
+            let (lines, err) = self.fill(LINE_BATCH);
+            if lines.is_empty() && err.is_none() {
                 return Ok(None);
             }
-            self.line_no += 1;
-            if n == ReadOutcome::TooLong {
-                self.line_no -= 1;
-                return Err(self.too_long());
-            }
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
-            if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
-            return Ok(Some(Line {
-                no: self.line_no,
-                bytes: bytes.into(),
-            }));
+            self.queue.extend(lines);
+            self.deferred = err;
         }
     }
 
     /// Reads about `max_bytes` of lines (at least one, unless the input is at its end) into a
     /// batch, for parallel work. The decompressed bytes are copied once, in large pieces, into
-    /// one buffer that the batch's lines share.
+    /// one buffer that the batch's lines share. An error loses the batch's lines.
     pub fn next_batch(&mut self, max_bytes: usize) -> Result<Vec<Line>> {
+        if !self.queue.is_empty() || self.deferred.is_some() {
+            // Lines left by a line at a time come first, as a batch of their own.
+            let lines: Vec<Line> = self.queue.drain(..).collect();
+            return match self.deferred.take() {
+                Some(e) => Err(e),
+                None => Ok(lines),
+            };
+        }
+        match self.fill(max_bytes) {
+            (lines, None) => Ok(lines),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// The batch of [`Lines::next_batch`]: the lines read, and the error that stopped it early.
+    fn fill(&mut self, max_bytes: usize) -> (Vec<Line>, Option<anyhow::Error>) {
         let mut buf = std::mem::take(&mut self.rest);
         buf.reserve(max_bytes.min(64 << 20) + (64 << 10));
         // (number, start, end) of each line found; `start` begins the line not yet ended, and
         // `scan` is where its search for a line end goes on.
         let mut spans: Vec<(u64, usize, usize)> = Vec::new();
         let (mut start, mut scan) = (0, buf.len());
-        loop {
+        let err = loop {
+            let mut found = Ok(());
             while let Some(i) = memchr::memchr(b'\n', &buf[scan..]) {
                 let end = scan + i;
-                self.line(&buf, start, end, &mut spans)?;
+                found = self.line(&buf, start, end, &mut spans);
+                if found.is_err() {
+                    break;
+                }
                 start = end + 1;
                 scan = start;
             }
+            if let Err(e) = found {
+                break Some(e);
+            }
             scan = buf.len();
             if buf.len() - start > self.max_line {
-                return Err(self.too_long());
+                break Some(self.too_long());
             }
             if buf.len() >= max_bytes && !spans.is_empty() {
-                break;
+                break None;
             }
-            let chunk = self.inner.fill_buf().with_context(|| {
-                format!(
-                    "{}:{}: reading (a corrupt or truncated zstd stream?)",
-                    self.name,
-                    self.line_no + 1
-                )
-            })?;
+            let chunk = match self.inner.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    break Some(anyhow::Error::new(e).context(format!(
+                        "{}:{}: reading (a corrupt or truncated zstd stream?)",
+                        self.name,
+                        self.line_no + 1
+                    )))
+                }
+            };
             if chunk.is_empty() {
                 if start < buf.len() {
                     let end = buf.len();
-                    self.line(&buf, start, end, &mut spans)?;
+                    if let Err(e) = self.line(&buf, start, end, &mut spans) {
+                        break Some(e);
+                    }
                     start = end;
                 }
-                break;
+                break None;
             }
             // Up to the batch's size, then on to the next line end: a small batch size gives
             // small batches, whatever the size of the reader's buffer.
@@ -346,16 +366,23 @@ impl Lines {
             }
             buf.extend_from_slice(&chunk[..take]);
             self.inner.consume(take);
-        }
-        self.rest = buf.split_off(start);
+        };
+        // After an error the part line is dropped: what follows it is no line start.
+        self.rest = if err.is_none() {
+            buf.split_off(start)
+        } else {
+            buf.truncate(start);
+            Vec::new()
+        };
         let shared = bytes::Bytes::from(buf);
-        Ok(spans
+        let lines = spans
             .into_iter()
             .map(|(no, s, e)| Line {
                 no,
                 bytes: shared.slice(s..e),
             })
-            .collect())
+            .collect();
+        (lines, err)
     }
 
     /// Counts the line `buf[start..end]` (its `\n` at `end`) and keeps it unless it is blank.
@@ -366,11 +393,10 @@ impl Lines {
         end: usize,
         spans: &mut Vec<(u64, usize, usize)>,
     ) -> Result<()> {
-        self.line_no += 1;
         if end - start > self.max_line {
-            self.line_no -= 1;
             return Err(self.too_long());
         }
+        self.line_no += 1;
         if !buf[start..end].iter().all(|b| b.is_ascii_whitespace()) {
             spans.push((self.line_no, start, end));
         }
@@ -390,54 +416,6 @@ impl Lines {
     /// The name of the input, for messages.
     pub fn name(&self) -> &str {
         &self.name
-    }
-}
-
-#[derive(PartialEq, Eq)]
-enum ReadOutcome {
-    Eof,
-    Line,
-    TooLong,
-}
-
-/// Like `read_until(b'\n')`, but never buffers more than `max` bytes (plus the line end): past
-/// the limit it stops at once with `TooLong`, without reading the rest of the line, so a line of
-/// any length (a decompression bomb) costs neither memory nor time beyond the limit.
-fn read_line_limited(
-    r: &mut dyn BufRead,
-    out: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<ReadOutcome> {
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(if out.is_empty() {
-                ReadOutcome::Eof
-            } else {
-                ReadOutcome::Line
-            });
-        }
-        let (take, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        // The line end does not count towards the limit.
-        let body = if done { take - 1 } else { take };
-        if out.len() + body > max {
-            out.clear();
-            return Ok(ReadOutcome::TooLong);
-        }
-        // Grow at most to the limit (plus the line end), never past it as doubling would.
-        let need = out.len() + take;
-        if need > out.capacity() {
-            let cap = (out.capacity() * 2).clamp(need, max.saturating_add(1).max(need));
-            out.reserve_exact(cap - out.len());
-        }
-        out.extend_from_slice(&buf[..take]);
-        r.consume(take);
-        if done {
-            return Ok(ReadOutcome::Line);
-        }
     }
 }
 

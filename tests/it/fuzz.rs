@@ -74,12 +74,23 @@ fn expected_lines(bytes: &[u8], max: usize) -> (Vec<(u64, Vec<u8>)>, Option<u64>
     (out, None)
 }
 
-/// Reads `file` with the limit `max`, a line at a time or, with `batch`, in batches of about
-/// that many bytes: the lines, then the error message if reading failed.
+/// How a test takes lines from the reader.
+#[derive(Clone, Copy, Debug)]
+enum Take {
+    /// A line at a time.
+    Lines,
+    /// Batches of about that many bytes.
+    Batches(usize),
+    /// A line, then a batch of about that many bytes, and so on.
+    Mixed(usize),
+}
+
+/// Reads `file` with the limit `max`, taking lines as `take` says: the lines, then the error
+/// message if reading failed.
 fn read_all(
     file: &std::path::Path,
     max: usize,
-    batch: Option<usize>,
+    take: Take,
 ) -> (Vec<(u64, Vec<u8>)>, Option<String>) {
     let mut input = Input::new(file.to_str().unwrap()).unwrap();
     input.max_line = max;
@@ -88,14 +99,18 @@ fn read_all(
         Err(e) => return (vec![], Some(format!("{e:#}"))),
     };
     let mut out = vec![];
-    loop {
-        let Some(size) = batch else {
-            match lines.next_line() {
-                Ok(Some(l)) => out.push((l.no, l.bytes.to_vec())),
-                Ok(None) => return (out, None),
-                Err(e) => return (out, Some(format!("{e:#}"))),
+    for turn in 0.. {
+        let size = match take {
+            Take::Batches(size) => size,
+            Take::Mixed(size) if turn % 2 == 1 => size,
+            _ => {
+                match lines.next_line() {
+                    Ok(Some(l)) => out.push((l.no, l.bytes.to_vec())),
+                    Ok(None) => return (out, None),
+                    Err(e) => return (out, Some(format!("{e:#}"))),
+                }
+                continue;
             }
-            continue;
         };
         match lines.next_batch(size) {
             Ok(b) if b.is_empty() => return (out, None),
@@ -103,6 +118,7 @@ fn read_all(
             Err(e) => return (out, Some(format!("{e:#}"))),
         }
     }
+    unreachable!("the loop returns")
 }
 
 fn temp_with(bytes: &[u8]) -> tempfile::NamedTempFile {
@@ -118,7 +134,7 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     let plain = if bytes.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
         // Not plain text: garbage after the zstd magic. Any result but a panic is fine, and
         // line numbers still only grow.
-        let (lines, _) = read_all(temp_with(bytes).path(), max, None);
+        let (lines, _) = read_all(temp_with(bytes).path(), max, Take::Lines);
         prop_assert!(lines.windows(2).all(|w| w[0].0 < w[1].0));
         return Ok(());
     } else {
@@ -126,14 +142,23 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     };
     let zst = temp_with(&zstd::encode_all(bytes, 1).unwrap());
     let (want, refused_at) = expected_lines(bytes, max);
-    // Batches of any size read the same lines as a line at a time; a refused line loses the
-    // lines of its own batch, so theirs are a beginning of the model's.
-    for (f, batch) in [&plain, &zst]
+    // Batches of any size, alone or between lines taken one at a time, read the same lines as
+    // a line at a time; a refused line loses the lines of its own batch, so theirs are a
+    // beginning of the model's.
+    let takes = [
+        Take::Lines,
+        Take::Batches(1),
+        Take::Batches(7),
+        Take::Batches(4096),
+        Take::Mixed(7),
+        Take::Mixed(4096),
+    ];
+    for (f, take) in [&plain, &zst]
         .into_iter()
-        .flat_map(|f| [None, Some(1), Some(7), Some(4096)].map(|b| (f, b)))
+        .flat_map(|f| takes.map(|t| (f, t)))
     {
-        let (got, err) = read_all(f.path(), max, batch);
-        if batch.is_none() || err.is_none() {
+        let (got, err) = read_all(f.path(), max, take);
+        if matches!(take, Take::Lines) || err.is_none() {
             prop_assert_eq!(&got, &want);
         } else {
             prop_assert_eq!(&got[..], &want[..got.len().min(want.len())]);
@@ -154,8 +179,8 @@ fn check_lines(bytes: &[u8], max: usize) -> Result<(), TestCaseError> {
     let z = zstd::encode_all(bytes, 1).unwrap();
     if z.len() > 8 {
         let cut = temp_with(&z[..z.len() - 4]);
-        for batch in [None, Some(4096)] {
-            let (_, err) = read_all(cut.path(), max, batch);
+        for take in [Take::Lines, Take::Batches(4096), Take::Mixed(7)] {
+            let (_, err) = read_all(cut.path(), max, take);
             prop_assert!(err.is_some(), "a truncated zstd stream read without error");
         }
     }
