@@ -11,6 +11,7 @@ use crate::record::{
 use crate::refs::Fields;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -64,6 +65,10 @@ pub trait Chooser: Sync {
 pub struct Merged {
     /// The group's curation afterwards.
     pub records: Vec<Record>,
+    /// For each record, the (rank, line) of the first item of its merge key, in the merge's
+    /// order; None for the records without one, which come last. A caller that keeps some
+    /// items out of the merge (each alone under its merge key) places their records by it.
+    pub first_of: Vec<Option<(usize, u64)>>,
     pub conflicts: Vec<Conflict>,
     /// Curation records of retired versions carried onto the survivor, by kind.
     pub carried: BTreeMap<String, u64>,
@@ -96,15 +101,25 @@ pub fn is_empty(v: &Value) -> bool {
 
 /// The merge key of a curation record within its group, or None when it never merges.
 pub fn merge_key(r: &Record) -> Option<String> {
-    match r.kind {
-        Kind::FieldValue => Some(format!("field {}", r.int("field_id")?)),
+    merge_key_from(r.kind, |f| r.int(f), |f| r.str(f).map(Cow::Borrowed))
+}
+
+/// The merge key of a record of kind `kind` whose integer and string fields `int` and `text`
+/// read (the rule of [`merge_key`], for readers of raw lines too).
+pub fn merge_key_from<'a>(
+    kind: Kind,
+    int: impl Fn(&str) -> Option<i64>,
+    text: impl Fn(&str) -> Option<Cow<'a, str>>,
+) -> Option<String> {
+    match kind {
+        Kind::FieldValue => Some(format!("field {}", int("field_id")?)),
         Kind::TrustFlag => Some(format!(
             "{} by user {}",
-            r.str("flag_type")?,
-            r.int("user_id")?
+            text("flag_type")?,
+            int("user_id")?
         )),
-        Kind::Tag => Some(format!("tag {}", r.str("name")?)),
-        Kind::Star => Some(format!("star by user {}", r.int("user_id")?)),
+        Kind::Tag => Some(format!("tag {}", text("name")?)),
+        Kind::Star => Some(format!("star by user {}", int("user_id")?)),
         _ => None,
     }
 }
@@ -150,11 +165,15 @@ pub fn merge_group_with(
     }
     for (key, kind, bucket) in buckets {
         let retired = bucket.iter().filter(|i| i.rank > 0).count() as u64;
+        let first = Some((bucket[0].rank, bucket[0].line));
         if retired == 0 {
             // Curation found only on the survivor stays exactly as it is (but repaired).
+            out.first_of
+                .extend(std::iter::repeat_n(first, bucket.len()));
             out.records.extend(bucket.into_iter().map(|i| i.after));
             continue;
         }
+        out.first_of.push(first);
         *out.carried.entry(kind.to_string()).or_default() += retired;
         let mut winner = match kind {
             "field_value" => {
@@ -178,6 +197,7 @@ pub fn merge_group_with(
         }
         if r.kind == Kind::Conversation || seen.insert(canonical_json_map(&r.obj)) {
             out.records.push(r);
+            out.first_of.push(None);
         }
     }
     out

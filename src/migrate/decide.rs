@@ -12,7 +12,7 @@ use crate::input::Line;
 use crate::keys;
 use crate::keys::IdMap;
 use crate::merge::{self, Item};
-use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record};
+use crate::record::{instant_str, parse_line, raw_str, FieldDef, Kind, Probe, Record, Subject};
 use crate::refs::{self, Fields, Moves};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -108,6 +108,12 @@ pub(super) struct GroupResult {
     pub(super) repaired: u64,
 }
 
+/// Merges the held curation of group `g` (SPEC §4) and gives the changes it makes.
+///
+/// Most records of a group are alone under their merge key and untouched by the repair: the
+/// survivor's own, which stay as they are, and a retired version's, which only move onto the
+/// survivor. Those are judged on their raw bytes ([`lone`]); only the rest are read into trees
+/// and merged, and the changes come out in the order the merge of them all would give.
 pub(super) fn merge_one(
     g: usize,
     raw: &[(usize, u64, Vec<u8>)],
@@ -116,14 +122,47 @@ pub(super) fn merge_one(
     decisions: Option<&dyn merge::Chooser>,
     dry: bool,
 ) -> GroupResult {
+    let survivor = groups.survivor(g);
+    let probes: Vec<Probe> = raw
+        .iter()
+        .map(|(_, _, bytes)| Probe::parse_validated(bytes).expect("held lines were validated"))
+        .collect();
+    let keys: Vec<Option<String>> = probes.iter().map(probe_merge_key).collect();
+    // How many records share each merge key (of one kind).
+    let mut sharing: foldhash::HashMap<(Kind, &str), u32> = Default::default();
+    for (p, k) in probes.iter().zip(&keys) {
+        if let Some(k) = k {
+            *sharing.entry((p.kind, k.as_str())).or_default() += 1;
+        }
+    }
     let mut repaired = 0;
-    // Each record's original bytes (the prior of its change) and its index among the items.
-    let mut before: foldhash::HashMap<(String, String), (&[u8], usize)> =
+    let mut carried: BTreeMap<String, u64> = BTreeMap::new();
+    // The records judged on their bytes, by index in `raw`.
+    let mut lones: Vec<(usize, Lone)> = Vec::new();
+    // Each merged record's original bytes (the prior of its change), its index in `raw` and
+    // its index among the items.
+    let mut before: foldhash::HashMap<(String, String), (&[u8], usize, usize)> =
         foldhash::HashMap::with_capacity_and_hasher(raw.len(), Default::default());
     let mut items = Vec::with_capacity(raw.len());
-    for (i, (rank, line, bytes)) in raw.iter().enumerate() {
+    // A reviewer's decision may name any merge key: with decisions, everything merges.
+    let by_bytes = decisions.is_none() && !trees_only();
+    for (i, ((rank, line, bytes), p)) in raw.iter().zip(&probes).enumerate() {
+        let alone = by_bytes
+            && keys[i]
+                .as_deref()
+                .is_some_and(|k| sharing[&(p.kind, k)] == 1);
+        if let Some(l) = alone.then(|| lone(p, *rank, fields, groups)).flatten() {
+            if l == Lone::Moves {
+                *carried.entry(p.kind_name.to_string()).or_default() += 1;
+            }
+            lones.push((i, l));
+            continue;
+        }
         let rec = std::sync::Arc::new(Record::from_validated(bytes));
-        before.insert((rec.kind_name().to_string(), rec.key()), (bytes, i));
+        before.insert(
+            (p.kind_name.to_string(), p.key()),
+            (bytes.as_slice(), i, items.len()),
+        );
         let mut after = Record::clone(&rec);
         repaired += refs::repair(&mut after, fields, groups);
         items.push(Item {
@@ -136,13 +175,34 @@ pub(super) fn merge_one(
     // The records as read, shared with the items (not copied).
     let originals: Vec<std::sync::Arc<Record>> =
         items.iter().map(|i: &Item| i.before.clone()).collect();
-    let merged = merge::merge_group_with(&groups.survivor(g), items, fields, decisions);
-    // The difference between the group's curation before and after, matched by key.
+    let merged = merge::merge_group_with(&survivor, items, fields, decisions);
+    for (k, n) in merged.carried {
+        *carried.entry(k).or_default() += n;
+    }
+    // The difference between the group's curation before and after, matched by key; the
+    // deletes last, in the group's order (version, then line), by index in `raw`.
     let mut changes = Vec::new();
-    for a in merged.records {
+    let mut deletes: Vec<(usize, Option<RawChange>)> = Vec::new();
+    let mut lones = lones.into_iter().peekable();
+    let mut lone_changes = |until: Option<(usize, u64)>, changes: &mut Vec<RawChange>| {
+        while let Some((i, l)) =
+            lones.next_if(|(i, _)| until.is_none_or(|place| (raw[*i].0, raw[*i].1) < place))
+        {
+            if l == Lone::Moves {
+                let (change, delete) = moved(&probes[i], &survivor, dry);
+                changes.extend(change);
+                if delete.is_some() {
+                    deletes.push((i, delete));
+                }
+            }
+        }
+    };
+    for (a, first) in merged.records.into_iter().zip(merged.first_of) {
+        // A lone record stands where its merge key first comes; records without one, last.
+        lone_changes(first, &mut changes);
         let (kind, key) = (a.kind_name().to_string(), a.key());
         let prior = before.remove(&(kind.clone(), key.clone()));
-        if prior.is_some_and(|(_, i)| originals[i].obj == a.obj) {
+        if prior.is_some_and(|(_, _, j)| originals[j].obj == a.obj) {
             continue;
         }
         if dry {
@@ -156,26 +216,152 @@ pub(super) fn merge_one(
             continue;
         }
         match prior {
-            Some((p, i)) => changes.extend(tree_update(&kind, &key, p, &originals[i].obj, &a.obj)),
+            Some((p, _, j)) => {
+                changes.extend(tree_update(&kind, &key, p, &originals[j].obj, &a.obj))
+            }
             None => {
                 let record = serde_json::to_vec(&a.obj).expect("a JSON map always serialises");
                 changes.extend(change_line(&kind, &key, None, Some(&record), false));
             }
         }
     }
-    // The records the merge left out leave in the group's order (version, then line), not
-    // the map's: the change file's order is part of the bundle's bytes.
-    let mut gone: Vec<_> = before.into_iter().collect();
-    gone.sort_unstable_by_key(|(_, (_, i))| *i);
-    for ((kind, key), (prior, _)) in gone {
-        changes.extend(change_line(&kind, &key, Some(prior), None, dry));
+    lone_changes(None, &mut changes);
+    // The records the merge left out leave in the group's order, not the map's: the change
+    // file's order is part of the bundle's bytes.
+    for ((kind, key), (prior, i, _)) in before {
+        deletes.push((i, change_line(&kind, &key, Some(prior), None, dry)));
     }
+    deletes.sort_unstable_by_key(|(i, _)| *i);
+    changes.extend(deletes.into_iter().filter_map(|(_, d)| d));
     GroupResult {
         changes,
         conflicts: merged.conflicts,
-        carried: merged.carried,
+        carried,
         repaired,
     }
+}
+
+/// `LOOKMIG_MERGE_TREES` (a test knob, read once): every held record goes through the tree
+/// merge, so that a test can hold the lone records' bytes to what the merge makes of them.
+fn trees_only() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LOOKMIG_MERGE_TREES").is_some_and(|v| v != "0"))
+}
+
+/// What the merge does to a record alone under its merge key in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lone {
+    /// The survivor's: it stays as it is.
+    Stays,
+    /// A retired version's: it moves onto the survivor, and nothing else of it changes.
+    Moves,
+}
+
+/// The merge key of a held line ([`merge::merge_key`]).
+fn probe_merge_key(p: &Probe) -> Option<String> {
+    let r = &p.raw;
+    merge::merge_key_from(p.kind, |f| p.int(r.get(f)), |f| r.get(f).and_then(raw_str))
+}
+
+/// What the merge does to a record at `rank` that is alone under its merge key, when that
+/// needs no tree: None when the repair (§5) changes it, or when the union of a multi-valued
+/// field could (a null, or an item twice).
+fn lone(p: &Probe, rank: usize, fields: &Fields, groups: &Groups) -> Option<Lone> {
+    let r = &p.raw;
+    let unmentioned = |text: Option<&RawValue>| {
+        text.and_then(raw_str)
+            .is_none_or(|t| refs::rewrite_rich(&t, groups).is_none())
+    };
+    match p.kind {
+        Kind::Tag | Kind::Star => {}
+        Kind::TrustFlag if unmentioned(r.reason) => {}
+        Kind::FieldValue => {
+            let value = r.value?;
+            let def = p.int(r.field_id).and_then(|id| fields.get(id));
+            match def.as_ref().map(|d| d.field_type.as_str()) {
+                Some("RICH_TEXT") if !unmentioned(Some(value)) => return None,
+                Some("OBJECT_SET")
+                    if !groups.nothing_moves()
+                        && groups::REPORT_TEXT.find(value.get().as_bytes()).is_some() =>
+                {
+                    return None
+                }
+                _ => {}
+            }
+            // As the merge tells them apart: an undefined field is multi-valued by its value.
+            let multi = def.map_or(value.get().starts_with('['), |d| d.multi());
+            if multi && rank > 0 {
+                let Ok(serde_json::Value::Array(items)) = serde_json::from_str(value.get()) else {
+                    return None;
+                };
+                if items
+                    .iter()
+                    .enumerate()
+                    .any(|(i, v)| items[..i].contains(v))
+                {
+                    return None;
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(if rank == 0 { Lone::Stays } else { Lone::Moves })
+}
+
+/// The changes of a retired version's lone record moving onto `survivor`: its subject replaced and every other byte kept. A trust flag keeps its key (its id)
+/// and is updated; the other kinds are keyed by their subject, so the record of the new key is
+/// created and the old one deleted (the second change).
+fn moved(p: &Probe, survivor: &Subject, dry: bool) -> (Option<RawChange>, Option<RawChange>) {
+    let raw = p.raw.subject.expect("a held record has a subject");
+    if p.kind == Kind::TrustFlag {
+        return (
+            edit_change(
+                p,
+                vec![(
+                    raw,
+                    "subject",
+                    serde_json::to_string(survivor).expect("a subject serialises"),
+                )],
+                dry,
+            ),
+            None,
+        );
+    }
+    let delete = raw_change(p, None, dry);
+    if dry {
+        return (Some(dry_change(Op::Create)), delete);
+    }
+    let record = splice(
+        p.line,
+        raw,
+        &serde_json::to_string(survivor).expect("a subject serialises"),
+    );
+    (
+        change_line(
+            &p.kind_name,
+            &p.key_with_subject(survivor),
+            None,
+            Some(&record),
+            false,
+        ),
+        delete,
+    )
+}
+
+/// `line` with the value `raw` (a slice of it) replaced by `new`, outer white space trimmed.
+fn splice(line: &[u8], raw: &RawValue, new: &str) -> Vec<u8> {
+    let at = raw.get().as_ptr() as usize - line.as_ptr() as usize;
+    let end = at + raw.get().len();
+    assert!(end <= line.len(), "the value is a slice of the line");
+    let mut out = Vec::with_capacity(line.len() + new.len());
+    out.extend_from_slice(&line[..at]);
+    out.extend_from_slice(new.as_bytes());
+    out.extend_from_slice(&line[end..]);
+    let trimmed = out.trim_ascii().len();
+    let lead = out.len() - out.trim_ascii_start().len();
+    out.drain(..lead);
+    out.truncate(trimmed);
+    out
 }
 
 /// Decides what happens to one line in the second pass.

@@ -590,6 +590,41 @@ impl<'a> Probe<'a> {
     pub fn key(&self) -> String {
         super::model::record_key(self.kind, self)
     }
+
+    /// The record key this record would have with `subject` for its subject (a record moved
+    /// onto a survivor), without making that record.
+    pub fn key_with_subject(&self, subject: &super::Subject) -> String {
+        super::model::record_key(self.kind, &WithSubject(self, subject))
+    }
+}
+
+/// A probed record read as if its subject were another ([`Probe::key_with_subject`]).
+struct WithSubject<'p, 'a>(&'p Probe<'a>, &'p super::Subject);
+
+impl super::model::KeyFields for WithSubject<'_, '_> {
+    fn int(&self, name: &str, out: &mut String) {
+        super::model::KeyFields::int(self.0, name, out)
+    }
+
+    fn text(&self, name: &str, out: &mut String) {
+        super::model::KeyFields::text(self.0, name, out)
+    }
+
+    fn subject(&self, out: &mut String) {
+        out.push_str(&self.1.otype);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(self.1.oid));
+        out.push(':');
+    }
+
+    fn other(&self, out: &mut String) {
+        // An id-less record's key hashes the whole record, subject and all.
+        assert!(
+            self.0.raw.id.is_some(),
+            "the key of a moved id-less record needs the moved record"
+        );
+        super::model::KeyFields::other(self.0, out)
+    }
 }
 
 impl super::model::KeyFields for Probe<'_> {
@@ -644,6 +679,44 @@ mod tests {
         use serde::de::DeserializeSeed;
         let mut de = serde_json::Deserializer::from_str(text);
         ReadFields { all: false }.deserialize(&mut de).unwrap().0
+    }
+
+    #[test]
+    fn the_key_with_another_subject_is_the_key_of_the_moved_record() {
+        let to = super::super::Subject {
+            otype: "bi_report".into(),
+            oid: 9,
+        };
+        // (line, whether its key holds its subject)
+        let lines = [
+            (
+                r#"{"kind":"tag","name":"a\u00e9","subject":{"otype":"bi_report","oid":1}}"#,
+                true,
+            ),
+            (
+                r#"{"kind":"field_value","field_id":4,"subject":{"oid":1,"otype":"bi_report"},"value":"x"}"#,
+                true,
+            ),
+            (
+                r#"{"kind":"star","user_id":7,"subject":{"otype":"bi_report","oid":1}}"#,
+                true,
+            ),
+            (
+                r#"{"kind":"trust_flag","id":3,"flag_type":"WARNING","user_id":7,"subject":{"otype":"bi_report","oid":1}}"#,
+                false,
+            ),
+            (
+                r#"{"kind":"widget","id":"w1","subject":{"otype":"bi_report","oid":1}}"#,
+                false,
+            ),
+        ];
+        for (line, by_subject) in lines {
+            let p = Probe::parse(line.as_bytes()).unwrap();
+            let mut moved = Record::from_validated(line.as_bytes());
+            moved.set_subject(&to);
+            assert_eq!(p.key_with_subject(&to), moved.key(), "{line}");
+            assert_eq!(p.key_with_subject(&to) != p.key(), by_subject, "{line}");
+        }
     }
 
     #[test]

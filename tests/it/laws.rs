@@ -254,3 +254,156 @@ fn a_catalog_where_few_lines_change_restores_rolls_back_and_verifies() {
     .json();
     assert_eq!(verdict["failures"], serde_json::json!([]));
 }
+
+/// Migrates `export` into `dir/NAME`, with `LOOKMIG_MERGE_TREES` set when `trees`; the plan's
+/// JSON report too.
+fn migrated(dir: &Dir, export: &std::path::Path, name: &str, trees: bool) -> (PathBuf, String) {
+    let bundle = dir.join(name);
+    let env: &[(&str, &str)] = if trees {
+        &[("LOOKMIG_MERGE_TREES", "1")]
+    } else {
+        &[]
+    };
+    util::run_with_env(
+        dir.path(),
+        ["migrate", &arg(export), "-o", &arg(&bundle)],
+        None,
+        env,
+    )
+    .ok();
+    let plan = util::run_with_env(dir.path(), ["plan", "--json", &arg(export)], None, env).ok();
+    (bundle, plan.stdout)
+}
+
+/// Asserts that the merge judging lone records on their bytes gives, byte for byte, the bundle
+/// and the plan of the merge of trees alone (`LOOKMIG_MERGE_TREES`).
+fn assert_lone_records_merge_as_trees(dir: &Dir, export: &std::path::Path) {
+    let (bytes, plan_bytes) = migrated(dir, export, "by-bytes", false);
+    let (trees, plan_trees) = migrated(dir, export, "trees", true);
+    let (got, want) = (util::files(&bytes), util::files(&trees));
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (name, w) in &want {
+        assert!(
+            w == &got[name],
+            "{name} differs when lone records are judged on their bytes"
+        );
+    }
+    assert_eq!(plan_bytes, plan_trees, "the plan differs");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..config() })]
+
+    /// The merge's short way for records alone under their merge key (src/migrate/decide.rs,
+    /// `lone`) is only a short way: the same bundle as merging every record as a tree.
+    #[test]
+    fn lone_records_merge_as_trees_merge_them(seed in any::<u64>(), reports in 20u64..200) {
+        let (dir, export) = generated(reports, seed);
+        assert_lone_records_merge_as_trees(&dir, &export);
+    }
+}
+
+/// The records alone under their merge key that the short way must leave to the tree merge:
+/// a multi-valued field whose union changes its value (an item twice, a null, an undefined
+/// field holding an array), and mentions, object-set members and flag reasons the repair
+/// changes. Next to them, lone records the short way takes: moved tags, stars, a flag and a
+/// field, and the survivor's own.
+#[test]
+fn lone_records_that_change_beyond_their_subject_merge_as_trees() {
+    let dir = Dir::new();
+    let s = |oid: u32| format!(r#"{{"otype":"bi_report","oid":{oid}}}"#);
+    let mention =
+        r#"<p>See <a data-otype=\"bi_report\" data-oid=\"102\" href=\"/reports/102\">v2</a></p>"#;
+    let lines = [
+        r#"{"kind":"header","format":"catalog-export","version":1}"#.to_string(),
+        r#"{"kind":"bi_server","id":1,"type":"looker","title":"Looker prod"}"#.into(),
+        r#"{"kind":"custom_field","id":21,"field_type":"MULTI_PICKER","name":"Regions"}"#.into(),
+        r#"{"kind":"custom_field","id":22,"field_type":"MULTI_PICKER","name":"Teams"}"#.into(),
+        r#"{"kind":"custom_field","id":23,"field_type":"OBJECT_SET","allow_multiple":true,"name":"Related"}"#.into(),
+        r#"{"kind":"custom_field","id":24,"field_type":"RICH_TEXT","name":"Notes"}"#.into(),
+        r#"{"kind":"custom_field","id":25,"field_type":"PICKER","name":"Owner"}"#.into(),
+        r#"{"kind":"bi_report","oid":101,"server_id":1,"external_id":"dashboard_12_1690000000","name":"Sales v1"}"#.into(),
+        r#"{"kind":"bi_report","oid":102,"server_id":1,"external_id":"dashboard_12_1695000000","name":"Sales v2"}"#.into(),
+        r#"{"kind":"bi_report","oid":103,"server_id":1,"external_id":"dashboard_12_1700000000","name":"Sales v3"}"#.into(),
+        format!(r#"{{"kind":"field_value","field_id":21,"subject":{},"value":["emea","apac","emea"]}}"#, s(101)),
+        format!(r#"{{"kind":"field_value","field_id":22,"subject":{},"value":null}}"#, s(101)),
+        format!(r#"{{"kind":"field_value","field_id":99,"subject":{},"value":["x","x"]}}"#, s(102)),
+        format!(r#"{{"kind":"field_value","field_id":23,"subject":{},"value":[{}]}}"#, s(101), s(102)),
+        format!(r#"{{"kind":"field_value","field_id":24,"subject":{},"value":"{mention}"}}"#, s(102)),
+        format!(r#"{{"kind":"trust_flag","id":7,"flag_type":"WARNING","subject":{},"user_id":5,"reason":"{mention}","ts_created":"2023-01-01T00:00:00Z"}}"#, s(101)),
+        format!(r#"{{"kind":"trust_flag","id":8,"flag_type":"ENDORSEMENT","subject":{},"user_id":5,"reason":"<p>ok</p>","ts_created":"2023-01-01T00:00:00Z"}}"#, s(102)),
+        format!(r#"{{"kind":"field_value","field_id":25,"subject":{},"value":"Finance"}}"#, s(101)),
+        format!(r#"{{"kind":"tag","name":"finance","subject":{}}}"#, s(102)),
+        format!(r#"{{"kind":"tag","name":"pii","subject":{}}}"#, s(103)),
+        format!(r#"{{"kind":"star","user_id":9,"subject":{},"ts_created":"2023-02-01T00:00:00Z"}}"#, s(101)),
+    ];
+    let export = dir.write("export.ndjson", lines.join("\n") + "\n");
+    assert_lone_records_merge_as_trees(&dir, &export);
+    // What the tree merge made of them, so that the comparison above meets each case.
+    let after: Vec<serde_json::Value> = util::changes(&dir.join("by-bytes"))
+        .iter()
+        .map(util::after)
+        .filter(|r| !r.is_null())
+        .collect();
+    let on_survivor = |kind: &str, field: &str, value: serde_json::Value| {
+        after
+            .iter()
+            .find(|r| r["kind"] == kind && r[field] == value && r["subject"]["oid"] == 103)
+    };
+    let value_of =
+        |id: u64| on_survivor("field_value", "field_id", id.into()).map(|r| r["value"].clone());
+    assert_eq!(
+        value_of(21),
+        Some(serde_json::json!(["emea", "apac"])),
+        "an item twice is taken once"
+    );
+    assert_eq!(
+        value_of(22),
+        Some(serde_json::json!([])),
+        "a null multi-valued value merges to an empty list"
+    );
+    assert_eq!(
+        value_of(99),
+        Some(serde_json::json!(["x"])),
+        "an undefined field's array is a union too"
+    );
+    assert_eq!(
+        value_of(23).unwrap()[0]["oid"],
+        103,
+        "the member is repaired"
+    );
+    assert!(value_of(24)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains(r#"data-oid="103""#));
+    assert_eq!(
+        value_of(25),
+        Some(serde_json::json!("Finance")),
+        "a single value moves as it is"
+    );
+    let flag = on_survivor("trust_flag", "id", 7.into()).expect("flag 7 moves");
+    assert!(flag["reason"]
+        .as_str()
+        .unwrap()
+        .contains(r#"href="/reports/103""#));
+    assert!(
+        on_survivor("trust_flag", "id", 8.into()).is_some(),
+        "flag 8 moves"
+    );
+    assert!(
+        on_survivor("tag", "name", "finance".into()).is_some(),
+        "the tag moves"
+    );
+    assert!(
+        on_survivor("star", "user_id", 9.into()).is_some(),
+        "the star moves"
+    );
+    assert!(
+        on_survivor("tag", "name", "pii".into()).is_none(),
+        "the survivor's own tag is no change"
+    );
+}
