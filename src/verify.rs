@@ -182,25 +182,29 @@ fn rehearse(c: Change, cur: Option<RawRecord>, law: &Law) -> Result<Rehearsed> {
         return Ok(r);
     };
     r.restored = true;
-    let stray = match Probe::parse(bytes) {
-        Err(e) => Some(format!("is not a valid record ({e})")),
+    // Read whole once: validated, keyed, looked in for the law, and judged by the rollback.
+    let probe = match Probe::parse_whole(bytes) {
+        Err(e) => Err(format!("is not a valid record ({e})")),
         Ok(p) if p.kind_name != c.kind || p.key() != c.key => {
-            Some(format!("is {} {:?}", p.kind_name, p.key()))
+            Err(format!("is {} {:?}", p.kind_name, p.key()))
         }
         Ok(p) => {
             r.found = law.found_in(&p, bytes);
-            None
+            Ok(p)
         }
     };
-    if let Some(s) = stray {
-        r.stray = Some(format!(
-            "the record that the change of {} {:?} leaves {s}",
-            c.kind, c.key
-        ));
-        round_trip(&mut r, current, Some(bytes));
-        return Ok(r);
-    }
-    let now = RawRecord::parse(bytes)?;
+    let p = match probe {
+        Ok(p) => p,
+        Err(s) => {
+            r.stray = Some(format!(
+                "the record that the change of {} {:?} leaves {s}",
+                c.kind, c.key
+            ));
+            round_trip(&mut r, current, Some(bytes));
+            return Ok(r);
+        }
+    };
+    let now = RawRecord::of_probe(&p);
     let inverse = c.inverse_given(cur.as_ref());
     r.rollback = inverse.judge(Some(&now));
     match r.rollback {
