@@ -308,9 +308,10 @@ fn lone(p: &Probe, rank: usize, fields: &Fields, groups: &Groups) -> Option<Lone
     Some(if rank == 0 { Lone::Stays } else { Lone::Moves })
 }
 
-/// The changes of a retired version's lone record moving onto `survivor`: its subject replaced and every other byte kept. A trust flag keeps its key (its id)
-/// and is updated; the other kinds are keyed by their subject, so the record of the new key is
-/// created and the old one deleted (the second change).
+/// The changes of a retired version's lone record moving onto `survivor`: its subject replaced
+/// and every other byte kept. A trust flag keeps its key (its id) and is updated; the other
+/// kinds are keyed by their subject, so the record of the new key is created and the old one
+/// deleted (the second change).
 fn moved(p: &Probe, survivor: &Subject, dry: bool) -> (Option<RawChange>, Option<RawChange>) {
     let raw = p.raw.subject.expect("a held record has a subject");
     if p.kind == Kind::TrustFlag {
@@ -350,18 +351,13 @@ fn moved(p: &Probe, survivor: &Subject, dry: bool) -> (Option<RawChange>, Option
 
 /// `line` with the value `raw` (a slice of it) replaced by `new`, outer white space trimmed.
 fn splice(line: &[u8], raw: &RawValue, new: &str) -> Vec<u8> {
-    let at = raw.get().as_ptr() as usize - line.as_ptr() as usize;
+    let line = line.trim_ascii();
+    let at = (raw.get().as_ptr() as usize)
+        .checked_sub(line.as_ptr() as usize)
+        .expect("the value is a slice of the line");
     let end = at + raw.get().len();
     assert!(end <= line.len(), "the value is a slice of the line");
-    let mut out = Vec::with_capacity(line.len() + new.len());
-    out.extend_from_slice(&line[..at]);
-    out.extend_from_slice(new.as_bytes());
-    out.extend_from_slice(&line[end..]);
-    let trimmed = out.trim_ascii().len();
-    let lead = out.len() - out.trim_ascii_start().len();
-    out.drain(..lead);
-    out.truncate(trimmed);
-    out
+    [&line[..at], new.as_bytes(), &line[end..]].concat()
 }
 
 /// Decides what happens to one line in the second pass.
@@ -566,5 +562,23 @@ fn full_repair(line: &Line, fields: &Fields, groups: &Groups, dry: bool) -> Deci
                 n,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_splice_replaces_the_value_and_keeps_every_other_byte() {
+        let line =
+            br#"  {"kind":"tag", "subject" : {"oid":1,"otype":"bi_report"},"name":"a\u00e9"} "#;
+        let p = Probe::parse(line).unwrap();
+        let new = r#"{"otype":"bi_report","oid":9}"#;
+        let out = splice(p.line, p.raw.subject.unwrap(), new);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"kind":"tag", "subject" : {"otype":"bi_report","oid":9},"name":"a\u00e9"}"#
+        );
     }
 }
