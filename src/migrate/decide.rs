@@ -183,13 +183,14 @@ pub(super) fn merge_one(
     // deletes last, in the group's order (version, then line), by index in `raw`.
     let mut changes = Vec::new();
     let mut deletes: Vec<(usize, Option<RawChange>)> = Vec::new();
+    let survivor_json = serde_json::to_string(&survivor).expect("a subject serialises");
     let mut lones = lones.into_iter().peekable();
     let mut lone_changes = |until: Option<(usize, u64)>, changes: &mut Vec<RawChange>| {
         while let Some((i, l)) =
             lones.next_if(|(i, _)| until.is_none_or(|place| (raw[*i].0, raw[*i].1) < place))
         {
             if l == Lone::Moves {
-                let (change, delete) = moved(&probes[i], &survivor, dry);
+                let (change, delete) = moved(&probes[i], &survivor, &survivor_json, dry);
                 changes.extend(change);
                 if delete.is_some() {
                     deletes.push((i, delete));
@@ -268,63 +269,60 @@ fn probe_merge_key(p: &Probe) -> Option<String> {
 /// field could (a null, or an item twice).
 fn lone(p: &Probe, rank: usize, fields: &Fields, groups: &Groups) -> Option<Lone> {
     let r = &p.raw;
-    let unmentioned = |text: Option<&RawValue>| {
-        text.and_then(raw_str)
-            .is_none_or(|t| refs::rewrite_rich(&t, groups).is_none())
-    };
-    match p.kind {
-        Kind::Tag | Kind::Star => {}
-        Kind::TrustFlag if unmentioned(r.reason) => {}
-        Kind::FieldValue => {
-            let value = r.value?;
-            let def = p.int(r.field_id).and_then(|id| fields.get(id));
-            match def.as_ref().map(|d| d.field_type.as_str()) {
-                Some("RICH_TEXT") if !unmentioned(Some(value)) => return None,
-                Some("OBJECT_SET")
-                    if !groups.nothing_moves()
-                        && groups::REPORT_TEXT.find(value.get().as_bytes()).is_some() =>
-                {
-                    return None
-                }
-                _ => {}
-            }
-            // As the merge tells them apart: an undefined field is multi-valued by its value.
-            let multi = def.map_or(value.get().starts_with('['), |d| d.multi());
-            if multi && rank > 0 {
-                let Ok(serde_json::Value::Array(items)) = serde_json::from_str(value.get()) else {
-                    return None;
-                };
-                if items
-                    .iter()
-                    .enumerate()
-                    .any(|(i, v)| items[..i].contains(v))
+    if !matches!(
+        p.kind,
+        Kind::Tag | Kind::Star | Kind::TrustFlag | Kind::FieldValue
+    ) {
+        return None;
+    }
+    if !groups.nothing_moves() {
+        match repairable(p, fields) {
+            Repairable::Nothing => {}
+            Repairable::Tree => return None,
+            Repairable::Text(_, text) => {
+                if text
+                    .and_then(raw_str)
+                    .is_some_and(|t| refs::rewrite_rich(&t, groups).is_some())
                 {
                     return None;
                 }
             }
         }
-        _ => return None,
+    }
+    if p.kind == Kind::FieldValue && rank > 0 {
+        let value = r.value?;
+        let def = p.int(r.field_id).and_then(|id| fields.get(id));
+        // As the merge tells them apart: an undefined field is multi-valued by its value.
+        if def.map_or(value.get().starts_with('['), |d| d.multi()) {
+            let Ok(serde_json::Value::Array(items)) = serde_json::from_str(value.get()) else {
+                return None;
+            };
+            if items
+                .iter()
+                .enumerate()
+                .any(|(i, v)| items[..i].contains(v))
+            {
+                return None;
+            }
+        }
     }
     Some(if rank == 0 { Lone::Stays } else { Lone::Moves })
 }
 
-/// The changes of a retired version's lone record moving onto `survivor`: its subject replaced
-/// and every other byte kept. A trust flag keeps its key (its id) and is updated; the other
+/// The changes of a retired version's lone record moving onto `survivor` (`survivor_json`: the
+/// subject as JSON): its subject replaced and every other byte kept. A trust flag keeps its key (its id) and is updated; the other
 /// kinds are keyed by their subject, so the record of the new key is created and the old one
 /// deleted (the second change).
-fn moved(p: &Probe, survivor: &Subject, dry: bool) -> (Option<RawChange>, Option<RawChange>) {
+fn moved(
+    p: &Probe,
+    survivor: &Subject,
+    survivor_json: &str,
+    dry: bool,
+) -> (Option<RawChange>, Option<RawChange>) {
     let raw = p.raw.subject.expect("a held record has a subject");
     if p.kind == Kind::TrustFlag {
         return (
-            edit_change(
-                p,
-                vec![(
-                    raw,
-                    "subject",
-                    serde_json::to_string(survivor).expect("a subject serialises"),
-                )],
-                dry,
-            ),
+            edit_change(p, vec![(raw, "subject", survivor_json.to_string())], dry),
             None,
         );
     }
@@ -332,11 +330,7 @@ fn moved(p: &Probe, survivor: &Subject, dry: bool) -> (Option<RawChange>, Option
     if dry {
         return (Some(dry_change(Op::Create)), delete);
     }
-    let record = splice(
-        p.line,
-        raw,
-        &serde_json::to_string(survivor).expect("a subject serialises"),
-    );
+    let record = splice(p.line, raw, survivor_json);
     (
         change_line(
             &p.kind_name,
@@ -413,23 +407,10 @@ fn decide_probed(
                 return Decision::Same;
             }
             // Rich text in one string field: rewritten in place, the rest of the line kept.
-            let (name, rich) = match p.kind {
-                Kind::FieldValue => match p.int(r.field_id).and_then(|id| fields.get(id)) {
-                    Some(def) if def.field_type == "RICH_TEXT" => ("value", r.value),
-                    Some(def)
-                        if def.field_type == "OBJECT_SET"
-                            && groups::REPORT_TEXT
-                                .find(r.value.expect("validated").get().as_bytes())
-                                .is_some() =>
-                    {
-                        return full_repair(line, fields, groups, dry);
-                    }
-                    _ => ("", None),
-                },
-                Kind::Article => ("body", r.body),
-                Kind::TrustFlag => ("reason", r.reason),
-                Kind::Conversation => return full_repair(line, fields, groups, dry),
-                _ => ("", None),
+            let (name, rich) = match repairable(p, fields) {
+                Repairable::Nothing => return Decision::Same,
+                Repairable::Tree => return full_repair(line, fields, groups, dry),
+                Repairable::Text(name, rich) => (name, rich),
             };
             let Some(text) = rich.and_then(raw_str) else {
                 return Decision::Same;
@@ -448,6 +429,40 @@ fn decide_probed(
                 None => Decision::Same,
             }
         }
+    }
+}
+
+/// Where the repair of references (SPEC §5) may change a probed record, as the raw reading of
+/// `refs::repair` sees it.
+enum Repairable<'a> {
+    /// Nowhere.
+    Nothing,
+    /// The mentions of one rich-text field (its name and raw value).
+    Text(&'static str, Option<&'a RawValue>),
+    /// Beyond one string (a conversation's posts, an object set that names reports): the
+    /// record is repaired as a tree.
+    Tree,
+}
+
+fn repairable<'a>(p: &Probe<'a>, fields: &Fields) -> Repairable<'a> {
+    let r = &p.raw;
+    match p.kind {
+        Kind::FieldValue => match p.int(r.field_id).and_then(|id| fields.get(id)) {
+            Some(def) if def.field_type == "RICH_TEXT" => Repairable::Text("value", r.value),
+            Some(def)
+                if def.field_type == "OBJECT_SET"
+                    && groups::REPORT_TEXT
+                        .find(r.value.expect("validated").get().as_bytes())
+                        .is_some() =>
+            {
+                Repairable::Tree
+            }
+            _ => Repairable::Nothing,
+        },
+        Kind::Article => Repairable::Text("body", r.body),
+        Kind::TrustFlag => Repairable::Text("reason", r.reason),
+        Kind::Conversation => Repairable::Tree,
+        _ => Repairable::Nothing,
     }
 }
 
