@@ -53,12 +53,8 @@ proptest! {
         let two = dir.join("two");
         util::migrate(dir.path(), &export, &one, &["--threads".into(), "1".into()]).ok();
         util::migrate(dir.path(), &export, &two, &["--threads".into(), "2".into()]).ok();
-        let a = util::files(&one);
-        let b = util::files(&two);
-        prop_assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-        for (name, bytes) in &a {
-            prop_assert!(bytes == &b[name], "{} differs between --threads 1 and --threads 2", name);
-        }
+        let differs = util::first_difference(&one, &two);
+        prop_assert!(differs.is_none(), "{:?} differs between --threads 1 and --threads 2", differs);
     }
 
     /// Migrating the restored export again finds nothing left to change.
@@ -161,7 +157,6 @@ proptest! {
         let (batches, runs) = work_cut(&o.stderr);
         prop_assert_eq!(runs, 0, "the default sizes spilled a run for a small export");
         prop_assert!(batches <= 2, "{} batches at the default size", batches);
-        let want = util::files(&reference);
         for threads in ["1", "2", "3"] {
             let small = dir.join(&format!("small-{threads}"));
             let (batch_s, run_s) = (batch.to_string(), run.to_string());
@@ -182,15 +177,12 @@ proptest! {
                 "{} batches of {} bytes for an export of {} bytes", batches, batch, export_bytes
             );
             prop_assert!(runs >= 8, "only {} sort runs spilled at {} bytes a run", runs, run);
-            let got = util::files(&small);
-            prop_assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
-            for (name, bytes) in &want {
-                prop_assert!(
-                    bytes == &got[name],
-                    "{} differs with {}-byte batches, {}-byte runs and --threads {}",
-                    name, batch, run, threads
-                );
-            }
+            let differs = util::first_difference(&reference, &small);
+            prop_assert!(
+                differs.is_none(),
+                "{:?} differs with {}-byte batches, {}-byte runs and --threads {}",
+                differs, batch, run, threads
+            );
         }
     }
 }
@@ -280,17 +272,11 @@ fn migrated(dir: &Dir, export: &std::path::Path, name: &str, trees: bool) -> (Pa
 fn assert_lone_records_merge_as_trees(dir: &Dir, export: &std::path::Path) {
     let (bytes, plan_bytes) = migrated(dir, export, "by-bytes", false);
     let (trees, plan_trees) = migrated(dir, export, "trees", true);
-    let (got, want) = (util::files(&bytes), util::files(&trees));
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
+    let differs = util::first_difference(&bytes, &trees);
+    assert!(
+        differs.is_none(),
+        "{differs:?} differs when lone records are judged on their bytes"
     );
-    for (name, w) in &want {
-        assert!(
-            w == &got[name],
-            "{name} differs when lone records are judged on their bytes"
-        );
-    }
     assert_eq!(plan_bytes, plan_trees, "the plan differs");
 }
 
@@ -390,18 +376,16 @@ fn lone_records_that_change_beyond_their_subject_merge_as_trees() {
         .as_str()
         .unwrap()
         .contains(r#"href="/reports/103""#));
-    assert!(
-        on_survivor("trust_flag", "id", 8.into()).is_some(),
-        "flag 8 moves"
-    );
-    assert!(
-        on_survivor("tag", "name", "finance".into()).is_some(),
-        "the tag moves"
-    );
-    assert!(
-        on_survivor("star", "user_id", 9.into()).is_some(),
-        "the star moves"
-    );
+    for (kind, field, value) in [
+        ("trust_flag", "id", serde_json::json!(8)),
+        ("tag", "name", serde_json::json!("finance")),
+        ("star", "user_id", serde_json::json!(9)),
+    ] {
+        assert!(
+            on_survivor(kind, field, value.clone()).is_some(),
+            "the {kind} with {field} {value} moves"
+        );
+    }
     assert!(
         on_survivor("tag", "name", "pii".into()).is_none(),
         "the survivor's own tag is no change"

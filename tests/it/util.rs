@@ -419,6 +419,20 @@ pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The first file by which two bundle directories differ — one lacks it, or its bytes differ
+/// — named without its megabytes; None when they hold the same files byte for byte.
+pub fn first_difference(a: &Path, b: &Path) -> Option<String> {
+    let (a, b) = (files(a), files(b));
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let first = names.into_iter().find_map(|n| match (a.get(n), b.get(n)) {
+        (Some(x), Some(y)) if x == y => None,
+        (Some(_), Some(_)) => Some(format!("{n} (its bytes)")),
+        (Some(_), None) => Some(format!("{n} (only in the first)")),
+        _ => Some(format!("{n} (only in the second)")),
+    });
+    first
+}
+
 /// The lines of a file, without their `\n`.
 pub fn lines(path: &Path) -> Vec<String> {
     let mut s = String::new();
