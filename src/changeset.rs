@@ -132,6 +132,15 @@ impl Head<'_> {
     /// without reading the rest; any other line goes through [`Head::parse`]. The rest of the
     /// line is not checked here: whoever uses the change reads it with [`Change::parse`].
     pub fn quick(line: &[u8]) -> Result<Head<'_>> {
+        match Head::fast(line) {
+            Some((h, _)) => Ok(h),
+            None => Head::parse(line),
+        }
+    }
+
+    /// The head of a line that begins as [`Change::to_line`] writes it, and the bytes after
+    /// it (from the `,` or `}` that follows the key).
+    fn fast(line: &[u8]) -> Option<(Head<'_>, &[u8])> {
         fn string(b: &[u8]) -> Option<(&str, &[u8])> {
             let inner = b.strip_prefix(b"\"")?;
             let end = memchr::memchr2(b'"', b'\\', inner)?;
@@ -140,24 +149,105 @@ impl Head<'_> {
             }
             Some((std::str::from_utf8(&inner[..end]).ok()?, &inner[end + 1..]))
         }
-        fn fast(line: &[u8]) -> Option<Head<'_>> {
-            let rest = line.strip_prefix(b"{\"op\":\"")?;
-            let (op, rest) = [Op::Create, Op::Update, Op::Delete]
-                .into_iter()
-                .find_map(|op| Some((op, rest.strip_prefix(op.name().as_bytes())?)))?;
-            let rest = rest.strip_prefix(b"\",\"kind\":")?;
-            let (kind, rest) = string(rest)?;
-            let rest = rest.strip_prefix(b",\"key\":")?;
-            let (key, rest) = string(rest)?;
-            matches!(rest.first(), Some(b',' | b'}')).then_some(Head {
+        let rest = line.strip_prefix(b"{\"op\":\"")?;
+        let (op, rest) = [Op::Create, Op::Update, Op::Delete]
+            .into_iter()
+            .find_map(|op| Some((op, rest.strip_prefix(op.name().as_bytes())?)))?;
+        let rest = rest.strip_prefix(b"\",\"kind\":")?;
+        let (kind, rest) = string(rest)?;
+        let rest = rest.strip_prefix(b",\"key\":")?;
+        let (key, rest) = string(rest)?;
+        matches!(rest.first(), Some(b',' | b'}')).then_some((
+            Head {
                 op,
                 kind: Cow::Borrowed(kind),
                 key: Cow::Borrowed(key),
-            })
+            },
+            rest,
+        ))
+    }
+}
+
+/// A delete or an update whose `prior` is, byte for byte, the record a target holds: what
+/// restore meets on nearly every line it changes. Read from the change line without reading
+/// the prior again (the target's line was read already), when the line is laid out as
+/// migrate writes it: `{"op":…,"kind":…,"key":…,"prior":PRIOR}`, or for an update
+/// `…,"prior":PRIOR,"set":{…}}` with `,"unset":[…]` before the last brace when it unsets.
+/// Any other line is read whole ([`Change::parse`]), as before.
+#[derive(Debug)]
+pub enum OnPrior<'a> {
+    /// A delete of the record: it applies.
+    Delete,
+    /// An update of the record: the fields it sets (raw values) and unsets.
+    Update {
+        set: Vec<(Cow<'a, str>, &'a RawValue)>,
+        unset: Vec<String>,
+    },
+}
+
+impl<'a> OnPrior<'a> {
+    /// The change `line` asks of `current` (the target's record), when `line` is a delete or
+    /// update of that layout whose prior is `current`'s bytes; None otherwise.
+    pub fn read(line: &'a [u8], current: &[u8]) -> Option<OnPrior<'a>> {
+        let (head, rest) = Head::fast(line)?;
+        let rest = rest
+            .strip_prefix(b",\"prior\":")?
+            .strip_prefix(current.trim_ascii())?;
+        match head.op {
+            Op::Delete => (rest == b"}").then_some(OnPrior::Delete),
+            Op::Update => {
+                let rest = std::str::from_utf8(rest.strip_prefix(b",\"set\":")?).ok()?;
+                if !rest.starts_with('{') {
+                    return None;
+                }
+                let mut values = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
+                let set = values.next()?.ok()?;
+                let rest = &rest[values.byte_offset()..];
+                let (unset, rest) = match rest.strip_prefix(",\"unset\":") {
+                    Some(u) => {
+                        let mut names =
+                            serde_json::Deserializer::from_str(u).into_iter::<Vec<String>>();
+                        let unset = names.next()?.ok()?;
+                        (unset, &u[names.byte_offset()..])
+                    }
+                    None => (Vec::new(), rest),
+                };
+                if rest != "}" {
+                    return None;
+                }
+                let set = crate::record::raw_object(set.get().as_bytes()).ok()?;
+                Some(OnPrior::Update { set, unset })
+            }
+            Op::Create => None,
         }
-        match fast(line) {
-            Some(h) => Ok(h),
-            None => Head::parse(line),
+    }
+
+    /// The guard of SPEC §7 on the record that holds the prior: a delete applies; an update
+    /// is already applied when every field it sets holds its new value and none it unsets is
+    /// there, and applies otherwise (each field holds its prior value). Never a conflict.
+    pub fn judge(&self, current: &RawRecord) -> Step {
+        match self {
+            OnPrior::Delete => Step::Apply,
+            OnPrior::Update { set, unset } => {
+                let done = set
+                    .iter()
+                    .all(|(name, new)| current.get(name).is_some_and(|v| raw_eq(v, new)))
+                    && unset.iter().all(|name| current.get(name).is_none());
+                if done {
+                    Step::Already
+                } else {
+                    Step::Apply
+                }
+            }
+        }
+    }
+
+    /// The record to write when it applies onto `current` (None: removed), as
+    /// [`Change::result`] gives it.
+    pub fn result(&self, current: &RawRecord) -> Option<Vec<u8>> {
+        match self {
+            OnPrior::Delete => None,
+            OnPrior::Update { set, unset } => Some(apply_fields(current, set, unset)),
         }
     }
 }
@@ -473,23 +563,37 @@ impl Change {
 
     /// `base` with the update's fields set and unset: fields in place, new ones last.
     fn apply_fields(&self, base: &RawRecord) -> Vec<u8> {
-        let mut fields: Vec<(&str, &RawValue)> = Vec::with_capacity(base.fields.len() + 2);
-        for (name, v) in &base.fields {
-            if self.unset.iter().any(|u| u == name) {
-                continue;
-            }
-            let new = self.set.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
-            fields.push((name, new.unwrap_or(v)));
-        }
-        for (name, v) in &self.set {
-            if base.get(name).is_none() {
-                fields.push((name, v));
-            }
-        }
-        let mut out = Vec::with_capacity(base.bytes.len() + 64);
-        write_object(&mut out, &fields);
-        out
+        apply_fields(base, &self.set, &self.unset)
     }
+}
+
+/// `base` with the fields `set` (name, new raw value) set and `unset` removed: fields in
+/// place, new ones last (SPEC §6).
+fn apply_fields<N, V, U>(base: &RawRecord, set: &[(N, V)], unset: &[U]) -> Vec<u8>
+where
+    N: AsRef<str>,
+    V: std::borrow::Borrow<RawValue>,
+    U: AsRef<str>,
+{
+    let mut fields: Vec<(&str, &RawValue)> = Vec::with_capacity(base.fields.len() + 2);
+    for (name, v) in &base.fields {
+        if unset.iter().any(|u| u.as_ref() == name) {
+            continue;
+        }
+        let new = set
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| v.borrow());
+        fields.push((name, new.unwrap_or(v)));
+    }
+    for (name, v) in set {
+        if base.get(name.as_ref()).is_none() {
+            fields.push((name.as_ref(), v.borrow()));
+        }
+    }
+    let mut out = Vec::with_capacity(base.bytes.len() + 64);
+    write_object(&mut out, &fields);
+    out
 }
 
 /// The update that turns `prior` into `record` (both objects' raw bytes), or None when they
@@ -896,6 +1000,94 @@ mod tests {
         ) {
             assert_raw_eq_parses(&a, &b);
         }
+    }
+
+    /// A small record: a few fields of a few values, escapes and nesting among them.
+    fn small_record() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            Just("1".to_string()),
+            Just("1.0".to_string()),
+            Just("\"a\"".to_string()),
+            Just("\"\\u0061\\\"}\"".to_string()),
+            Just("[1,{\"b\":null}]".to_string()),
+            Just("{}".to_string()),
+        ];
+        proptest::collection::vec(("[abc]", value), 0..4).prop_map(|fields| {
+            let mut seen = std::collections::HashSet::new();
+            let body: Vec<String> = fields
+                .into_iter()
+                .filter(|(k, _)| seen.insert(k.clone()))
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            format!("{{\"kind\":\"tag\",{}}}", body.join(",")).replace("\"tag\",}", "\"tag\"}")
+        })
+    }
+
+    proptest! {
+        /// A change read as [`OnPrior`] on the record its prior names judges and results as
+        /// the change read whole does; on any other record, or any other layout, it is not
+        /// read so.
+        #[test]
+        fn a_change_read_on_its_prior_is_the_change_read_whole(
+            prior in small_record(),
+            record in small_record(),
+            other in small_record(),
+        ) {
+            let mut lines = Vec::new();
+            if let Some((_, l)) = encode("tag", "k", Some(prior.as_bytes()), Some(record.as_bytes())).unwrap() {
+                lines.push(l);
+            }
+            lines.push(encode("tag", "k", Some(prior.as_bytes()), None).unwrap().unwrap().1);
+            for line in lines {
+                let whole = Change::parse(&line).unwrap();
+                let current = rec(&prior);
+                let on = OnPrior::read(&line, prior.as_bytes());
+                let on = on.expect("a line migrate writes, on its prior");
+                prop_assert_eq!(on.judge(&current), whole.judge(Some(&current)));
+                prop_assert_eq!(on.result(&current), whole.result(Some(&current)));
+                // The line as Change::to_line writes it is read the same way.
+                let again = whole.to_line();
+                let on = OnPrior::read(&again, prior.as_bytes()).expect("to_line's layout");
+                prop_assert_eq!(on.result(&current), whole.result(Some(&current)));
+                if other != prior {
+                    prop_assert!(OnPrior::read(&line, other.as_bytes()).is_none());
+                }
+                // Another layout of the same change: read whole.
+                let v: Value = serde_json::from_slice(&line).unwrap();
+                let pretty = serde_json::to_vec_pretty(&v).unwrap();
+                prop_assert!(OnPrior::read(&pretty, prior.as_bytes()).is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_with_more_after_its_fields_is_read_whole() {
+        let prior = r#"{"kind":"tag","a":1}"#;
+        for line in [
+            format!(r#"{{"op":"delete","kind":"tag","key":"k","prior":{prior},"prior":{{}}}}"#),
+            format!(
+                r#"{{"op":"update","kind":"tag","key":"k","prior":{prior},"set":{{"a":2}},"set":{{"a":3}}}}"#
+            ),
+            format!(
+                r#"{{"op":"update","kind":"tag","key":"k","prior":{prior},"set":{{"a":2}},"unset":["b"],"x":1}}"#
+            ),
+            format!(r#"{{"op":"update","kind":"tag","key":"k","prior":{prior},"set":[1]}}"#),
+            format!(r#"{{"op":"create","kind":"tag","key":"k","prior":{prior}}}"#),
+            format!(r#"{{"op":"delete","kind":"tag","key":"k","prior":{prior}}} "#),
+        ] {
+            assert!(
+                OnPrior::read(line.as_bytes(), prior.as_bytes()).is_none(),
+                "{line}"
+            );
+        }
+        let line = format!(
+            r#"{{"op":"update","kind":"tag","key":"k","prior":{prior},"set":{{"a":2}},"unset":["b"]}}"#
+        );
+        let on = OnPrior::read(line.as_bytes(), prior.as_bytes()).unwrap();
+        assert_eq!(
+            on.result(&rec(prior)).unwrap(),
+            br#"{"kind":"tag","a":2}"#.to_vec()
+        );
     }
 
     #[test]

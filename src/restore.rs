@@ -13,7 +13,7 @@
 
 use crate::bundle::Bundle;
 use crate::carry::{self, Newer, Retired};
-use crate::changeset::{Change, Head, RawRecord, Step};
+use crate::changeset::{Change, Head, OnPrior, RawRecord, Step};
 use crate::error::Failure;
 use crate::export::{BadLines, Item, Order, ParseResult, Parsed, Reader};
 use crate::input::{Input, Line};
@@ -457,7 +457,8 @@ impl ChangeIndex {
         Ok(line)
     }
 
-    fn change(&self, line: &[u8]) -> Result<Change> {
+    /// The change of a line of this index's change set (its inverse for a rollback).
+    pub fn change(&self, line: &[u8]) -> Result<Change> {
         let c = Change::parse(line).context("reading the change set")?;
         Ok(if self.invert { c.inverse() } else { c })
     }
@@ -501,6 +502,15 @@ impl ChangeIndex {
 
     /// The entry and the change for (kind, key), if the change set has one.
     pub fn find(&self, kind: &str, key: &str) -> Result<Option<(usize, Change)>> {
+        match self.find_line(kind, key)? {
+            Some((i, line)) => Ok(Some((i, self.change(&line)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// [`ChangeIndex::find`], giving the change line as it is in the change set (not yet
+    /// read, nor inverted: see [`ChangeIndex::change`]).
+    pub fn find_line(&self, kind: &str, key: &str) -> Result<Option<(usize, Vec<u8>)>> {
         let h = hash32(kind, key);
         let b = (h >> (32 - self.bits)) as usize;
         let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
@@ -509,13 +519,19 @@ impl ChangeIndex {
             if self.entries[i].hash != h {
                 break;
             }
-            // An inverse names the same (kind, key) as its change.
-            let c = self.change(&self.read(self.entries[i].at())?)?;
-            if c.kind == kind && c.key == key {
-                return Ok(Some((i, c)));
+            // An inverse names the same (kind, key) as its change: its head tells.
+            let line = self.read(self.entries[i].at())?;
+            let head = Head::quick(&line).context("reading the change set")?;
+            if head.kind == kind && head.key == key {
+                return Ok(Some((i, line)));
             }
         }
         Ok(None)
+    }
+
+    /// True when the index applies each change's inverse (rollback).
+    pub fn inverts(&self) -> bool {
+        self.invert
     }
 }
 
@@ -812,7 +828,7 @@ pub(crate) struct Seen<C, X> {
 pub(crate) fn read_line<'a, C, X>(
     index: &ChangeIndex,
     bytes: &'a [u8],
-    then: impl FnOnce(&Probe<'a>, Option<(usize, Change)>) -> Result<(Option<(usize, C)>, X)>,
+    then: impl FnOnce(&Probe<'a>, Option<(usize, Vec<u8>)>) -> Result<(Option<(usize, C)>, X)>,
 ) -> Result<ParseResult<Seen<C, X>>> {
     // Every field kept, when changes are many: a line a change names is judged on its whole
     // record next ([`RawRecord::of_probe`]).
@@ -826,7 +842,7 @@ pub(crate) fn read_line<'a, C, X>(
         Err(e) => return Ok(Err(e)),
     };
     let (kind, key) = (probe.kind_name.to_string(), probe.key());
-    let (change, more) = then(&probe, index.find(&kind, &key)?)?;
+    let (change, more) = then(&probe, index.find_line(&kind, &key)?)?;
     // The key of a change is checked in order ([`InOrder::place`]); the others after the pass.
     let key_hash = change
         .is_none()
@@ -914,22 +930,42 @@ impl InOrder {
 /// A change judged against the record a target line holds, in the parallel part of a pass;
 /// the pass counts it, in order, only when the line is the first with the change's key.
 struct Judged {
-    change: Change,
+    /// The change, read whole: None for one read as [`OnPrior`], which never conflicts.
+    change: Option<Change>,
     /// The step, and what to write when the change is carried out (applies, or is forced):
     /// the record after, or None for a delete.
     step: Step,
     result: Option<Option<Vec<u8>>>,
 }
 
-fn judge_line(change: Change, current: &RawRecord, force: bool) -> Judged {
+fn judge_line(
+    index: &ChangeIndex,
+    line: &[u8],
+    current: &RawRecord,
+    force: bool,
+) -> Result<Judged> {
+    // Most changes a restore meets expect the target's record byte for byte: their prior is
+    // not read again (a rollback's inverse is read whole).
+    if !index.inverts() {
+        if let Some(on) = OnPrior::read(line, current.bytes) {
+            let step = on.judge(current);
+            let result = (step == Step::Apply).then(|| on.result(current));
+            return Ok(Judged {
+                change: None,
+                step,
+                result,
+            });
+        }
+    }
+    let change = index.change(line)?;
     let step = change.judge(Some(current));
     let carried_out = step == Step::Apply || (force && step == Step::Conflict);
     let result = carried_out.then(|| change.result(Some(current)));
-    Judged {
-        change,
+    Ok(Judged {
+        change: Some(change),
         step,
         result,
-    }
+    })
 }
 
 /// One pass: `index` applied onto `target`, written to `out` (committed only when there is no
@@ -967,13 +1003,14 @@ fn apply_to(
                 }
                 _ => None,
             };
-            Ok((
-                change.map(|(i, c)| {
+            let judged = match change {
+                Some((i, line)) => {
                     let current = RawRecord::of_probe(p);
-                    (i, Box::new(judge_line(c, &current, opts.force)))
-                }),
-                newer,
-            ))
+                    Some((i, Box::new(judge_line(index, &line, &current, opts.force)?)))
+                }
+                None => None,
+            };
+            Ok((judged, newer))
         })
     };
     let reader = Reader::new(target, bad_lines(opts), 2 << 20, read)?.progress(&progress);
@@ -1001,7 +1038,10 @@ fn apply_to(
                 } = *judged;
                 let conflict = || {
                     let current = RawRecord::parse(&line.bytes).expect("parsed once already");
-                    Conflict::of_change(&change, Some(&current), Some(line.no))
+                    let change = change
+                        .as_ref()
+                        .expect("a change that conflicts was read whole");
+                    Conflict::of_change(change, Some(&current), Some(line.no))
                 };
                 if summary.judged(step, opts.force, conflict) {
                     Some(result.expect("the result of a change that applies"))

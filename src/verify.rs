@@ -350,7 +350,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
     let read = |l: &Line| {
         restore::read_line(&index, &l.bytes, |p, change| {
             let (survivor, is_survivor) = law.survivor(p);
-            let Some((i, c)) = change else {
+            let Some((i, line)) = change else {
                 // No change names it: the restore copies it, and looks in it for references to
                 // retired versions. Its record is parsed once, for every check that needs it.
                 let at = survivor.as_ref().filter(|_| is_survivor);
@@ -379,6 +379,7 @@ fn check_law(b: &Bundle, export: &Input, v: &mut Verdict) -> Result<()> {
                     },
                 ));
             };
+            let c = index.change(&line)?;
             let needs = match survivor {
                 Some(s) => law.needs(s, Record::from_validated(&l.bytes), l.no),
                 None => Needs::default(),
