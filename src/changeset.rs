@@ -130,7 +130,8 @@ impl Head<'_> {
     /// Reads the head of a change line from its first bytes when it begins as
     /// [`Change::to_line`] writes it (`{"op":…,"kind":…,"key":…`, strings without escapes),
     /// without reading the rest; any other line goes through [`Head::parse`]. The rest of the
-    /// line is not checked here: whoever uses the change reads it with [`Change::parse`].
+    /// line is not checked here: whoever uses the change reads it with [`Change::parse`]
+    /// (or, on the record its prior names, [`OnPrior::read`]).
     pub fn quick(line: &[u8]) -> Result<Head<'_>> {
         match Head::fast(line) {
             Some((h, _)) => Ok(h),
