@@ -224,22 +224,12 @@ impl<'a> OnPrior<'a> {
     }
 
     /// The guard of SPEC §7 on the record that holds the prior: a delete applies; an update
-    /// is already applied when every field it sets holds its new value and none it unsets is
-    /// there, and applies otherwise (each field holds its prior value). Never a conflict.
+    /// is judged as [`Change::judge`] judges it, its prior being `current` itself, so it is
+    /// already applied or applies, never a conflict.
     pub fn judge(&self, current: &RawRecord) -> Step {
         match self {
             OnPrior::Delete => Step::Apply,
-            OnPrior::Update { set, unset } => {
-                let done = set
-                    .iter()
-                    .all(|(name, new)| current.get(name).is_some_and(|v| raw_eq(v, new)))
-                    && unset.iter().all(|name| current.get(name).is_none());
-                if done {
-                    Step::Already
-                } else {
-                    Step::Apply
-                }
-            }
+            OnPrior::Update { set, unset } => judge_update(current, current, set, unset),
         }
     }
 
@@ -442,29 +432,7 @@ impl Change {
                     parsed = self.prior_fields();
                     &parsed
                 };
-                let mut done = true;
-                for (name, new) in &self.set {
-                    let now = c.get(name);
-                    if now.is_some_and(|v| raw_eq(v, new)) {
-                        continue;
-                    }
-                    done = false;
-                    if !opt_eq(now, prior.get(name)) {
-                        return Step::Conflict;
-                    }
-                }
-                for name in &self.unset {
-                    let Some(now) = c.get(name) else { continue };
-                    done = false;
-                    if !prior.get(name).is_some_and(|p| raw_eq(now, p)) {
-                        return Step::Conflict;
-                    }
-                }
-                if done {
-                    Step::Already
-                } else {
-                    Step::Apply
-                }
+                judge_update(c, prior, &self.set, &self.unset)
             }
         }
     }
@@ -565,6 +533,48 @@ impl Change {
     /// `base` with the update's fields set and unset: fields in place, new ones last.
     fn apply_fields(&self, base: &RawRecord) -> Vec<u8> {
         apply_fields(base, &self.set, &self.unset)
+    }
+}
+
+/// The guard of SPEC §7 for an update that sets `set` (name, new raw value) and removes
+/// `unset`, on the record `current` holds, against the record the update expects (`prior`):
+/// each field holds its prior value or already its new one, else a conflict; already applied
+/// when every field holds its new one.
+fn judge_update<N, V, U>(
+    current: &RawRecord,
+    prior: &RawRecord,
+    set: &[(N, V)],
+    unset: &[U],
+) -> Step
+where
+    N: AsRef<str>,
+    V: std::borrow::Borrow<RawValue>,
+    U: AsRef<str>,
+{
+    let mut done = true;
+    for (name, new) in set {
+        let now = current.get(name.as_ref());
+        if now.is_some_and(|v| raw_eq(v, new.borrow())) {
+            continue;
+        }
+        done = false;
+        if !opt_eq(now, prior.get(name.as_ref())) {
+            return Step::Conflict;
+        }
+    }
+    for name in unset {
+        let Some(now) = current.get(name.as_ref()) else {
+            continue;
+        };
+        done = false;
+        if !prior.get(name.as_ref()).is_some_and(|p| raw_eq(now, p)) {
+            return Step::Conflict;
+        }
+    }
+    if done {
+        Step::Already
+    } else {
+        Step::Apply
     }
 }
 
